@@ -1,0 +1,67 @@
+"""Loading training checkpoints without running pickled code.
+
+A ``.ckpt`` is a pickle; unpickling an untrusted one can run arbitrary code. Every checkpoint
+rn-classifier reads (resume, fine-tuning from a checkpoint, evaluation) goes through
+``load_checkpoint``, which uses ``torch.load(..., weights_only=True)``: only tensors, numbers,
+strings and plain containers are accepted, and anything else is refused *before* it runs.
+
+``WeightsOnlyCheckpointIO`` plugs the same loader into Lightning (``Trainer(plugins=[...])``), so
+``trainer.fit(ckpt_path=...)`` resumes through it as well.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import re
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
+
+from .errors import InputError
+
+
+def load_checkpoint(path: str | os.PathLike, map_location: Any = "cpu") -> dict[str, Any]:
+    """Read a checkpoint written by ``torch.save`` / Lightning, refusing pickled objects.
+
+    Returns the checkpoint dictionary. Raises ``InputError`` when the file is missing, is not a
+    PyTorch checkpoint, or holds an object other than tensors / numbers / strings / containers
+    (a pickle payload): such an object is never constructed.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"checkpoint {path} does not exist")
+    if not zipfile.is_zipfile(path):  # torch.save writes a zip archive since PyTorch 1.6
+        raise InputError(f"checkpoint {path} is not a PyTorch checkpoint (expected the zip archive "
+                         f"that torch.save / Lightning write)")
+    try:
+        checkpoint = torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as exc:
+        found = re.search(r"Unsupported global: GLOBAL ([\w.]+)", str(exc))
+        if found is None:
+            raise InputError(f"checkpoint {path} is not a readable PyTorch checkpoint: "
+                             f"{str(exc).strip().splitlines()[-1]}") from None
+        raise InputError(
+            f"checkpoint {path} was refused: it contains a pickled Python object "
+            f"({found.group(1)}), not only tensors and plain values. rn-classifier loads "
+            f"checkpoints with torch.load(weights_only=True) so a file cannot run code; re-save it "
+            f"with plain state dicts, or use a checkpoint written by rn-classifier") from None
+    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError) as exc:
+        raise InputError(f"checkpoint {path} is not a readable PyTorch checkpoint: {exc}") from None
+    if not isinstance(checkpoint, dict):
+        raise InputError(f"checkpoint {path} holds a {type(checkpoint).__name__}, expected a dict "
+                         f"(a Lightning checkpoint or a state dict)")
+    return checkpoint
+
+
+class WeightsOnlyCheckpointIO(TorchCheckpointIO):
+    """Lightning checkpoint IO whose loading goes through :func:`load_checkpoint`."""
+
+    def load_checkpoint(self, path, map_location=None, weights_only=None) -> dict[str, Any]:
+        # Lightning's default map_location keeps storages where they are; "cpu" is equivalent for
+        # a resume (the strategy moves the state to the module's device afterwards).
+        return load_checkpoint(path, map_location="cpu" if map_location is None or callable(map_location)
+                               else map_location)
