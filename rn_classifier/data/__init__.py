@@ -1,0 +1,1 @@
+"""The cohort data layer: ingest, manifests, MOLAB import, synthetic cohort, checks, cache."""

@@ -1,0 +1,102 @@
+"""Data-stage commands: synth, import-molab, check-data, preprocess, split."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("import-molab")
+    def import_molab_cmd(
+        root: Annotated[Path, typer.Argument(help="MOLAB root: ROOT/<patient>/<patient>/NIFTI/...")],
+        labels: Annotated[Path, typer.Option(help="CSV with patient,timepoint,lesion,label (1 = RN, 0 = progression)")],
+        out: Annotated[Path, typer.Option(help="manifest CSV to write")],
+        center: Annotated[str, typer.Option(help="centre name written into the manifest")] = "MOLAB",
+        clinical: Annotated[Optional[Path], typer.Option(help="clinical spreadsheet (.xlsx)")] = None,
+        columns: Annotated[Optional[Path], typer.Option(help="column map YAML (default configs/data/molab_columns.yaml)")] = None,
+    ):
+        """Build a cohort manifest from a MOLAB-style tree, a labels CSV and the clinical spreadsheet."""
+        from .molab import import_molab
+
+        df = import_molab(root, labels, clinical, center=center, out=out, column_map=columns)
+        typer.echo(f"wrote {out}: {len(df)} cases, {df['patient_id'].nunique()} patients, "
+                   f"{int((df['label'] == 1).sum())} RN / {int((df['label'] == 0).sum())} progression"
+                   + (f"; {df.attrs['unlabelled_lesions']} lesion(s) without a label left out"
+                      if df.attrs.get("unlabelled_lesions") else ""))
+
+    @app.command("synth")
+    def synth_cmd(
+        out: Annotated[Path, typer.Option(help="folder to write the synthetic cohort into")],
+        preset: Annotated[str, typer.Option(help="demo | paper")] = "demo",
+        seed: Annotated[int, typer.Option(help="random seed (the cohort is deterministic for a seed)")] = 0,
+        pool_size: Annotated[Optional[int], typer.Option(help="unlabeled pool size (paper: up to 10167)")] = None,
+        workers: Annotated[int, typer.Option(help="processes")] = 2,
+    ):
+        """Write a SYNTHETIC MOLAB-like cohort (internal, external, unlabeled pool) and its manifests."""
+        from .synth import make_synthetic_cohort
+
+        info = make_synthetic_cohort(out, preset=preset, seed=seed, pool_size=pool_size, workers=workers)
+        typer.echo(f"SYNTHETIC cohort written to {out}")
+        for name in ("internal", "external", "unlabeled"):
+            typer.echo(f"  manifests/{name}.csv")
+        if isinstance(info, dict) and info.get("counts"):
+            typer.echo(f"  counts: {info['counts']}")
+
+    @app.command("check-data")
+    def check_data_cmd(
+        manifest: Annotated[Path, typer.Argument(help="manifest CSV")],
+        columns: Annotated[Optional[Path], typer.Option(help="column map YAML whose `types` declare the clinical columns")] = None,
+        workers: Annotated[int, typer.Option(help="threads")] = 2,
+    ):
+        """Check every case of a manifest; list every problem; exit 1 if any."""
+        from .check import check_manifest
+        from .molab import load_column_map
+
+        clinical = load_column_map(columns).types if columns else None
+        df, problems = check_manifest(manifest, clinical=clinical, workers=workers, progress=True)
+        if problems:
+            typer.secho(f"{manifest}: {len(problems)} problem(s) in {len(df)} cases:", fg="red", err=True)
+            for p in problems:
+                typer.echo(f"  - {p}", err=True)
+            raise typer.Exit(1)
+        n_lab = int(df["label"].notna().sum())
+        typer.secho(f"{manifest}: {len(df)} cases OK ({n_lab} labelled, "
+                    f"{df['patient_id'].nunique()} patients)", fg="green")
+
+    @app.command("preprocess")
+    def preprocess_cmd(
+        manifest: Annotated[Path, typer.Argument(help="manifest CSV")],
+        out: Annotated[Path, typer.Option(help="cache folder to write")],
+        config: Annotated[Optional[Path], typer.Option(help="preprocess YAML (configs/preprocess/)")] = None,
+        set_: Annotated[Optional[list[str]], typer.Option("--set", help="override key=value")] = None,
+    ):
+        """Resample, normalise and crop every case once into a memory-mapped cache."""
+        from ..config import load_config
+        from .preprocess import PreprocessConfig, preprocess
+
+        cfg = load_config(PreprocessConfig, config, set_ or [])
+        meta = preprocess(manifest, out, cfg, progress=True)
+        verb = "up to date, nothing to do" if meta.get("skipped") else "written"
+        typer.echo(f"{out}: {meta['n']} crops {meta['crop_size']} x {meta['channels']} at "
+                   f"{meta['spacing']} mm, {verb}")
+
+    @app.command("split")
+    def split_cmd(
+        manifest: Annotated[Path, typer.Argument(help="internal (labelled) manifest CSV")],
+        out: Annotated[Path, typer.Option(help="split CSV to write")],
+        test_fraction: Annotated[float, typer.Option(help="fraction of patients held out")] = 0.2,
+        folds: Annotated[int, typer.Option(help="cross-validation folds on the rest")] = 5,
+        seed: Annotated[int, typer.Option()] = 0,
+    ):
+        """Patient-level stratified split: internal test + k CV folds, shared by every model."""
+        from .manifest import load_manifest
+        from .split import make_split, save_split
+
+        df = load_manifest(manifest, require_labels=True)
+        split = make_split(df, test_fraction=test_fraction, n_folds=folds, seed=seed)
+        save_split(split, out)
+        counts = split.groupby("part")["patient_id"].nunique().to_dict()
+        typer.echo(f"wrote {out}: patients per part {counts}, folds {folds}")

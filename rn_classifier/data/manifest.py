@@ -1,0 +1,175 @@
+"""The cohort manifest (seam 1): one row per lesion at one time point (a "case").
+
+Columns: ``case_id, patient_id, center, image, mask, mask_labels, label, synthetic`` and the
+clinical columns declared in a config. ``image``/``mask`` are paths relative to the manifest
+file; ``mask_labels`` lists, separated by ``;``, the mask values that make up this lesion
+(MOLAB codes lesion·10 + segment: ``11;12`` = lesion 1 enhancing + necrotic); ``label`` is
+1 = radiation necrosis, 0 = progression, empty for unlabeled cases.
+
+:func:`load_manifest` checks the table itself (columns, ids, labels, declared clinical types);
+:mod:`rn_classifier.data.check` opens the images and masks.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from .. import atomic
+from ..errors import DataIntegrityError, InputError
+
+MANIFEST_VERSION = 1
+REQUIRED_COLUMNS = ("case_id", "patient_id", "center", "image", "mask", "mask_labels", "label")
+CLINICAL_TYPES = ("numeric", "categorical")
+MASK_LABEL_SEP = ";"
+
+
+def format_mask_labels(labels) -> str:
+    return MASK_LABEL_SEP.join(str(int(v)) for v in labels)
+
+
+def parse_mask_labels(value, case_id: str = "?") -> tuple[int, ...]:
+    """``"11;12"`` → ``(11, 12)``; empty → ``()``."""
+    if value is None or (isinstance(value, float) and np.isnan(value)) or str(value).strip() == "":
+        return ()
+    out = []
+    for part in str(value).replace(",", MASK_LABEL_SEP).split(MASK_LABEL_SEP):
+        part = part.strip()
+        if not part:
+            continue
+        try:
+            number = float(part)
+        except ValueError:
+            raise InputError(f"case {case_id}: mask_labels must be integers separated by "
+                             f"'{MASK_LABEL_SEP}', got {value!r}") from None
+        if number != int(number) or number <= 0:
+            raise InputError(f"case {case_id}: mask_labels must be positive integers, got {value!r}")
+        out.append(int(number))
+    return tuple(out)
+
+
+def validate_clinical_spec(spec: Mapping[str, str] | None) -> dict[str, str]:
+    spec = dict(spec or {})
+    bad = {k: v for k, v in spec.items() if v not in CLINICAL_TYPES}
+    if bad:
+        raise InputError(f"clinical column types must be one of {list(CLINICAL_TYPES)}, got {bad}")
+    return spec
+
+
+def load_manifest(path: str | os.PathLike, clinical: Mapping[str, str] | None = None,
+                  require_labels: bool = False, collect: list[str] | None = None) -> pd.DataFrame:
+    """Read and validate a manifest CSV.
+
+    Returns a DataFrame with the manifest's columns plus ``image_path`` / ``mask_path``
+    (absolute), ``mask_labels`` parsed to tuples of int and ``label`` as nullable ``Int64``.
+    Every problem in the table is collected, then one :class:`DataIntegrityError` lists them.
+
+    clinical: ``{column: "numeric" | "categorical"}``: these columns must exist; numeric ones
+        must parse as numbers (empty = missing is allowed: imputation happens later).
+    require_labels: every case must have a label (fine-tuning cohorts).
+    collect: when given, problems are appended to this list instead of raised, and the frame
+        is returned as far as it could be parsed (``check-data`` lists them with file problems).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"manifest {path} does not exist")
+    try:
+        df = pd.read_csv(path, dtype={"case_id": str, "patient_id": str, "center": str,
+                                      "image": str, "mask": str, "mask_labels": str},
+                         keep_default_na=True)
+    except (pd.errors.ParserError, UnicodeDecodeError, pd.errors.EmptyDataError) as exc:
+        raise InputError(f"manifest {path}: not a readable CSV ({exc})") from exc
+    missing = [c for c in REQUIRED_COLUMNS if c not in df.columns]
+    if missing:
+        raise InputError(f"manifest {path}: missing column(s) {missing}; "
+                         f"expected at least {list(REQUIRED_COLUMNS)}")
+    spec = validate_clinical_spec(clinical)
+    missing_clin = [c for c in spec if c not in df.columns]
+    if missing_clin:
+        raise InputError(f"manifest {path}: clinical column(s) {missing_clin} named in the config "
+                         f"are missing; the manifest has {list(df.columns)}")
+    problems: list[str] = []
+    if df.empty:
+        raise InputError(f"manifest {path} holds no cases")
+    for col in ("case_id", "patient_id", "image"):
+        empty = df[col].isna() | (df[col].astype(str).str.strip() == "")
+        for i in np.flatnonzero(empty.to_numpy()):
+            problems.append(f"row {i + 2}: '{col}' is empty")
+    dup = df["case_id"][df["case_id"].duplicated(keep=False)].dropna().unique()
+    for cid in dup:
+        problems.append(f"case {cid}: case_id appears more than once (expected unique ids)")
+
+    labels = pd.to_numeric(df["label"], errors="coerce")
+    non_numeric = df["label"].notna() & labels.isna()
+    bad_value = labels.notna() & ~labels.isin([0, 1])
+    for i in np.flatnonzero((non_numeric | bad_value).to_numpy()):
+        problems.append(f"case {df['case_id'].iloc[i]}: label must be 1 (radiation necrosis), "
+                        f"0 (progression) or empty, got {df['label'].iloc[i]!r}")
+    if require_labels:
+        for i in np.flatnonzero(df["label"].isna().to_numpy()):
+            problems.append(f"case {df['case_id'].iloc[i]}: label is empty (a labelled cohort "
+                            "is required here)")
+
+    for col, kind in spec.items():
+        if kind == "numeric":
+            num = pd.to_numeric(df[col], errors="coerce")
+            bad = df[col].notna() & num.isna()
+            for i in np.flatnonzero(bad.to_numpy()):
+                problems.append(f"case {df['case_id'].iloc[i]}: clinical column '{col}' is "
+                                f"numeric but holds {df[col].iloc[i]!r}")
+    parsed = []
+    for cid, value in zip(df["case_id"], df["mask_labels"]):
+        try:
+            parsed.append(parse_mask_labels(value, cid))
+        except InputError as exc:
+            problems.append(str(exc))
+            parsed.append(())
+    if problems and collect is None:
+        raise DataIntegrityError(f"manifest {path}", problems)
+    if collect is not None:
+        collect.extend(problems)
+
+    out = df.copy()
+    out["label"] = labels.astype("Int64")
+    out["mask_labels"] = parsed
+    for col, kind in spec.items():
+        if kind == "numeric":
+            out[col] = pd.to_numeric(out[col], errors="coerce")
+        else:
+            out[col] = out[col].map(lambda v: v if pd.isna(v) else str(v).removesuffix(".0"))
+    base = path.resolve().parent
+    out["image_path"] = [str((base / p).resolve()) for p in out["image"]]
+    out["mask_path"] = [str((base / p).resolve()) if isinstance(p, str) and p.strip() else ""
+                        for p in out["mask"].fillna("")]
+    if "synthetic" not in out.columns:
+        out["synthetic"] = 0
+    out["synthetic"] = pd.to_numeric(out["synthetic"], errors="coerce").fillna(0).astype(int)
+    out.attrs["manifest_path"] = str(path.resolve())
+    return out
+
+
+def write_manifest(df: pd.DataFrame, path: str | os.PathLike) -> Path:
+    """Write a manifest with ``image``/``mask`` relative to the manifest's folder."""
+    path = Path(path)
+    out = df.drop(columns=[c for c in ("image_path", "mask_path") if c in df.columns]).copy()
+    out["mask_labels"] = [v if isinstance(v, str) else format_mask_labels(v)
+                          for v in out["mask_labels"]]
+    ordered = [c for c in REQUIRED_COLUMNS] + (["synthetic"] if "synthetic" in out.columns else [])
+    out = out[ordered + [c for c in out.columns if c not in ordered]]
+    return atomic.write_csv(path, out)
+
+
+def check_disjoint_ids(internal: pd.DataFrame, external: pd.DataFrame) -> None:
+    """Internal and external cohorts must not share case or patient ids."""
+    problems = []
+    for col in ("case_id", "patient_id"):
+        shared = sorted(set(internal[col]) & set(external[col]))
+        if shared:
+            problems.append(f"{col}s present in both internal and external cohorts: "
+                            f"{shared[:10]}{' ...' if len(shared) > 10 else ''}")
+    if problems:
+        raise DataIntegrityError("internal vs external manifest", problems)
