@@ -13,6 +13,7 @@ lightly's head uses ``nn.utils.weight_norm``, whose tensors cannot be deep-copie
 from __future__ import annotations
 
 import copy
+import warnings
 from collections.abc import Sequence
 
 import torch
@@ -52,9 +53,11 @@ class DINO3D(nn.Module):
                            freeze_last_layer=freeze_last_layer, norm_last_layer=norm_last_layer)
         self.out_dim = out_dim
         self.student_backbone = backbone
-        self.student_head = DINOProjectionHead(**head_kwargs)
+        with warnings.catch_warnings():  # lightly's head uses the deprecated nn.utils.weight_norm
+            warnings.filterwarnings("ignore", message=".*weight_norm.*", category=FutureWarning)
+            self.student_head = DINOProjectionHead(**head_kwargs)
+            self.teacher_head = DINOProjectionHead(**head_kwargs)
         self.teacher_backbone = copy.deepcopy(backbone)
-        self.teacher_head = DINOProjectionHead(**head_kwargs)
         self.teacher_head.load_state_dict(self.student_head.state_dict())
         deactivate_requires_grad(self.teacher_backbone)
         deactivate_requires_grad(self.teacher_head)

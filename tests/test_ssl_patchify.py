@@ -1,0 +1,51 @@
+"""N-D patchify / unpatchify equal lightly's 2D functions and invert each other in 3D."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from lightly.models.utils import patchify as lightly_patchify
+from lightly.models.utils import unpatchify as lightly_unpatchify
+
+from rn_classifier.errors import InputError
+from rn_classifier.models.patch_embed import PatchEmbed
+from rn_classifier.ssl import patchify, unpatchify
+
+
+def test_patchify_equals_lightly_in_2d():
+    x = torch.randn(2, 3, 24, 24)
+    ours = patchify(x, 8)
+    torch.testing.assert_close(ours, lightly_patchify(x, 8), rtol=0, atol=0)
+    torch.testing.assert_close(unpatchify(ours, 8, (3, 3)), lightly_unpatchify(ours, 8, channels=3),
+                               rtol=0, atol=0)
+
+
+def test_unpatchify_inverts_patchify_in_3d_non_cubic():
+    x = torch.randn(2, 2, 16, 8, 24)
+    patches = patchify(x, (8, 4, 8))
+    assert patches.shape == (2, 2 * 2 * 3, 8 * 4 * 8 * 2)
+    assert torch.equal(unpatchify(patches, (8, 4, 8), (2, 2, 3)), x)
+
+
+def test_patch_order_matches_patch_embed_tokens():
+    # A patch embedding whose conv copies each voxel to one output channel (in patchify's
+    # voxel-then-channel order) reproduces patchify exactly: tokens and patches align.
+    patch, chans = (2, 2, 2), 2
+    width = 8 * chans
+    pe = PatchEmbed(img_size=(4, 6, 4), patch_size=patch, in_chans=chans, embed_dim=width, spatial_dims=3)
+    with torch.no_grad():
+        pe.proj.bias.zero_()
+        pe.proj.weight.zero_()
+        for out in range(width):
+            voxel, channel = divmod(out, chans)
+            i, j, k = voxel // 4, (voxel // 2) % 2, voxel % 2
+            pe.proj.weight[out, channel, i, j, k] = 1.0
+    x = torch.randn(1, chans, 4, 6, 4)
+    torch.testing.assert_close(pe(x), patchify(x, patch))
+
+
+def test_shape_errors_name_the_values():
+    with pytest.raises(InputError, match=r"crop size \(10, 16, 16\).*patch size \(8, 8, 8\)"):
+        patchify(torch.randn(1, 1, 10, 16, 16), 8)
+    with pytest.raises(InputError, match=r"grid \(2, 2, 2\) with patch size \(8, 8, 8\)"):
+        unpatchify(torch.randn(1, 7, 512), 8, (2, 2, 2))
