@@ -51,23 +51,29 @@ def test_brain1_reproduces_pyradiomics_baseline(brain1):
     assert max(mesh)[0] <= 1e-3, f"worst mesh feature: {max(mesh)}"
 
 
-def _case(folder: Path, name: str, lesion_labels=(11, 12), radius=5.0, affine=None, shape=(24, 24, 24)):
-    """Image with a bright shell around a dark core; mask codes shell 11, core 12 (MOLAB)."""
-    img = head_volume(shape, seed=len(name)).astype(np.int16)
+def write_lesion_case(folder: Path, name: str, lesion_labels=(11, 12), radius=5.0, affine=None,
+                      shape=(24, 24, 24), texture_sd=0.0, seed=0):
+    """Image with a bright shell around a dark core; mask codes shell 11, core 12 (MOLAB).
+
+    texture_sd: SD of noise added inside the lesion (a heterogeneous lesion). Returns
+    (image path, mask path), NIfTI with 2 mm voxels unless ``affine`` says otherwise.
+    """
+    rng = np.random.default_rng(seed)
+    img = head_volume(shape, seed=seed).astype(float)
     msk = np.zeros(shape, np.int16)
     center = [s / 2 for s in shape]
     shell, core = sphere(shape, center, radius), sphere(shape, center, radius / 2)
-    img[shell] = 1200
-    img[core] = 300
+    img[shell] = 1200 + rng.normal(0, texture_sd, int(shell.sum()))
+    img[core] = 300 + rng.normal(0, texture_sd, int(core.sum()))
     if radius > 0:
         msk[shell] = lesion_labels[0]
         msk[core] = lesion_labels[-1]
-    return (save_nifti(img, folder / f"{name}_img.nii.gz", affine),
+    return (save_nifti(img.astype(np.int16), folder / f"{name}_img.nii.gz", affine),
             save_nifti(msk, folder / f"{name}_msk.nii.gz", affine))
 
 
 def test_mask_labels_are_merged_into_one_lesion(tmp_path):
-    image, mask = _case(tmp_path, "a")
+    image, mask = write_lesion_case(tmp_path, "a")
     merged = extract_case(image, mask, settings=FAST, image_types=ORIGINAL, mask_labels=(11, 12))
     # the same lesion as one binary mask file
     import nibabel as nib
@@ -85,23 +91,23 @@ def test_mask_labels_are_merged_into_one_lesion(tmp_path):
 
 
 def test_empty_lesion_is_named(tmp_path):
-    image, mask = _case(tmp_path, "empty")
+    image, mask = write_lesion_case(tmp_path, "empty")
     with pytest.raises(InputError, match=r"case P7: .*no voxel with label\(s\) \[21\].*empty"):
         extract_case(image, mask, settings=FAST, image_types=ORIGINAL, mask_labels=(21,), case_id="P7")
 
 
 def test_lesion_below_minimum_roi_size_is_named(tmp_path):
-    image, mask = _case(tmp_path, "tiny", radius=1.0)  # 7 voxels
+    image, mask = write_lesion_case(tmp_path, "tiny", radius=1.0)  # 7 voxels
     with pytest.raises(InputError, match=r"case tiny1: .*too small"):
         extract_case(image, mask, settings=FAST, image_types=ORIGINAL, mask_labels=(11, 12),
                      case_id="tiny1")
 
 
 def test_geometry_mismatch_is_rejected_even_with_resampling(tmp_path):
-    image, _ = _case(tmp_path, "img")
+    image, _ = write_lesion_case(tmp_path, "img")
     shifted = np.diag([2.0, 2.0, 2.0, 1.0])
     shifted[:3, 3] = [3.0, 0.0, 0.0]  # mask 3 mm off the image
-    _, mask = _case(tmp_path, "msk", affine=shifted)
+    _, mask = write_lesion_case(tmp_path, "msk", affine=shifted)
     # pyradiomics' resampling alone would map both onto the mask's grid and not notice
     settings = {**FAST, "resampledPixelSpacing": [2.0, 2.0, 2.0], "interpolator": "sitkBSpline"}
     with pytest.raises(InputError, match=r"case G1: .*geometry mismatch"):
@@ -110,7 +116,7 @@ def test_geometry_mismatch_is_rejected_even_with_resampling(tmp_path):
 
 
 def test_missing_file_is_named(tmp_path):
-    _, mask = _case(tmp_path, "m")
+    _, mask = write_lesion_case(tmp_path, "m")
     with pytest.raises(InputError, match=r"case X: image file .*nope.nii.gz does not exist"):
         extract_case(tmp_path / "nope.nii.gz", mask, settings=FAST, image_types=ORIGINAL, case_id="X")
 
