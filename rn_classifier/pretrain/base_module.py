@@ -1,0 +1,152 @@
+"""What DINO and MAE training share: optimiser, per-step schedules, seeding, non-finite guard.
+
+* AdamW with two parameter groups as DINO / MAE: weights are decayed; biases, norm parameters and
+  the encoder's ``no_weight_decay()`` tensors (positional embedding, class token) are not. The
+  learning rate and the weight decay of the first group are set from the precomputed
+  :class:`~rn_classifier.pretrain.schedules.Schedules` before every optimizer step.
+* Each step re-seeds PyTorch from ``(seed, global_step, rank)``, so random draws inside the step
+  (MAE masks, stochastic depth) are the same in a resumed run as in an uninterrupted one, and
+  differ between ranks.
+* A non-finite loss stops every rank together with :class:`NonFiniteLossError`, naming the epoch,
+  step, rank and samples (the ranks agree through one all-reduce, so none is left waiting).
+* The progress bar shows sub-volumes per second over all ranks.
+"""
+
+from __future__ import annotations
+
+import time
+
+import lightning.pytorch as pl
+import numpy as np
+import torch
+import torch.distributed as dist
+
+from ..config import to_dict
+from ..models import create_model
+from .config import PretrainConfig
+from .schedules import Schedules
+
+
+class NonFiniteLossError(RuntimeError):
+    """The training loss became NaN or infinite; ``samples`` are the batch's sample numbers."""
+
+    def __init__(self, message: str, samples: list[int] | None = None):
+        super().__init__(message)
+        self.samples = list(samples or [])
+
+
+def step_seed(seed: int, step: int, rank: int) -> int:
+    """A 63-bit seed unique to ``(seed, step, rank)``."""
+    return int(np.random.SeedSequence([seed, step, rank]).generate_state(2, dtype=np.uint64)[0] >> 1)
+
+
+def build_backbone(cfg: PretrainConfig, img_size: int) -> torch.nn.Module:
+    """The encoder to pretrain: ``cfg.model.name`` for 1-channel (T1CE) ``img_size``³ crops, no head."""
+    model = create_model(cfg.model.name, img_size=img_size, in_chans=1, num_classes=0,
+                         drop_path_rate=cfg.model.drop_path_rate, pos_embed_type=cfg.model.pos_embed_type)
+    if cfg.model.grad_checkpointing:
+        model.set_grad_checkpointing(True)
+    return model
+
+
+class PretrainModule(pl.LightningModule):
+    """Base of :class:`DINOModule` and :class:`MAEModule`; subclasses define ``self.model``,
+    :meth:`compute_loss` and :meth:`export_encoder`."""
+
+    method = "base"
+
+    def __init__(self, cfg: PretrainConfig, schedules: Schedules, global_batch_size: int):
+        super().__init__()
+        self.cfg = cfg
+        self.schedules = schedules
+        self.global_batch_size = int(global_batch_size)
+        # Plain dicts only, so checkpoints load with torch.load(weights_only=True).
+        self.save_hyperparameters({"config": to_dict(cfg), "total_steps": schedules.total_steps,
+                                   "global_batch_size": self.global_batch_size})
+        self._last_batch_end: float | None = None
+        self.session_start_step = 0
+
+    # -- to be defined by the method ------------------------------------------------------
+    def compute_loss(self, batch: dict) -> tuple[torch.Tensor, dict[str, float]]:
+        raise NotImplementedError
+
+    def export_encoder(self) -> torch.nn.Module:
+        """The encoder that is exported (DINO: teacher backbone; MAE: encoder)."""
+        raise NotImplementedError
+
+    def trained_encoder(self) -> torch.nn.Module:
+        """The encoder whose parameters are optimised (for weight-decay exclusions)."""
+        raise NotImplementedError
+
+    # -- optimiser ------------------------------------------------------------------------
+    def configure_optimizers(self):
+        encoder = self.trained_encoder()
+        skip = {id(p) for n, p in encoder.named_parameters() if n in encoder.no_weight_decay()}
+        decay, no_decay = [], []
+        for p in self.parameters():
+            if not p.requires_grad:
+                continue
+            (no_decay if p.ndim <= 1 or id(p) in skip else decay).append(p)
+        start = self.schedules.at(0)
+        groups = [{"params": decay, "weight_decay": start["weight_decay"], "scheduled_wd": True},
+                  {"params": no_decay, "weight_decay": 0.0, "scheduled_wd": False}]
+        return torch.optim.AdamW(groups, lr=start["lr"], betas=tuple(self.cfg.optim.betas))
+
+    def current(self) -> dict[str, float]:
+        """Schedule values at the current optimizer step."""
+        return self.schedules.at(self.global_step)
+
+    def on_train_batch_start(self, batch, batch_idx: int) -> None:
+        values = self.current()
+        for group in self.optimizers().optimizer.param_groups:
+            group["lr"] = values["lr"]
+            if group.get("scheduled_wd"):
+                group["weight_decay"] = values["weight_decay"]
+        torch.manual_seed(step_seed(self.cfg.trainer.seed, self.global_step, self.global_rank))
+
+    # -- step -----------------------------------------------------------------------------
+    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        loss, extra = self.compute_loss(batch)
+        self._stop_if_not_finite(loss, batch, batch_idx)
+        values = self.current()
+        self.log("train/loss", loss.detach(), prog_bar=True, on_step=True, batch_size=self._batch_size(batch))
+        self.log_dict({f"schedule/{k}": v for k, v in values.items()}, on_step=True)
+        if extra:
+            self.log_dict(extra, on_step=True)
+        return loss
+
+    @staticmethod
+    def _batch_size(batch: dict) -> int:
+        return int(batch["views"][0].shape[0])
+
+    def _stop_if_not_finite(self, loss: torch.Tensor, batch: dict, batch_idx: int) -> None:
+        finite = torch.isfinite(loss.detach()).to(torch.float32).reshape(1)
+        if dist.is_available() and dist.is_initialized():
+            dist.all_reduce(finite, op=dist.ReduceOp.MIN)  # every rank stops if any rank diverged
+        if finite.item() == 1.0:
+            return
+        here = torch.isfinite(loss.detach()).item()
+        samples = batch["sample"].tolist()
+        values = self.current()
+        where = (f"epoch {self.current_epoch}, optimizer step {self.global_step} (batch {batch_idx} of "
+                 f"the epoch), rank {self.global_rank}")
+        raise NonFiniteLossError(
+            f"{self.method.upper()} loss is not finite at {where}"
+            + ("" if not here else " (this rank's loss was finite; another rank's was not)")
+            + f"; lr {values['lr']:.3g}, weight decay {values['weight_decay']:.3g}. Training stopped; the "
+            "last good checkpoint is in RUN_DIR/checkpoints. Try a lower optim.lr, a longer "
+            "optim.warmup_epochs or a smaller optim.clip_grad, and check these sub-volumes for "
+            "NaN/Inf voxels.", samples=samples if not here else [])
+
+    def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
+        now = time.perf_counter()
+        if self._last_batch_end is not None:
+            rate = self.global_batch_size / max(now - self._last_batch_end, 1e-9)
+            self.log("subvolumes_per_s", rate, prog_bar=True, on_step=True, rank_zero_only=True)
+        self._last_batch_end = now
+
+    def on_train_start(self) -> None:
+        self.session_start_step = self.global_step  # > 0 when resumed
+
+    def on_train_epoch_start(self) -> None:
+        self._last_batch_end = None  # do not count the loader start-up of an epoch

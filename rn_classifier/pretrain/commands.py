@@ -1,0 +1,52 @@
+"""Pretraining command: ``rn-classifier pretrain``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("pretrain")
+    def pretrain_cmd(
+        config: Annotated[Optional[Path], typer.Option(help="pretraining YAML (configs/pretrain/); "
+                                                        "not needed with --resume")] = None,
+        set_: Annotated[Optional[list[str]], typer.Option("--set", help="override key=value, e.g. "
+                                                          "data.pool_cache=PATH (repeatable)")] = None,
+        out: Annotated[Optional[Path], typer.Option(help="run folder (default runs/<name>)")] = None,
+        devices: Annotated[str, typer.Option(help="devices per node: a number or 'auto'")] = "1",
+        accelerator: Annotated[str, typer.Option(help="cpu | gpu | auto")] = "auto",
+        max_steps: Annotated[Optional[int], typer.Option(help="stop after N optimizer steps")] = None,
+        resume: Annotated[Optional[Path], typer.Option(help="continue the run in this folder from "
+                                                       "its last checkpoint")] = None,
+        num_nodes: Annotated[int, typer.Option(help="nodes (SLURM / torchrun)")] = 1,
+    ):
+        """Self-supervised pretraining (DINO or MAE) of the 3D ViT on the preprocess cache;
+        writes RUN_DIR/encoder.safetensors + encoder.json."""
+        from ..config import load_config
+        from ..errors import InputError
+        from .base_module import NonFiniteLossError
+        from .config import PretrainConfig
+        from .run import run_pretraining
+
+        if config is None and resume is None:
+            raise InputError("give --config FILE (a new run) or --resume RUN_DIR")
+        cfg = load_config(PretrainConfig, config, set_ or []) if config is not None or set_ else None
+        n_devices: int | str = devices
+        if devices != "auto":
+            try:
+                n_devices = int(devices)
+            except ValueError:
+                raise InputError(f"--devices must be a number or 'auto', got {devices!r}") from None
+        try:
+            run = run_pretraining(cfg, out=out, devices=n_devices, accelerator=accelerator,
+                                  max_steps=max_steps, resume=resume, num_nodes=num_nodes)
+        except NonFiniteLossError as exc:
+            typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
+            raise typer.Exit(1) from None
+        from lightning.fabric.utilities.rank_zero import rank_zero_only
+
+        if rank_zero_only.rank == 0 and (run / "encoder.json").is_file():
+            typer.echo(f"{run}: encoder exported to {run / 'encoder.safetensors'} (+ encoder.json)")

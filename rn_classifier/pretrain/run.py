@@ -1,0 +1,250 @@
+"""``run_pretraining``: the one function the CLI, ``pretrain/train.py`` (torchrun) and SLURM call.
+
+A run folder (``RUN_DIR``) holds everything a run made and everything needed to resume it:
+
+==============================  =============================================================
+``config.yaml``                 the resolved config (a resumed run reads it back)
+``provenance.json``             git SHA, package versions, date, platform; one entry per resume
+``pretrain_samples.csv``        every sub-volume pretraining may see (source, case, patient, centre)
+``checkpoints/last.ckpt``       the newest checkpoint (every ``trainer.checkpoint_every_n_steps``
+                                steps and at the end); ``step*.ckpt`` the newest few before it
+``logs/tensorboard``, ``logs/csv/metrics.csv``  loss, schedules, throughput, monitor AUC
+``encoder.safetensors`` + ``encoder.json``      the exported encoder (seam 3): DINO teacher
+                                backbone / MAE encoder, crop size, spacing, normalisation
+``summary.json``                steps, epochs, devices, sub-volume counts, final loss, throughput
+``audit/rank<r>.json``          with ``trainer.record_samples``: what each rank trained on
+==============================  =============================================================
+
+Every bad input (config, caches, split, resume folder) is an ``InputError`` raised before a
+model is built or a file is written. On several GPUs Lightning's DDP runs one process per GPU
+(it launches them itself, or joins those started by ``torchrun`` / SLURM); precision is
+bf16-mixed on GPU and fp32 on CPU unless ``trainer.precision`` says otherwise.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+
+from .. import atomic
+from ..config import load_config, save_config, to_dict
+from ..errors import InputError
+from .config import PretrainConfig, check_config, encoder_crop_size
+
+CONFIG_NAME = "config.yaml"
+LAST_CHECKPOINT = Path("checkpoints") / "last.ckpt"
+
+
+def _is_rank_zero() -> bool:
+    """Rank 0 of a (possibly not yet started) distributed job, from the launcher's environment."""
+    from lightning.fabric.utilities.rank_zero import _get_rank
+
+    return (_get_rank() or 0) == 0
+
+
+def _config_differences(a: PretrainConfig, b: PretrainConfig) -> list[str]:
+    def flat(d, prefix=""):
+        out = {}
+        for k, v in d.items():
+            out.update(flat(v, f"{prefix}{k}.") if isinstance(v, dict) else {f"{prefix}{k}": v})
+        return out
+
+    fa, fb = flat(to_dict(a)), flat(to_dict(b))
+    return [f"{k}: {fa.get(k)!r} → {fb.get(k)!r}" for k in sorted(set(fa) | set(fb)) if fa.get(k) != fb.get(k)]
+
+
+def resolve_run(cfg: PretrainConfig | None, out: str | os.PathLike | None, max_steps: int | None,
+                resume: str | os.PathLike | None) -> tuple[PretrainConfig, Path, Path | None]:
+    """``(config, run folder, checkpoint to resume from or None)``; checks the folder first."""
+    if resume is not None:
+        run = Path(resume)
+        ckpt = run / LAST_CHECKPOINT
+        if not (run / CONFIG_NAME).is_file() or not ckpt.is_file():
+            raise InputError(f"--resume {run}: this folder holds no pretraining run to resume "
+                             f"(expected {CONFIG_NAME} and {LAST_CHECKPOINT} written by "
+                             "`rn-classifier pretrain`)")
+        if out is not None and Path(out).resolve() != run.resolve():
+            raise InputError(f"--resume {run} continues in its own folder; drop --out {out}")
+        saved = load_config(PretrainConfig, run / CONFIG_NAME)
+        if max_steps is not None and max_steps != saved.trainer.max_steps:
+            raise InputError(f"--max-steps {max_steps} differs from the resumed run's trainer.max_steps "
+                             f"({saved.trainer.max_steps}); a resumed run keeps its schedule")
+        if cfg is not None:
+            diff = _config_differences(saved, cfg)
+            if diff:
+                raise InputError(f"--resume {run}: a resumed run keeps the config it started with "
+                                 f"({run / CONFIG_NAME}); these settings differ: {'; '.join(diff)}")
+        return saved, run, ckpt
+    if cfg is None:
+        raise InputError("a config is needed to start a pretraining run (--config FILE)")
+    if max_steps is not None:
+        cfg.trainer.max_steps = int(max_steps)
+    run = Path(out) if out is not None else Path("runs") / cfg.name
+    if _is_rank_zero() and (run / CONFIG_NAME).exists():
+        raise InputError(f"{run} already holds a pretraining run; continue it with --resume {run} "
+                         "or choose another --out")
+    return cfg, run, None
+
+
+def _precision(cfg: PretrainConfig, accelerator: str) -> str:
+    if cfg.trainer.precision != "auto":
+        return cfg.trainer.precision
+    import torch
+
+    on_gpu = accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available())
+    return "bf16-mixed" if on_gpu else "32-true"
+
+
+def run_pretraining(cfg: PretrainConfig | None = None, out: str | os.PathLike | None = None,
+                    devices: int | str = 1, accelerator: str = "auto", max_steps: int | None = None,
+                    resume: str | os.PathLike | None = None, num_nodes: int = 1,
+                    callbacks: Sequence = ()) -> Path:
+    """Pretrain an encoder (DINO or MAE, ``cfg.method``) and export it; returns the run folder.
+
+    Args:
+        cfg: the config (``load_config(PretrainConfig, yaml, overrides)``); may be None with
+            ``resume``, whose folder holds the config.
+        out: run folder (default ``runs/<cfg.name>``); must not hold a run already.
+        devices: devices per node (int, or "auto"); several → DDP.
+        accelerator: "cpu", "gpu" or "auto".
+        max_steps: stop after this many optimizer steps (sets ``trainer.max_steps``; schedules
+            span the shortened run).
+        resume: a run folder to continue from its ``checkpoints/last.ckpt``, with its config.
+        num_nodes: nodes (SLURM / torchrun multi-node).
+        callbacks: extra Lightning callbacks (custom monitoring, tests).
+    """
+    cfg, run, ckpt = resolve_run(cfg, out, max_steps, resume)
+    check_config(cfg)
+    if accelerator not in ("cpu", "gpu", "cuda", "auto"):
+        raise InputError(f"accelerator must be one of ['cpu', 'gpu', 'auto'], got {accelerator!r}")
+
+    import lightning.pytorch as pl
+    import torch
+    from lightning.pytorch.callbacks import ModelCheckpoint
+    from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
+    from lightning.pytorch.strategies import DDPStrategy
+
+    from ..checkpoints import WeightsOnlyCheckpointIO
+    from ..data.cache import CropCache
+    from ..models.export import save_encoder
+    from ..provenance import run_provenance
+    from .audit import SampleAudit
+    from .augment import MAETransform, MultiCropTransform
+    from .base_module import NonFiniteLossError
+    from .datamodule import PretrainDataModule, epochs_for, labelled_training_cases, planned_steps
+    from .dino_module import DINOModule
+    from .mae_module import MAEModule
+    from .monitor import LabelEfficiencyMonitor
+    from .schedules import build_schedules
+
+    # -- inputs, all checked before anything is built or written ---------------------------
+    transform = (MultiCropTransform(cfg.dino, cfg.augment) if cfg.method == "dino"
+                 else MAETransform(cfg.mae, cfg.augment))
+    datamodule = PretrainDataModule(cfg.data, transform, seed=cfg.trainer.seed)
+    monitor = None
+    if cfg.monitor.every_n_epochs > 0:
+        monitor = LabelEfficiencyMonitor(labelled_training_cases(cfg.data), encoder_crop_size(cfg),
+                                         cfg.monitor.every_n_epochs, cfg.monitor.method,
+                                         cfg.monitor.k, cfg.monitor.batch_size)
+    pool_meta = CropCache(cfg.data.pool_cache).meta
+
+    # -- trainer --------------------------------------------------------------------------
+    pl.seed_everything(cfg.trainer.seed, workers=True, verbose=False)
+    accelerator = "gpu" if accelerator == "cuda" else accelerator
+    precision = _precision(cfg, accelerator)
+    if accelerator != "cpu" and torch.cuda.is_available():
+        torch.set_float32_matmul_precision("high")  # TF32 for the fp32 parts on GPU
+    n_devices = devices if isinstance(devices, int) else None
+    distributed = (n_devices or 1) > 1 or num_nodes > 1 or int(os.environ.get("WORLD_SIZE", "1")) > 1
+    checkpointing = ModelCheckpoint(dirpath=run / "checkpoints", filename="step{step:07d}",
+                                    auto_insert_metric_name=False, monitor="step", mode="max",
+                                    save_top_k=max(cfg.trainer.keep_checkpoints, 1), save_last=True,
+                                    every_n_train_steps=cfg.trainer.checkpoint_every_n_steps)
+    all_callbacks = [checkpointing, *callbacks]
+    if monitor is not None:
+        all_callbacks.append(monitor)
+    if cfg.trainer.record_samples:
+        all_callbacks.append(SampleAudit(run / "audit"))
+    if ckpt is not None:
+        warnings.filterwarnings("ignore", message="Experiment logs directory .* exists and is not empty")
+    trainer = pl.Trainer(
+        accelerator=accelerator, devices=devices, num_nodes=num_nodes,
+        strategy=DDPStrategy(find_unused_parameters=False) if distributed else "auto",
+        precision=precision, max_steps=-1, max_epochs=1,  # set below, once the world size is known
+        gradient_clip_val=cfg.optim.clip_grad or None, gradient_clip_algorithm="norm",
+        deterministic=cfg.trainer.deterministic, use_distributed_sampler=False,
+        log_every_n_steps=cfg.trainer.log_every_n_steps, callbacks=all_callbacks,
+        logger=[TensorBoardLogger(run, name="logs", version="tensorboard"),
+                CSVLogger(run, name="logs", version="csv")],
+        plugins=[WeightsOnlyCheckpointIO()], default_root_dir=run, num_sanity_val_steps=0,
+        enable_model_summary=_is_rank_zero())
+    world = trainer.world_size
+    steps_per_epoch, total_steps = planned_steps(len(datamodule.dataset), cfg.data.batch_size, world,
+                                                 cfg.trainer.epochs, cfg.trainer.max_steps)
+    trainer.fit_loop.epoch_loop.max_steps = total_steps
+    trainer.fit_loop.max_epochs = epochs_for(total_steps, steps_per_epoch)
+
+    global_batch = cfg.data.batch_size * world
+    extra = {}
+    if cfg.method == "dino":
+        d = cfg.dino
+        extra = dict(teacher_momentum=d.teacher_momentum, teacher_momentum_end=d.teacher_momentum_end,
+                     teacher_temp=d.teacher_temp, warmup_teacher_temp=d.warmup_teacher_temp,
+                     warmup_teacher_temp_epochs=d.warmup_teacher_temp_epochs)
+    schedules = build_schedules(total_steps=total_steps, steps_per_epoch=steps_per_epoch,
+                                peak_lr=cfg.optim.lr * global_batch / 256, min_lr=cfg.optim.min_lr,
+                                warmup_epochs=cfg.optim.warmup_epochs, weight_decay=cfg.optim.weight_decay,
+                                weight_decay_end=cfg.optim.weight_decay_end, **extra)
+    module_cls = DINOModule if cfg.method == "dino" else MAEModule
+    module = module_cls(cfg, schedules, global_batch)
+
+    # -- run folder -------------------------------------------------------------------------
+    if trainer.is_global_zero:
+        provenance = run_provenance()
+        if ckpt is None:
+            save_config(cfg, run / CONFIG_NAME)
+            atomic.write_csv(run / "pretrain_samples.csv", datamodule.table)
+            atomic.write_json(run / "provenance.json", {**provenance, "resumes": []})
+        else:
+            import json
+
+            previous = json.loads((run / "provenance.json").read_text()) if (run / "provenance.json").is_file() else {}
+            previous.setdefault("resumes", []).append(provenance)
+            atomic.write_json(run / "provenance.json", previous)
+
+    started = time.perf_counter()
+    try:
+        trainer.fit(module, datamodule=datamodule, ckpt_path=str(ckpt) if ckpt else None)
+    except NonFiniteLossError as exc:
+        cases = datamodule.table.iloc[exc.samples][["source", "case_id"]].astype(str).agg("/".join, axis=1)
+        raise NonFiniteLossError(f"{exc} Sub-volumes of this rank's batch: {', '.join(cases) or 'see other ranks'}",
+                                 exc.samples) from None
+    if trainer.interrupted:
+        return run  # Ctrl-C / SIGTERM: the last periodic checkpoint is kept for --resume
+    wall = time.perf_counter() - started
+
+    # -- end: checkpoint, export, summary ---------------------------------------------------
+    trainer.save_checkpoint(run / LAST_CHECKPOINT)
+    if trainer.is_global_zero:
+        crop = encoder_crop_size(cfg)
+        normalisation = pool_meta.get("normalisation") or {}
+        save_encoder(module.export_encoder(), run, arch=cfg.model.name, crop_size=[crop] * 3,
+                     spacing=list(CropCache(cfg.data.pool_cache).spacing),
+                     normalisation=normalisation if isinstance(normalisation, dict) else {"method": normalisation},
+                     config=to_dict(cfg))
+        metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1}
+        steps_here = trainer.global_step - module.session_start_step
+        atomic.write_json(run / "summary.json", {
+            "method": cfg.method, "architecture": cfg.model.name, "global_step": trainer.global_step,
+            "planned_steps": total_steps, "epochs": trainer.current_epoch, "steps_per_epoch": steps_per_epoch,
+            "world_size": world, "global_batch_size": global_batch, "precision": precision,
+            "subvolumes": datamodule.table["source"].value_counts().to_dict(),
+            "synthetic": bool(pool_meta.get("synthetic", False)),
+            "final_loss": metrics.get("train/loss"), "wall_seconds_this_session": round(wall, 2),
+            "subvolumes_per_second_this_session": round(steps_here * global_batch / max(wall, 1e-9), 3),
+            "monitor": [{"epoch": e, "auc": a} for e, a in (monitor.history if monitor else [])],
+            "encoder": ["encoder.safetensors", "encoder.json"]})
+    return run
