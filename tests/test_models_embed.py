@@ -29,6 +29,8 @@ def test_patch_embed_3d_tokens_follow_row_major_patch_order():
     x = torch.randn(1, 1, 16, 16, 16)
     tokens = pe(x)
     assert tokens.shape == (1, 8, 4)
+    # the matmul route equals the convolution it stands for
+    torch.testing.assert_close(tokens, pe.proj(x).flatten(2).transpose(1, 2))
     # token 1 is patch (0, 0, 1): voxels [0:8, 0:8, 8:16]
     patch = x[:, :, 0:8, 0:8, 8:16]
     expected = torch.einsum("bcxyz,dcxyz->bd", patch, pe.proj.weight) + pe.proj.bias

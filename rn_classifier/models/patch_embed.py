@@ -1,10 +1,19 @@
-"""N-D patch embedding: a convolution whose kernel and stride are the patch size.
+"""N-D patches: cutting images into patches (patchify / unpatchify) and embedding them.
 
-The 2D case is exactly timm's ``PatchEmbed`` (``timm/layers/patch_embed.py``); the test
-``tests/test_models_patch_embed.py`` loads the same weights into both and compares outputs.
-The 3D case is the same idea with ``nn.Conv3d`` (as MONAI's ``PatchEmbeddingBlock`` with
-``proj_type="conv"``), without MONAI's built-in positional embedding, because the encoder
-interpolates its positional embedding for crops of another size (DINO local crops).
+* ``patchify`` / ``unpatchify`` generalise lightly's 2D ``lightly.models.utils.patchify`` /
+  ``unpatchify`` (square 2D images only) to any number of spatial axes and non-square crops; the
+  MAE loss uses them for its targets. Patch order is row-major over the patch grid (last axis
+  fastest), the order of the embedded tokens; within a patch the voxels come first (row-major) and
+  the channel last, as lightly and facebookresearch/mae. Tested equal to lightly's in 2D.
+* ``PatchEmbed`` is timm's ``PatchEmbed`` (a convolution whose kernel and stride are the patch
+  size) in N-D, tested equal to timm's in 2D. Its parameters live in an ``nn.Conv{2,3}d`` called
+  ``proj`` (as timm and MONAI's ``PatchEmbeddingBlock``; fine-tuning inflates its input
+  channels), but the product is computed as ``patchify`` + one matrix multiply, which is the same
+  operation: on CPU the oneDNN 3D convolution with a 16³ kernel is slower in fp32 and about 10×
+  slower in its bf16 backward pass (see benchmarks/model_speed.py). It carries no positional
+  embedding (unlike MONAI's block) because the encoder resamples that for other crop sizes.
+
+These live with the encoder, not in ``ssl``, because the encoder itself patchifies.
 """
 
 from __future__ import annotations
@@ -13,6 +22,7 @@ import math
 from collections.abc import Sequence
 
 import torch
+import torch.nn.functional as F
 from monai.utils import ensure_tuple_rep
 from torch import nn
 
@@ -25,6 +35,43 @@ def check_spatial_dims(spatial_dims: int) -> int:
     if spatial_dims not in _CONV:
         raise InputError(f"spatial_dims must be one of {sorted(_CONV)}, got {spatial_dims}")
     return spatial_dims
+
+
+def patchify(x: torch.Tensor, patch_size: int | Sequence[int]) -> torch.Tensor:
+    """``x: (B, C, *spatial)`` → patches ``(B, L, prod(patch_size) * C)``, ``L = prod(spatial / patch)``."""
+    spatial_dims = x.ndim - 2
+    patch = tuple(int(p) for p in ensure_tuple_rep(patch_size, spatial_dims))
+    grid = grid_for(x.shape[2:], patch)
+    b, c = x.shape[:2]
+    # (B, C, g1, p1, g2, p2, ...) → (B, g1, g2, ..., p1, p2, ..., C)
+    x = x.reshape(b, c, *[n for gp in zip(grid, patch) for n in gp])
+    grid_axes = [2 + 2 * i for i in range(spatial_dims)]
+    patch_axes = [3 + 2 * i for i in range(spatial_dims)]
+    x = x.permute(0, *grid_axes, *patch_axes, 1)
+    return x.reshape(b, math.prod(grid), math.prod(patch) * c)
+
+
+def unpatchify(x: torch.Tensor, patch_size: int | Sequence[int], grid: Sequence[int]) -> torch.Tensor:
+    """Inverse of :func:`patchify`: ``x: (B, L, prod(patch) * C)`` → ``(B, C, *(grid * patch))``.
+
+    ``grid`` is the number of patches along each axis; the channel count is inferred.
+    """
+    grid = tuple(int(g) for g in grid)
+    spatial_dims = len(grid)
+    patch = tuple(int(p) for p in ensure_tuple_rep(patch_size, spatial_dims))
+    b, length, width = x.shape
+    if length != math.prod(grid) or width % math.prod(patch):
+        raise InputError(f"cannot unpatchify a ({b}, {length}, {width}) patch sequence onto grid "
+                         f"{grid} with patch size {patch}: expected {math.prod(grid)} patches of a "
+                         f"multiple of {math.prod(patch)} values")
+    c = width // math.prod(patch)
+    x = x.reshape(b, *grid, *patch, c)
+    # (B, g1, .., gn, p1, .., pn, C) → (B, C, g1, p1, g2, p2, ...)
+    order = [0, 2 * spatial_dims + 1]
+    for i in range(spatial_dims):
+        order += [1 + i, 1 + spatial_dims + i]
+    x = x.permute(*order)
+    return x.reshape(b, c, *[g * p for g, p in zip(grid, patch)])
 
 
 def grid_for(spatial_shape: Sequence[int], patch_size: Sequence[int]) -> tuple[int, ...]:
@@ -46,8 +93,9 @@ class PatchEmbed(nn.Module):
     """Cut an image into non-overlapping patches and project each to ``embed_dim``.
 
     ``x: (B, C, *spatial)`` → ``(B, L, embed_dim)`` with ``L = prod(spatial / patch)``; tokens are in
-    row-major order of the patch grid (last axis fastest), the order ``ssl.patchify`` uses.
-    ``proj`` is the ``nn.Conv{2,3}d``; fine-tuning inflates its input channels (T1CE → T1CE + mask).
+    row-major order of the patch grid (last axis fastest), the order of :func:`patchify`.
+    ``proj`` is the ``nn.Conv{2,3}d`` holding the weights; fine-tuning inflates its input channels
+    (T1CE → T1CE + mask). ``proj(x).flatten(2).transpose(1, 2)`` gives the same tokens.
     """
 
     def __init__(self, img_size: int | Sequence[int], patch_size: int | Sequence[int],
@@ -68,5 +116,7 @@ class PatchEmbed(nn.Module):
             raise InputError(f"expected input of shape (B, {self.proj.in_channels}, "
                              f"{', '.join('*' * self.spatial_dims)}) for a {self.spatial_dims}D model "
                              f"with {self.proj.in_channels} channel(s), got {tuple(x.shape)}")
-        grid_for(x.shape[2:], self.patch_size)
-        return self.proj(x).flatten(2).transpose(1, 2)
+        # conv(kernel = stride = patch) == patchify + linear; the (D, C, *patch) kernel is laid
+        # out as (D, *patch, C) to match patchify's voxel-then-channel order.
+        weight = self.proj.weight.movedim(1, -1).reshape(self.proj.out_channels, -1)
+        return F.linear(patchify(x, self.patch_size), weight, self.proj.bias)

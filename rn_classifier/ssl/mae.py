@@ -19,9 +19,9 @@ from timm.models.vision_transformer import Block
 from torch import nn
 
 from ..errors import InputError
+from ..models.patch_embed import patchify
 from ..models.pos_embed import resample_pos_embed, sincos_pos_embed
 from ..models.vit3d import VisionTransformer3D
-from .patchify import patchify
 
 
 def check_mask_ratio(r: float) -> float:

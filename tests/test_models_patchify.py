@@ -8,8 +8,7 @@ from lightly.models.utils import patchify as lightly_patchify
 from lightly.models.utils import unpatchify as lightly_unpatchify
 
 from rn_classifier.errors import InputError
-from rn_classifier.models.patch_embed import PatchEmbed
-from rn_classifier.ssl import patchify, unpatchify
+from rn_classifier.models.patch_embed import PatchEmbed, patchify, unpatchify
 
 
 def test_patchify_equals_lightly_in_2d():
