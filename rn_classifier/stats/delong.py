@@ -24,8 +24,10 @@ Placements come from midranks, the O(N log N) algorithm of Sun & Xu ("Fast imple
 DeLong's algorithm for comparing the areas under correlated receiver operating characteristic
 curves", IEEE Signal Processing Letters 21(11), 2014): with ``T_z`` the midranks of all scores,
 ``T_x`` those among cases only and ``T_y`` among controls only,
-``V10 = (T_z[cases] - T_x) / n`` and ``V01 = 1 - (T_z[controls] - T_y) / m``. One sort per model;
-all models of a cohort are ranked at once.
+``V10 = (T_z[cases] - T_x) / n`` and ``V01 = 1 - (T_z[controls] - T_y) / m``. The midrank
+differences are counts (controls below a case plus half those tied with it), so they are read
+off cumulative counts along one sort per model; all models of a cohort share one covariance
+matrix.
 
 Direction is fixed: a higher score means "more likely label 1". Nothing is flipped when an AUC
 falls below 0.5 (pROC's ``direction="auto"`` would flip it, which inflates AUCs on small sets
@@ -35,6 +37,8 @@ and hides a model that learned the wrong way round); an AUC of 0.3 is reported a
 from __future__ import annotations
 
 import math
+import os
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -47,23 +51,44 @@ from .validation import (check_both_classes, check_choice, check_conf_level, che
 ALTERNATIVES = ("two-sided", "greater", "less")
 
 
-def midranks_of_sorted(sorted_values: np.ndarray) -> np.ndarray:
-    """1-based midranks of values already sorted ascending along the last axis.
+def _placements_of_one_model(score: np.ndarray, is_case: np.ndarray, m: int,
+                             n: int) -> np.ndarray:
+    """Placements of one model, in input order: V10 at the cases, V01 at the controls.
 
-    sorted_values: (K, L) or (L,). Tied values share the mean of the ranks they occupy
-    (e.g. ``[1, 2, 2, 5] -> [1, 2.5, 2.5, 4]``), the tie rule of the Mann–Whitney AUC.
+    score: (N,) finite; is_case: (N,) bool. One argsort; the midrank differences of Sun & Xu
+    are read off cumulative counts on the sorted order:
+    ``T_z − T_x = controls below + ½ controls tied`` (a case) and
+    ``T_z − T_y = cases below + ½ cases tied`` (a control).
     """
-    xs = np.atleast_2d(sorted_values)
-    length = xs.shape[1]
-    position = np.arange(length)
-    starts_group = np.ones(xs.shape, dtype=bool)
-    starts_group[:, 1:] = xs[:, 1:] != xs[:, :-1]
-    ends_group = np.ones(xs.shape, dtype=bool)
-    ends_group[:, :-1] = starts_group[:, 1:]
-    first = np.maximum.accumulate(np.where(starts_group, position, 0), axis=1)
-    last = np.minimum.accumulate(np.where(ends_group, position, length - 1)[:, ::-1], axis=1)[:, ::-1]
-    ranks = (first + last) / 2.0 + 1.0
-    return ranks if np.ndim(sorted_values) == 2 else ranks[0]
+    size = score.size
+    order = np.argsort(score)       # the order among ties is irrelevant: counts use values only
+    sorted_score = score[order]
+    case_sorted = is_case[order]
+    control_sorted = ~case_sorted
+    controls_upto = np.cumsum(control_sorted)              # controls at sorted positions <= i
+    tied_with_previous = sorted_score[1:] == sorted_score[:-1]
+    if tied_with_previous.any():
+        # Every member of a tie group takes the counts at the group's first and last position.
+        starts_group = np.r_[True, ~tied_with_previous]
+        first = np.flatnonzero(starts_group)
+        last = np.r_[first[1:] - 1, size - 1]
+        group = np.cumsum(starts_group) - 1
+        controls_below_group = controls_upto[first] - control_sorted[first]
+        controls_below = controls_below_group[group]
+        controls_through = controls_upto[last][group]      # below or tied
+        cases_below = (first - controls_below_group)[group]
+        cases_through = (last + 1 - controls_upto[last])[group]
+        placement_sorted = np.where(case_sorted, (controls_below + controls_through) / (2.0 * n),
+                                    1.0 - (cases_below + cases_through) / (2.0 * m))
+    else:
+        # No ties: nothing is tied with a case but itself, so "below" = "through" for the other
+        # class: V10 = controls_upto / n, V01 = 1 - cases_upto / m.
+        cases_upto = np.arange(1, size + 1) - controls_upto
+        placement_sorted = np.where(case_sorted, controls_upto * (1.0 / n),
+                                    1.0 - cases_upto * (1.0 / m))
+    placement = np.empty(size)
+    placement[order] = placement_sorted
+    return placement
 
 
 @dataclass(frozen=True)
@@ -79,32 +104,29 @@ class DeLongPlacements:
     control_placements: np.ndarray
 
 
+# Below this many cases per model, threads cost more than they save.
+_THREADS_FROM_N = 100_000
+
+
 def delong_placements(y: np.ndarray, scores: np.ndarray) -> DeLongPlacements:
     """Sun & Xu placements for validated input: y (N,) 0/1, scores (K, N) finite.
 
-    One argsort per model (the order among ties is irrelevant: midranks depend on values only);
-    the midranks among cases only and among controls only are read off the same sorted order
-    (a sub-sequence of a sorted sequence is sorted), so no second sort is needed.
+    Models are independent, so large inputs rank them on parallel threads (numpy releases the
+    GIL while sorting and in its element-wise loops).
     """
-    n_models, n_total = scores.shape
     is_case = y.astype(bool)
     m = int(is_case.sum())
-    n = n_total - m
-    order = np.argsort(scores, axis=1)
-    sorted_scores = np.take_along_axis(scores, order, axis=1)
-    sorted_is_case = is_case[order]                                   # (K, N)
-    rank_all = midranks_of_sorted(sorted_scores)                      # T_z, sorted order
-    case_scores = sorted_scores[sorted_is_case].reshape(n_models, m)  # rows keep their order
-    control_scores = sorted_scores[~sorted_is_case].reshape(n_models, n)
-    v10_sorted = (rank_all[sorted_is_case].reshape(n_models, m)
-                  - midranks_of_sorted(case_scores)) / n
-    v01_sorted = 1.0 - (rank_all[~sorted_is_case].reshape(n_models, n)
-                        - midranks_of_sorted(control_scores)) / m
-    # Back to the input order of the cases, so model k and model l pair up case by case.
-    placement = np.empty((n_models, n_total))
-    rows = np.arange(n_models)[:, None]
-    placement[rows, order[sorted_is_case].reshape(n_models, m)] = v10_sorted
-    placement[rows, order[~sorted_is_case].reshape(n_models, n)] = v01_sorted
+    n = y.size - m
+
+    def one(score: np.ndarray) -> np.ndarray:
+        return _placements_of_one_model(score, is_case, m, n)
+
+    workers = min(len(scores), os.cpu_count() or 1)
+    if workers > 1 and y.size >= _THREADS_FROM_N:
+        with ThreadPoolExecutor(workers) as pool:
+            placement = np.vstack(list(pool.map(one, scores)))
+    else:
+        placement = np.vstack([one(score) for score in scores])
     v10 = placement[:, is_case]
     v01 = placement[:, ~is_case]
     return DeLongPlacements(auc=v10.mean(axis=1), case_placements=v10, control_placements=v01)
@@ -123,6 +145,12 @@ class DeLongCovariance:
     n_negative: int
 
 
+def _sample_covariance(rows: np.ndarray) -> np.ndarray:
+    """(K, K) sample covariance (ddof 1) of K variables observed in the columns of rows: (K, L)."""
+    centred = rows - rows.mean(axis=1, keepdims=True)
+    return centred @ centred.T / (rows.shape[1] - 1)
+
+
 def delong_covariance(y_true, y_scores) -> DeLongCovariance:
     """AUCs and DeLong covariance of K models scored on the same N cases (Sun & Xu, 2014).
 
@@ -134,8 +162,8 @@ def delong_covariance(y_true, y_scores) -> DeLongCovariance:
     check_same_length(y_true=y, y_scores=scores)
     m, n = check_both_classes(y, minimum=2)
     placements = delong_placements(y, scores)
-    s10 = np.atleast_2d(np.cov(placements.case_placements, ddof=1))
-    s01 = np.atleast_2d(np.cov(placements.control_placements, ddof=1))
+    s10 = _sample_covariance(placements.case_placements)
+    s01 = _sample_covariance(placements.control_placements)
     return DeLongCovariance(auc=placements.auc, covariance=s10 / m + s01 / n,
                             n_positive=m, n_negative=n)
 

@@ -85,9 +85,9 @@ def _check_rows(frame: pd.DataFrame, path: str, problems: list[str]) -> None:
     y_true = pd.to_numeric(frame["y_true"], errors="coerce")
     report(~y_true.isin([0, 1]), "y_true must be 0 or 1 (a label is needed for every case)")
     y_prob = pd.to_numeric(frame["y_prob"], errors="coerce")
-    report(~np.isfinite(y_prob.to_numpy(float, na_value=np.nan)),
-           "y_prob is missing, NaN or infinite")
-    report((y_prob < 0) | (y_prob > 1), "y_prob must be a probability in [0, 1]")
+    finite = np.isfinite(y_prob.to_numpy(float, na_value=np.nan))
+    report(~finite, "y_prob is missing, NaN or infinite")
+    report(finite & ((y_prob < 0) | (y_prob > 1)), "y_prob must be a probability in [0, 1]")
     if "y_std" in frame.columns:
         y_std = pd.to_numeric(frame["y_std"], errors="coerce")
         given = frame["y_std"].notna()
