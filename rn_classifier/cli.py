@@ -32,6 +32,7 @@ COMMAND_MODULES = [
     "rn_classifier.data.commands",
     "rn_classifier.baselines.commands",
     "rn_classifier.study.commands",
+    "rn_classifier.stats.commands",
 ]
 
 for _name in COMMAND_MODULES:
