@@ -51,7 +51,8 @@ def test_patients_are_resampled_whole_and_strata_keep_their_size():
         block = weights[:, patient == p]
         assert np.all(block == block[:, :1])
     for s in np.unique(stratum):                      # clusters drawn per stratum = its size
-        first_case = np.array([np.flatnonzero(cluster == c)[0] for c in np.flatnonzero(stratum == s)])
+        clusters = np.flatnonzero(stratum == s)
+        first_case = np.array([np.flatnonzero(cluster == c)[0] for c in clusters])
         assert np.all(weights[:, first_case].sum(axis=1) == (stratum == s).sum())
     assert sorted(np.unique(stratum)) == [0, 1, 2]
     positives = (weights * y).sum(axis=1)
@@ -84,7 +85,9 @@ def test_clustering_widens_the_interval_for_correlated_lesions():
     lesion_level = bootstrap_auc(y, s, n_boot=1000, seed=0)
     patient_level = bootstrap_auc(y, s, groups=patient, n_boot=1000, seed=0)
     assert patient_level.clustered and not lesion_level.clustered
-    assert (patient_level.ci[1] - patient_level.ci[0]) > 1.2 * (lesion_level.ci[1] - lesion_level.ci[0])
+    width = {name: ci.ci[1] - ci.ci[0] for name, ci in [("patient", patient_level),
+                                                         ("lesion", lesion_level)]}
+    assert width["patient"] > 1.2 * width["lesion"]
 
 
 def test_difference_uses_the_same_replicates():

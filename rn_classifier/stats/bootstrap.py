@@ -40,7 +40,8 @@ def cluster_strata(y: np.ndarray, groups) -> tuple[np.ndarray, np.ndarray]:
     else:
         groups = np.asarray(groups)
         if groups.shape != y.shape:
-            raise InputError(f"groups must give one patient id per case: {groups.shape} vs {y.shape}")
+            raise InputError(f"groups must give one patient id per case: shape {groups.shape}, "
+                             f"labels {y.shape}")
         _, cluster_of_case = np.unique(groups.astype(str), return_inverse=True)
     n_clusters = int(cluster_of_case.max()) + 1
     positives = np.bincount(cluster_of_case, weights=y, minlength=n_clusters)

@@ -96,7 +96,7 @@ def reliability_curve(y_true, y_prob, n_bins: int = 10,
 
 def expected_calibration_error(y_true, y_prob, n_bins: int = 10,
                                strategy: str = "uniform") -> float:
-    """ECE = Σ_b (n_b / N) |observed_b − mean predicted_b| over the bins of :func:`reliability_curve`."""
+    """ECE = Σ_b (n_b / N) |observed_b − mean predicted_b|, bins of :func:`reliability_curve`."""
     curve = reliability_curve(y_true, y_prob, n_bins, strategy)
     weights = curve.count / curve.count.sum()
     return float(np.sum(weights * np.abs(curve.observed_fraction - curve.mean_predicted)))

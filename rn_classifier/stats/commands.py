@@ -30,7 +30,8 @@ def render_table(stats: dict):
     table.add_column("Model")
     for cohort in cohorts:
         info = stats["cohorts"][cohort]
-        head = f"{_COHORT_TITLES.get(cohort, cohort)}\nn={info['n_cases']} ({info['n_positive']} RN)"
+        head = (f"{_COHORT_TITLES.get(cohort, cohort)}\n"
+                f"n={info['n_cases']} ({info['n_positive']} RN)")
         table.add_column(head, justify="center")
         table.add_column("p", justify="center")
     models = list(dict.fromkeys(m for c in cohorts for m in stats["cohorts"][c]["models"]))
@@ -62,7 +63,8 @@ def register(app: typer.Typer) -> None:
         conf_level: Annotated[float, typer.Option(help="confidence level of all intervals")] = 0.95,
         n_bins: Annotated[int, typer.Option(help="bins of the reliability curves / ECE")] = 10,
         recalibrate: Annotated[Optional[str], typer.Option(
-            help="platt | isotonic: also report calibration after a map fitted on oof only")] = None,
+            help="platt | isotonic: also report calibration after a map fitted on oof only",
+        )] = None,
         synthetic: Annotated[Optional[bool], typer.Option(
             "--synthetic/--not-synthetic",
             help="label the statistics as computed on synthetic data")] = None,

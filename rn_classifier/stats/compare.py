@@ -76,7 +76,8 @@ def _json_ready(value):
     if isinstance(value, dict):
         return {str(k): _json_ready(v) for k, v in value.items()}
     if isinstance(value, (list, tuple, np.ndarray)):
-        return [_json_ready(v) for v in (value.tolist() if isinstance(value, np.ndarray) else value)]
+        items = value.tolist() if isinstance(value, np.ndarray) else value
+        return [_json_ready(v) for v in items]
     if isinstance(value, (np.bool_, bool)):
         return bool(value)
     if isinstance(value, (np.integer, int)):

@@ -51,12 +51,13 @@ from .validation import (check_both_classes, check_choice, check_conf_level, che
 ALTERNATIVES = ("two-sided", "greater", "less")
 
 
-def _placements_of_one_model(score: np.ndarray, is_case: np.ndarray, m: int,
+def _placements_of_one_model(score: np.ndarray, is_case: np.ndarray, slot: np.ndarray, m: int,
                              n: int) -> np.ndarray:
-    """Placements of one model, in input order: V10 at the cases, V01 at the controls.
+    """Placements of one model: (N,) = V10 of the m cases, then V01 of the n controls.
 
-    score: (N,) finite; is_case: (N,) bool. One argsort; the midrank differences of Sun & Xu
-    are read off cumulative counts on the sorted order:
+    score: (N,) finite; is_case: (N,) bool; slot: (N,) where each input case goes in the output
+    (cases first, controls after, each in input order). One argsort; the midrank differences of
+    Sun & Xu are read off cumulative counts on the sorted order:
     ``T_z − T_x = controls below + ½ controls tied`` (a case) and
     ``T_z − T_y = cases below + ½ cases tied`` (a control).
     """
@@ -87,7 +88,7 @@ def _placements_of_one_model(score: np.ndarray, is_case: np.ndarray, m: int,
         placement_sorted = np.where(case_sorted, controls_upto * (1.0 / n),
                                     1.0 - cases_upto * (1.0 / m))
     placement = np.empty(size)
-    placement[order] = placement_sorted
+    placement[slot[order]] = placement_sorted
     return placement
 
 
@@ -117,9 +118,12 @@ def delong_placements(y: np.ndarray, scores: np.ndarray) -> DeLongPlacements:
     is_case = y.astype(bool)
     m = int(is_case.sum())
     n = y.size - m
+    slot = np.empty(y.size, dtype=np.intp)
+    slot[is_case] = np.arange(m)
+    slot[~is_case] = np.arange(m, m + n)
 
     def one(score: np.ndarray) -> np.ndarray:
-        return _placements_of_one_model(score, is_case, m, n)
+        return _placements_of_one_model(score, is_case, slot, m, n)
 
     workers = min(len(scores), os.cpu_count() or 1)
     if workers > 1 and y.size >= _THREADS_FROM_N:
@@ -127,8 +131,8 @@ def delong_placements(y: np.ndarray, scores: np.ndarray) -> DeLongPlacements:
             placement = np.vstack(list(pool.map(one, scores)))
     else:
         placement = np.vstack([one(score) for score in scores])
-    v10 = placement[:, is_case]
-    v01 = placement[:, ~is_case]
+    v10 = placement[:, :m]
+    v01 = placement[:, m:]
     return DeLongPlacements(auc=v10.mean(axis=1), case_placements=v10, control_placements=v01)
 
 

@@ -34,6 +34,8 @@ def check_labels(y_true, name: str = "y_true", case_ids: Sequence[str] | None = 
         raise InputError(f"{name} must be a 1-D vector of 0/1 labels, got shape {y.shape}")
     if y.dtype == bool:
         return y.astype(np.int8)
+    if np.issubdtype(y.dtype, np.integer) and np.all((y == 0) | (y == 1)):
+        return y.astype(np.int8, copy=False)    # the common case, without a float copy
     try:
         y_float = y.astype(float)
     except (TypeError, ValueError):
@@ -55,7 +57,7 @@ def check_scores(y_score, name: str = "y_score",
     """
     s = np.asarray(y_score)
     try:
-        s = s.astype(np.float64)
+        s = np.asarray(s, dtype=np.float64)      # no copy when already float64
     except (TypeError, ValueError):
         raise InputError(f"{name} must be numeric scores, got values of type {s.dtype}")
     if s.ndim not in (1, 2):
