@@ -57,7 +57,7 @@ def make_internal_cache(folder, split_path, n_train_patients: int = 8, n_test_pa
     for p in range(n_train_patients):
         for lesion in range(1 + p % 2):
             case = f"train_p{p}_l{lesion}"
-            rows.append((case, f"train_p{p}", "MOLAB", (p + lesion) % 2))
+            rows.append((case, f"train_p{p}", "MOLAB", (p // 2 + lesion) % 2))
             split_rows.append((case, f"train_p{p}", "train", p % n_folds))
     for p in range(n_test_patients):
         case = f"test_p{p}"

@@ -126,7 +126,7 @@ class TrainerConfig:
 class MonitorConfig:
     """Label-efficiency monitor: CV AUC of teacher embeddings of the TRAINING cases only."""
 
-    every_n_epochs: int = 0                   # 0 = off; needs data.internal_cache and data.split
+    every_n_epochs: int = 0                   # 0 = off; runs only when data.internal_cache is set
     method: str = "knn"                       # knn | logistic
     k: int = 20                               # neighbours (knn)
     batch_size: int = 16
@@ -226,9 +226,9 @@ def check_config(cfg: PretrainConfig) -> None:
         raise InputError(f"data.batch_size must be >= 1, got {cfg.data.batch_size}")
     if cfg.data.num_workers < 0:
         raise InputError(f"data.num_workers must be >= 0, got {cfg.data.num_workers}")
-    if (cfg.data.include_internal_train or cfg.monitor.every_n_epochs > 0) and not cfg.data.internal_cache:
-        what = "data.include_internal_train" if cfg.data.include_internal_train else "monitor.every_n_epochs"
-        raise InputError(f"{what} needs data.internal_cache (the labelled cohort's preprocess cache)")
+    if cfg.data.include_internal_train and not cfg.data.internal_cache:
+        raise InputError("data.include_internal_train needs data.internal_cache (the labelled "
+                         "cohort's preprocess cache) and data.split")
     if cfg.data.internal_cache and not cfg.data.split:
         raise InputError("data.internal_cache is set but data.split is not: the split decides which "
                          "internal cases are training cases (the internal test is never used)")

@@ -57,8 +57,8 @@ class DINOModule(PretrainModule):
         # "freeze the last layer during the first epoch" (DINO): drop its gradients.
         self.model.student_head.cancel_last_layer_gradients(self.current_epoch)
 
-    def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
-        # The optimizer has stepped: global_step now counts this step, so use the previous index.
-        momentum = self.schedules.at(self.global_step - 1)["teacher_momentum"]
-        self.model.update_teacher(momentum)
-        super().on_train_batch_end(outputs, batch, batch_idx)
+    def optimizer_step(self, epoch, batch_idx, optimizer, optimizer_closure=None) -> None:
+        step = self.global_step  # the index of this step (the counter moves during the step)
+        super().optimizer_step(epoch, batch_idx, optimizer, optimizer_closure)
+        # Right after the student's step, before any callback (a checkpoint) sees the state.
+        self.model.update_teacher(self.schedules.at(step)["teacher_momentum"])

@@ -38,22 +38,33 @@ def _classifier(method: str, k: int, n_train: int):
     return make_pipeline(StandardScaler(), LogisticRegression(C=1.0, max_iter=2000))
 
 
+def check_cv_classes(labels: np.ndarray, folds: np.ndarray) -> None:
+    """Both classes overall and outside every fold, at least 2 folds (else ``InputError``)."""
+    y, folds = np.asarray(labels).astype(int), np.asarray(folds)
+    if len(y) == 0 or len(np.unique(y)) < 2:
+        raise InputError(f"the label-efficiency monitor needs labelled training cases of both classes, "
+                         f"found {len(y)} case(s) with labels {sorted(set(y.tolist()))}")
+    if len(np.unique(folds)) < 2:
+        raise InputError("the label-efficiency monitor needs at least 2 CV folds in the split")
+    for fold in np.unique(folds):
+        if len(np.unique(y[folds != fold])) < 2:
+            raise InputError(f"the label-efficiency monitor cannot fit a classifier without fold {fold}: "
+                             "the other folds hold one class only")
+
+
 def cross_validated_auc(embeddings: np.ndarray, labels: np.ndarray, folds: np.ndarray,
                         method: str = "knn", k: int = 20) -> float:
     """ROC AUC of out-of-fold probabilities over the given (patient-grouped) folds.
 
     ``embeddings: (N, D)``; ``labels: (N,)`` 1 = radiation necrosis; ``folds: (N,)`` fold ids.
-    Raises ``InputError`` when a training part holds one class (the AUC would be undefined).
+    Raises ``InputError`` when the AUC would be undefined (see :func:`check_cv_classes`).
     """
     y = np.asarray(labels).astype(int)
-    if len(np.unique(y)) < 2:
-        raise InputError(f"the monitor needs both classes among the training cases, got {np.bincount(y)}")
+    check_cv_classes(y, folds)
     prob = np.empty(len(y), dtype=float)
     for fold in np.unique(folds):
         test = folds == fold
         train = ~test
-        if len(np.unique(y[train])) < 2:
-            raise InputError(f"monitor: the cases outside fold {fold} hold one class only")
         clf = _classifier(method, k, int(train.sum())).fit(embeddings[train], y[train])
         prob[test] = clf.predict_proba(embeddings[test])[:, list(clf.classes_).index(1)]
     return float(roc_auc_score(y, prob))
@@ -89,13 +100,10 @@ class LabelEfficiencyMonitor(Callback):
                  method: str = "knn", k: int = 20, batch_size: int = 16):
         self.cases, self.crop_size, self.every = cases, crop_size, every_n_epochs
         self.method, self.k, self.batch_size = method, k, batch_size
-        y = cases.labels
-        if len(y) == 0 or len(np.unique(y)) < 2:
-            raise InputError(f"the label-efficiency monitor needs labelled training cases of both "
-                             f"classes in the internal cache, found {len(y)} case(s) with labels "
-                             f"{sorted(set(y.tolist()))}; set monitor.every_n_epochs: 0 to switch it off")
-        if len(np.unique(cases.folds)) < 2:
-            raise InputError("the label-efficiency monitor needs at least 2 CV folds in the split")
+        try:
+            check_cv_classes(cases.labels, cases.folds)
+        except InputError as exc:
+            raise InputError(f"{exc}; set monitor.every_n_epochs: 0 to switch the monitor off") from None
         self.history: list[tuple[int, float]] = []
 
     def on_train_epoch_end(self, trainer, pl_module) -> None:

@@ -126,6 +126,7 @@ def run_pretraining(cfg: PretrainConfig | None = None, out: str | os.PathLike | 
     from lightning.pytorch.callbacks import ModelCheckpoint
     from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
     from lightning.pytorch.strategies import DDPStrategy
+    from lightning.pytorch.utilities import rank_zero_info
 
     from ..checkpoints import WeightsOnlyCheckpointIO
     from ..data.cache import CropCache
@@ -145,7 +146,9 @@ def run_pretraining(cfg: PretrainConfig | None = None, out: str | os.PathLike | 
                  else MAETransform(cfg.mae, cfg.augment))
     datamodule = PretrainDataModule(cfg.data, transform, seed=cfg.trainer.seed)
     monitor = None
-    if cfg.monitor.every_n_epochs > 0:
+    if cfg.monitor.every_n_epochs > 0 and not cfg.data.internal_cache and _is_rank_zero():
+        rank_zero_info("label-efficiency monitor off: it needs data.internal_cache and data.split")
+    if cfg.monitor.every_n_epochs > 0 and cfg.data.internal_cache:
         monitor = LabelEfficiencyMonitor(labelled_training_cases(cfg.data), encoder_crop_size(cfg),
                                          cfg.monitor.every_n_epochs, cfg.monitor.method,
                                          cfg.monitor.k, cfg.monitor.batch_size)
@@ -168,8 +171,11 @@ def run_pretraining(cfg: PretrainConfig | None = None, out: str | os.PathLike | 
         all_callbacks.append(monitor)
     if cfg.trainer.record_samples:
         all_callbacks.append(SampleAudit(run / "audit"))
+    # Lightning internals that warn on every run with this torch version, and the expected
+    # notices of a resume (its log and checkpoint folders are not empty): not the user's concern.
+    warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")
     if ckpt is not None:
-        warnings.filterwarnings("ignore", message="Experiment logs directory .* exists and is not empty")
+        warnings.filterwarnings("ignore", message=r"(Experiment logs|Checkpoint) directory .* exists and is not empty")
     trainer = pl.Trainer(
         accelerator=accelerator, devices=devices, num_nodes=num_nodes,
         strategy=DDPStrategy(find_unused_parameters=False) if distributed else "auto",
@@ -227,7 +233,7 @@ def run_pretraining(cfg: PretrainConfig | None = None, out: str | os.PathLike | 
     wall = time.perf_counter() - started
 
     # -- end: checkpoint, export, summary ---------------------------------------------------
-    trainer.save_checkpoint(run / LAST_CHECKPOINT)
+    trainer.save_checkpoint(run / LAST_CHECKPOINT, weights_only=False)
     if trainer.is_global_zero:
         crop = encoder_crop_size(cfg)
         normalisation = pool_meta.get("normalisation") or {}
