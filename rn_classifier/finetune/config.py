@@ -1,0 +1,186 @@
+"""Config schema of ``rn-classifier finetune`` (OmegaConf structured config).
+
+One schema serves the five models of the study; what a run trains is decided by two keys:
+
+=====================================  ================  ===============
+model in predictions.csv (``name``)    ``model.kind``    ``fusion.kind``
+=====================================  ================  ===============
+``ssl_vit``                            ``vit``           ``none``
+``ssl_vit_clinical_late``              ``vit``           ``late``
+``ssl_vit_clinical_intermediate``      ``vit``           ``intermediate``
+``supervised_vit``                     ``vit``           ``none`` (``model.pretrained: null``)
+``clinical``                           ``clinical``      ``none``
+=====================================  ================  ===============
+
+``model.pretrained: null`` trains the same architecture from random initialisation through the
+same code path, split and budget: the supervised-ViT baseline.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Optional
+
+from ..errors import ConfigError
+
+MODEL_KINDS = ("vit", "clinical")
+FUSION_KINDS = ("none", "late", "intermediate")
+BALANCE_MODES = ("sampler", "loss", "none")
+CLINICAL_TYPES = ("numeric", "categorical")
+
+
+@dataclass
+class DataConfig:
+    internal_manifest: Optional[str] = None   # labelled internal cohort (MOLAB)
+    external_manifest: Optional[str] = None   # second-centre cohort; predicted, never trained on
+    internal_cache: Optional[str] = None      # `rn-classifier preprocess` output for the internal manifest
+    external_cache: Optional[str] = None
+    split: Optional[str] = None               # split.csv to reuse; null: make one, save RUN_DIR/split.csv
+
+
+@dataclass
+class CVConfig:
+    n_folds: int = 5
+    test_fraction: float = 0.2                # share of patients held out as the internal test
+    seed: int = 0                             # seed of the split (used only when a split is made)
+
+
+@dataclass
+class ModelConfig:
+    kind: str = "vit"                         # vit | clinical
+    arch: str = "vit3d_tiny_p8"               # registry name; must match the encoder's when pretrained
+    pretrained: Optional[str] = None          # encoder export folder (or pretraining run folder); null: random init
+    in_chans: int = 2                         # T1CE + lesion mask
+    crop_size: list[int] = field(default_factory=lambda: [32, 32, 32])  # model input (voxels)
+    patch_size: Optional[int] = None          # if set, checked against the encoder export
+    drop_path_rate: float = 0.1
+    head_dropout: float = 0.0
+
+
+@dataclass
+class FusionConfig:
+    kind: str = "none"                        # none | late | intermediate
+    # late: a finished image run (ssl_vit) to stack on; null: train the image model inside this run
+    image_run: Optional[str] = None           # (the stacker uses the `logistic` settings)
+    clinical_embed_dim: int = 32              # intermediate: width of the clinical embedding
+    cross_attention: bool = False             # intermediate: clinical query attends over image tokens
+    attention_heads: int = 4
+    dropout: float = 0.1
+
+
+@dataclass
+class LogisticConfig:
+    """Regularised logistic regression: the clinical-only model and the late-fusion stacker."""
+
+    C: float = 1.0                            # inverse L2 strength (scikit-learn convention)
+    class_weight: Optional[str] = "balanced"  # balanced | null
+    max_iter: int = 5000
+
+
+@dataclass
+class OptimConfig:
+    lr: float = 5e-4                          # peak lr of the top layer (head); lower layers get lr * decay^depth
+    min_lr_ratio: float = 0.01                # cosine ends at lr * min_lr_ratio
+    weight_decay: float = 0.05
+    layer_decay: float = 0.75                 # layer-wise lr decay (BEiT); 1.0 switches it off
+    warmup_epochs: float = 1.0
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 50
+    batch_size: int = 8
+    predict_batch_size: int = 16
+    num_workers: int = 0
+    balance: str = "sampler"                  # sampler (class-balanced sampling) | loss (pos_weight) | none
+    early_stopping_patience: Optional[int] = 15  # epochs without a better validation AUC; null: off
+    accelerator: str = "auto"
+    devices: int = 1
+    precision: str = "32-true"
+    seed: int = 0
+    deterministic: bool = False
+    progress_bar: bool = False
+
+
+@dataclass
+class AugmentConfig:
+    """MONAI dictionary transforms applied to the image and its mask together."""
+
+    enabled: bool = True
+    flip_prob: float = 0.5                    # per axis
+    rotate90_prob: float = 0.25
+    affine_prob: float = 0.3
+    rotate_deg: float = 15.0
+    scale: float = 0.1
+    intensity_prob: float = 0.5               # T1CE only: scale / shift / noise
+    intensity_scale: float = 0.1
+    intensity_shift: float = 0.1
+    noise_std: float = 0.05
+
+
+@dataclass
+class FinetuneConfig:
+    name: str = "ssl_vit"                     # the model's name in predictions.csv
+    data: DataConfig = field(default_factory=DataConfig)
+    cv: CVConfig = field(default_factory=CVConfig)
+    # clinical columns of the manifest and their type: {age: numeric, sex: categorical, ...}
+    clinical: dict[str, str] = field(default_factory=dict)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    fusion: FusionConfig = field(default_factory=FusionConfig)
+    logistic: LogisticConfig = field(default_factory=LogisticConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+
+
+def _choice(value, key: str, choices) -> None:
+    if value not in choices:
+        raise ConfigError(f"{key} must be one of {list(choices)}, got {value!r}")
+
+
+def validate_config(cfg: FinetuneConfig) -> FinetuneConfig:
+    """Checks the schema cannot express: choices, combinations, required paths."""
+    _choice(cfg.model.kind, "model.kind", MODEL_KINDS)
+    _choice(cfg.fusion.kind, "fusion.kind", FUSION_KINDS)
+    _choice(cfg.train.balance, "train.balance", BALANCE_MODES)
+    if cfg.logistic.class_weight not in (None, "balanced"):
+        raise ConfigError(f"logistic.class_weight must be 'balanced' or null, got {cfg.logistic.class_weight!r}")
+    bad = {k: v for k, v in cfg.clinical.items() if v not in CLINICAL_TYPES}
+    if bad:
+        raise ConfigError(f"clinical: column types must be one of {list(CLINICAL_TYPES)}, got {bad}")
+    uses_clinical = cfg.model.kind == "clinical" or cfg.fusion.kind != "none"
+    if uses_clinical and not cfg.clinical:
+        raise ConfigError(f"model.kind={cfg.model.kind!r} with fusion.kind={cfg.fusion.kind!r} needs "
+                          "clinical columns: set `clinical: {age: numeric, sex: categorical, ...}`")
+    if cfg.model.kind == "clinical" and cfg.fusion.kind != "none":
+        raise ConfigError("fusion.kind must be 'none' for model.kind='clinical' (fusion combines the "
+                          "image model with clinical data)")
+    if cfg.fusion.image_run is not None and cfg.fusion.kind != "late":
+        raise ConfigError("fusion.image_run is used only by fusion.kind='late'")
+    if not cfg.data.internal_manifest:
+        raise ConfigError("data.internal_manifest is required (the labelled internal cohort); "
+                          "set it in the config or with --set data.internal_manifest=PATH")
+    if cfg.data.external_cache and not cfg.data.external_manifest:
+        raise ConfigError("data.external_cache is set but data.external_manifest is not")
+    needs_images = cfg.model.kind == "vit" and not (cfg.fusion.kind == "late" and cfg.fusion.image_run)
+    if needs_images:
+        if not cfg.data.internal_cache:
+            raise ConfigError("data.internal_cache is required for an image model (the `rn-classifier "
+                              "preprocess` output of data.internal_manifest)")
+        if cfg.data.external_manifest and not cfg.data.external_cache:
+            raise ConfigError("data.external_cache is required when data.external_manifest is set "
+                              "and an image model is trained")
+        if len(cfg.model.crop_size) != 3 or min(cfg.model.crop_size) < 1:
+            raise ConfigError(f"model.crop_size must be 3 positive voxel counts, got {cfg.model.crop_size}")
+        if cfg.model.in_chans != 2:
+            raise ConfigError(f"model.in_chans must be 2 (T1CE + lesion mask), got {cfg.model.in_chans}")
+    if cfg.cv.n_folds < 2:
+        raise ConfigError(f"cv.n_folds must be at least 2, got {cfg.cv.n_folds}")
+    if not 0.0 < cfg.cv.test_fraction < 1.0:
+        raise ConfigError(f"cv.test_fraction must be in (0, 1), got {cfg.cv.test_fraction}")
+    if cfg.train.epochs < 1 or cfg.train.batch_size < 1:
+        raise ConfigError(f"train.epochs and train.batch_size must be >= 1, got "
+                          f"{cfg.train.epochs} and {cfg.train.batch_size}")
+    if not 0.0 < cfg.optim.layer_decay <= 1.0:
+        raise ConfigError(f"optim.layer_decay must be in (0, 1], got {cfg.optim.layer_decay}")
+    return cfg

@@ -1,0 +1,308 @@
+"""The cross-validation fold loop and the per-fold trainers of each model kind.
+
+For fold *k* of the split a trainer fits a model on the training cases of the other folds and
+predicts: fold *k*'s cases (cohort ``oof``), every internal test case and every external case.
+Each fold writes ``RUN_DIR/folds/fold_k/``:
+
+``predictions.csv``  ``case_id, cohort, fold, y_logit, y_prob`` (``fold`` = k on every row)
+``fold.json``        the files holding the fold's model and what was selected (e.g. best epoch)
+model files          ``model.safetensors`` + ``model.json`` (image models),
+                     ``clinical_model.json`` / ``late_fusion.json`` (logistic models, JSON),
+                     ``clinical_preprocessor.json`` (intermediate fusion)
+
+``predictions.csv`` is written last: a fold whose predictions and model files exist is complete
+and a rerun skips it (resume at fold granularity). :func:`ensemble` turns the fold tables into
+the seam-2 table: ``oof`` rows as they are, internal test and external rows as the mean
+probability over the fold models with their standard deviation as ``y_std``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import shutil
+import warnings
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from .. import atomic
+from ..errors import InputError
+from .clinical import clinical_frame, fit_preprocessor, preprocessor_to_json
+from .clinical_model import fit_logistic, save_logistic
+from .config import FinetuneConfig
+from .fusion import late_fusion_fold
+
+FOLD_PREDICTIONS, FOLD_META = "predictions.csv", "fold.json"
+FOLD_COLUMNS = ("case_id", "cohort", "fold", "y_logit", "y_prob")
+
+
+@dataclass
+class FoldResult:
+    predictions: pd.DataFrame          # FOLD_COLUMNS
+    files: list[str]                   # model files written in the fold folder
+    info: dict = field(default_factory=dict)
+
+
+FoldTrainer = Callable[[int, Path], FoldResult]
+
+
+def fold_dir(out: Path, k: int) -> Path:
+    return Path(out) / "folds" / f"fold_{k}"
+
+
+def read_fold(folder: Path) -> pd.DataFrame | None:
+    """The fold's prediction table if the fold is complete, else None."""
+    meta, preds = folder / FOLD_META, folder / FOLD_PREDICTIONS
+    if not (meta.is_file() and preds.is_file()):
+        return None
+    files = json.loads(meta.read_text()).get("files", [])
+    if not all((folder / f).is_file() for f in files):
+        return None
+    return pd.read_csv(preds, dtype={"case_id": str, "cohort": str})
+
+
+def run_folds(out: Path, n_folds: int, trainer: FoldTrainer, folds: Sequence[int] | None = None,
+              echo: Callable[[str], None] = print) -> dict[int, pd.DataFrame]:
+    """Train (or reuse) each fold; returns ``{k: fold predictions}`` for the folds run."""
+    todo = list(range(n_folds)) if folds is None else list(folds)
+    bad = [k for k in todo if not 0 <= k < n_folds]
+    if bad:
+        raise InputError(f"fold(s) {bad} do not exist; the split has folds 0..{n_folds - 1}")
+    tables = {}
+    for k in todo:
+        folder = fold_dir(out, k)
+        done = read_fold(folder)
+        if done is not None:
+            echo(f"fold {k}: complete in {folder}, reused")
+            tables[k] = done
+            continue
+        if folder.exists():  # an interrupted attempt: start the fold afresh
+            shutil.rmtree(folder)
+        folder.mkdir(parents=True)
+        result = trainer(k, folder)
+        table = result.predictions[list(FOLD_COLUMNS)].copy()
+        atomic.write_json(folder / FOLD_META, {"fold": k, "files": result.files, **result.info})
+        atomic.write_csv(folder / FOLD_PREDICTIONS, table)  # last: marks the fold complete
+        tables[k] = table
+    return tables
+
+
+def fold_rows(k: int, cohorts: dict[str, Sequence[str]], y_logit: dict[str, np.ndarray]) -> pd.DataFrame:
+    """Assemble a fold table from case ids and logits per cohort."""
+    frames = []
+    for cohort, ids in cohorts.items():
+        if len(ids) == 0:
+            continue
+        logits = np.asarray(y_logit[cohort], dtype=float)
+        frames.append(pd.DataFrame({"case_id": list(ids), "cohort": cohort, "fold": k,
+                                    "y_logit": logits, "y_prob": 1.0 / (1.0 + np.exp(-logits))}))
+    return pd.concat(frames, ignore_index=True)
+
+
+def ensemble(tables: dict[int, pd.DataFrame], cases: pd.DataFrame, model: str,
+             n_folds: int) -> pd.DataFrame:
+    """Seam-2 predictions from the fold tables.
+
+    cases: indexed by ``case_id`` with ``patient_id, label, synthetic``.
+    oof rows keep their fold; internal_test / external rows: mean probability over the
+    ``n_folds`` fold models (``fold`` = -1) and their standard deviation ``y_std``.
+    """
+    missing = sorted(set(range(n_folds)) - set(tables))
+    if missing:
+        raise InputError(f"fold(s) {missing} have no predictions yet; run them before ensembling")
+    rows = pd.concat([tables[k] for k in range(n_folds)], ignore_index=True)
+    oof = rows[rows["cohort"] == "oof"][["case_id", "cohort", "fold", "y_prob"]].assign(y_std=np.nan)
+    held = rows[rows["cohort"] != "oof"]
+    agg = (held.groupby(["cohort", "case_id"], sort=False)["y_prob"]
+           .agg(y_prob="mean", y_std=lambda p: float(np.std(p)), n="count").reset_index())
+    short = agg[agg["n"] != n_folds]
+    if len(short):
+        raise InputError(f"case(s) {short['case_id'].tolist()[:10]} were predicted by "
+                         f"{short['n'].tolist()[:10]} fold model(s) instead of {n_folds}")
+    agg = agg.assign(fold=-1).drop(columns="n")
+    out = pd.concat([oof, agg], ignore_index=True)
+    info = cases.loc[out["case_id"]]
+    out.insert(0, "model", model)
+    out["patient_id"] = info["patient_id"].to_numpy()
+    out["y_true"] = info["label"].astype(int).to_numpy()
+    out["synthetic"] = info["synthetic"].astype(int).to_numpy()
+    order = {"oof": 0, "internal_test": 1, "external": 2}
+    out = out.sort_values(["cohort", "case_id"], key=lambda s: s.map(order) if s.name == "cohort" else s)
+    return out[["model", "case_id", "patient_id", "cohort", "fold", "y_true", "y_prob", "y_std",
+                "synthetic"]].reset_index(drop=True)
+
+
+def cohort_ids(cases: pd.DataFrame, k: int) -> tuple[list[str], dict[str, list[str]]]:
+    """(training case ids of fold k, {cohort: ids to predict}) from the ``cases`` table."""
+    train = cases.index[(cases["part"] == "train") & (cases["fold"] != k)].tolist()
+    predict = {"oof": cases.index[(cases["part"] == "train") & (cases["fold"] == k)].tolist(),
+               "internal_test": cases.index[cases["part"] == "internal_test"].tolist(),
+               "external": cases.index[cases["part"] == "external"].tolist()}
+    return train, predict
+
+
+# -- clinical-only ----------------------------------------------------------------------------
+
+def clinical_trainer(cfg: FinetuneConfig, cases: pd.DataFrame) -> FoldTrainer:
+    """Logistic regression on the clinical vector, preprocessing fitted on the training folds."""
+    spec = dict(cfg.clinical)
+
+    def train(k: int, folder: Path) -> FoldResult:
+        train_ids, predict = cohort_ids(cases, k)
+        pipe = fit_logistic(cases.loc[train_ids], cases.loc[train_ids, "label"].astype(int), spec,
+                            C=cfg.logistic.C, class_weight=cfg.logistic.class_weight,
+                            max_iter=cfg.logistic.max_iter)
+        save_logistic(pipe, spec, folder / "clinical_model.json")
+        logits = {c: pipe.decision_function(clinical_frame(cases.loc[ids], spec)) if ids else []
+                  for c, ids in predict.items()}
+        return FoldResult(fold_rows(k, predict, logits), ["clinical_model.json"])
+
+    return train
+
+
+# -- late fusion ------------------------------------------------------------------------------
+
+def late_fusion_trainer(cfg: FinetuneConfig, cases: pd.DataFrame, split: pd.DataFrame,
+                        image_preds: pd.DataFrame) -> FoldTrainer:
+    """Stacking on the image model's out-of-fold logits (see :mod:`.fusion`)."""
+    spec = dict(cfg.clinical)
+
+    def train(k: int, folder: Path) -> FoldResult:
+        pipe, stack_spec, preds = late_fusion_fold(
+            k, image_preds, cases, split, spec, C=cfg.logistic.C,
+            class_weight=cfg.logistic.class_weight, max_iter=cfg.logistic.max_iter)
+        save_logistic(pipe, stack_spec, folder / "late_fusion.json")
+        return FoldResult(preds, ["late_fusion.json"])
+
+    return train
+
+
+# -- image models (ViT, intermediate fusion) -------------------------------------------------
+
+@contextlib.contextmanager
+def quiet_lightning():
+    """Keep Lightning's per-fit banners (accelerator, tips) and known-harmless warnings out of
+    the log of a run that fits one model per fold; warnings about the run itself stay."""
+    loggers = [logging.getLogger(n) for n in ("lightning.pytorch", "lightning.fabric")]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(logging.WARNING)
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=r".*LeafSpec.*")           # torch pytree API
+            warnings.filterwarnings("ignore", message=r".*does not have many workers.*")
+            yield
+    finally:
+        for lg, level in zip(loggers, levels):
+            lg.setLevel(level)
+
+
+def image_trainer(cfg: FinetuneConfig, cases: pd.DataFrame, internal_cache, external_cache,
+                  build_encoder: Callable[[], "object"], echo: Callable[[str], None] = print) -> FoldTrainer:
+    """Fine-tune the ViT (with the intermediate fusion head when ``fusion.kind=intermediate``).
+
+    build_encoder: returns a fresh encoder with 2 input channels (pretrained + inflated, or
+    randomly initialised); called after the fold's seed is set.
+    """
+    import lightning.pytorch as pl
+    import torch
+    from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
+    from lightning.pytorch.loggers import CSVLogger
+    from safetensors.torch import save_file
+
+    from ..checkpoints import WeightsOnlyCheckpointIO, load_checkpoint
+    from .datamodule import FinetuneDataModule, make_items
+    from .fusion import IntermediateFusionClassifier
+    from .module import FinetuneModule, ImageClassifier, steps_per_epoch
+
+    spec = dict(cfg.clinical)
+    intermediate = cfg.fusion.kind == "intermediate"
+
+    def train(k: int, folder: Path) -> FoldResult:
+        with quiet_lightning():
+            return train_quietly(k, folder)
+
+    def train_quietly(k: int, folder: Path) -> FoldResult:
+        pl.seed_everything(cfg.train.seed + k, workers=True, verbose=False)
+        train_ids, predict = cohort_ids(cases, k)
+        files, info = ["model.safetensors", "model.json"], {}
+        clinical = None
+        if intermediate:  # preprocessing fitted on this fold's training cases only
+            pre = fit_preprocessor(clinical_frame(cases.loc[train_ids], spec), spec)
+            atomic.write_json(folder / "clinical_preprocessor.json", preprocessor_to_json(pre, spec))
+            files.append("clinical_preprocessor.json")
+            clinical = pd.DataFrame(pre.transform(clinical_frame(cases, spec)), index=cases.index)
+
+        def items(cache, ids, labelled=True):
+            return make_items(cache, ids, cases.loc[ids, "label"].astype(int).to_numpy(),
+                              clinical.loc[ids].to_numpy() if clinical is not None else None)
+
+        encoder = build_encoder()
+        network = (IntermediateFusionClassifier(encoder, clinical.shape[1], cfg.fusion.clinical_embed_dim,
+                                                cfg.fusion.cross_attention, cfg.fusion.attention_heads,
+                                                cfg.fusion.dropout)
+                   if intermediate else ImageClassifier(encoder, cfg.model.head_dropout))
+        y_train = cases.loc[train_ids, "label"].astype(int).to_numpy()
+        n_pos, n_neg = int(y_train.sum()), int(len(y_train) - y_train.sum())
+        dm = FinetuneDataModule(internal_cache, items(internal_cache, train_ids),
+                                items(internal_cache, predict["oof"]), cfg.model.crop_size,
+                                cfg.augment, cfg.train.batch_size, cfg.train.predict_batch_size,
+                                cfg.train.num_workers, cfg.train.balance, seed=cfg.train.seed + k)
+        module = FinetuneModule(network, cfg.optim, cfg.train.epochs,
+                                steps_per_epoch(len(train_ids), cfg.train.batch_size),
+                                pos_weight=n_neg / n_pos if cfg.train.balance == "loss" else None)
+        best = ModelCheckpoint(dirpath=folder / "lightning", filename="best", monitor="val_auc",
+                               mode="max", save_top_k=1, save_weights_only=True,
+                               enable_version_counter=False)
+        callbacks = [best]
+        if cfg.train.early_stopping_patience:
+            callbacks.append(EarlyStopping(monitor="val_auc", mode="max",
+                                           patience=cfg.train.early_stopping_patience))
+        trainer = pl.Trainer(max_epochs=cfg.train.epochs, accelerator=cfg.train.accelerator,
+                             devices=cfg.train.devices, precision=cfg.train.precision,
+                             callbacks=callbacks, plugins=[WeightsOnlyCheckpointIO()],
+                             logger=CSVLogger(folder, name="logs", version=""),
+                             default_root_dir=folder, num_sanity_val_steps=0,
+                             enable_progress_bar=cfg.train.progress_bar, enable_model_summary=False,
+                             deterministic=cfg.train.deterministic, log_every_n_steps=1)
+        echo(f"fold {k}: training on {len(train_ids)} cases ({n_pos} RN / {n_neg} progression), "
+             f"validating on {len(predict['oof'])}")
+        trainer.fit(module, datamodule=dm)
+        # model selection: the epoch with the best validation AUC of this fold
+        state = load_checkpoint(best.best_model_path)["state_dict"]
+        module.load_state_dict(state)
+        info = {"best_val_auc": float(best.best_model_score), "epochs_run": trainer.current_epoch,
+                "best_checkpoint_epoch": int(load_checkpoint(best.best_model_path).get("epoch", -1))}
+        caches = {"oof": internal_cache, "internal_test": internal_cache, "external": external_cache}
+        logits = {}
+        for cohort, ids in predict.items():
+            if not ids:
+                logits[cohort] = []
+                continue
+            batches = trainer.predict(module, dataloaders=dm.eval_loader(caches[cohort],
+                                                                         items(caches[cohort], ids)))
+            logits[cohort] = torch.cat(batches).cpu().numpy()
+        weights = {n: t.detach().cpu().contiguous() for n, t in network.state_dict().items()}
+        with atomic.atomic_path(folder / "model.safetensors") as tmp:
+            save_file(weights, str(tmp), metadata={"format": "rn-classifier/finetuned-classifier"})
+        atomic.write_json(folder / "model.json", {
+            "network": "intermediate_fusion" if intermediate else "image",
+            "encoder": dict(getattr(network.encoder, "init_kwargs", {})),
+            "arch": getattr(network.encoder, "arch_name", cfg.model.arch),
+            "crop_size": list(cfg.model.crop_size), "spacing": list(internal_cache.spacing),
+            "normalisation": internal_cache.meta.get("normalisation"),
+            "fusion": {"kind": cfg.fusion.kind, "clinical_embed_dim": cfg.fusion.clinical_embed_dim,
+                       "cross_attention": cfg.fusion.cross_attention,
+                       "attention_heads": cfg.fusion.attention_heads,
+                       "n_clinical": int(clinical.shape[1]) if clinical is not None else 0},
+            "head_dropout": cfg.model.head_dropout, "fold": k, **info})
+        shutil.rmtree(folder / "lightning", ignore_errors=True)
+        echo(f"fold {k}: best validation AUC {info['best_val_auc']:.3f}")
+        return FoldResult(fold_rows(k, predict, logits), files, info)
+
+    return train

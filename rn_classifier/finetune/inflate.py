@@ -1,0 +1,55 @@
+"""Inflate a pretrained patch embedding to more input channels (T1CE → T1CE + lesion mask).
+
+Pretraining sees T1CE only (1 channel); fine-tuning adds the lesion mask as a second channel
+(Gomaa et al. 2025). The projection ``patch_embed.proj`` (``nn.Conv2d`` / ``nn.Conv3d``, kernel =
+stride = patch size) is replaced by one with ``in_chans`` inputs whose first channels carry the
+pretrained weights and whose new channels start at zero. At step 0 the network therefore
+computes exactly what the pretrained one computed on T1CE, whatever the mask holds; the mask
+weights are learnt during fine-tuning.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from ..errors import InputError
+
+
+def inflate_conv_channels(conv: nn.Conv2d | nn.Conv3d, in_chans: int) -> nn.Conv2d | nn.Conv3d:
+    """A copy of ``conv`` with ``in_chans`` input channels; the added channels' weights are zero.
+
+    conv.weight: ``(D, C_old, *k)`` → ``(D, in_chans, *k)`` with ``[:, :C_old]`` = the old weights.
+    """
+    old = conv.in_channels
+    if in_chans < old:
+        raise InputError(f"cannot inflate a patch embedding from {old} to {in_chans} input "
+                         f"channels: the target must have at least as many channels")
+    if conv.groups != 1:
+        raise InputError(f"grouped patch embeddings (groups={conv.groups}) cannot be inflated")
+    new = type(conv)(in_chans, conv.out_channels, kernel_size=conv.kernel_size, stride=conv.stride,
+                     padding=conv.padding, dilation=conv.dilation, bias=conv.bias is not None,
+                     padding_mode=conv.padding_mode, device=conv.weight.device,
+                     dtype=conv.weight.dtype)
+    with torch.no_grad():
+        new.weight.zero_()
+        new.weight[:, :old].copy_(conv.weight)
+        if conv.bias is not None:
+            new.bias.copy_(conv.bias)
+    return new
+
+
+def inflate_patch_embedding(model: nn.Module, in_chans: int) -> nn.Module:
+    """Give ``model`` (timm-style ViT with ``patch_embed.proj``) ``in_chans`` inputs, in place.
+
+    Returns ``model``. A model that already has ``in_chans`` channels is returned unchanged.
+    """
+    proj = model.patch_embed.proj
+    if proj.in_channels == in_chans:
+        return model
+    model.patch_embed.proj = inflate_conv_channels(proj, in_chans)
+    if hasattr(model.patch_embed, "in_chans"):
+        model.patch_embed.in_chans = int(in_chans)
+    if isinstance(getattr(model, "init_kwargs", None), dict):  # what an export writes to encoder.json
+        model.init_kwargs["in_chans"] = int(in_chans)
+    return model

@@ -1,0 +1,154 @@
+"""The fine-tuning LightningModule and the image classifier it trains.
+
+* :class:`ImageClassifier`: ViT encoder → pooled embedding ``(B, D)`` → dropout → ``Linear(D, 1)``
+  → logit of radiation necrosis ``(B,)``.
+* :class:`FinetuneModule`: binary cross-entropy (optionally class-weighted, ``pos_weight``),
+  AdamW with layer-wise learning-rate decay (BEiT, Bao et al. 2022; timm
+  ``param_groups_layer_decay``), linear warm-up then cosine decay per step (lightly
+  ``CosineWarmupScheduler``), and the validation AUC of the fold (``val_auc``), on which the
+  checkpoint is selected and training stops early.
+
+The classifier networks expose timm's ``group_matcher`` so timm's layer-decay grouping sees the
+encoder's depth: patch embedding / class token / positional embedding = layer 0, block *i* =
+layer *i* + 1, everything above the encoder (heads, clinical branch) = the top layer.
+"""
+
+from __future__ import annotations
+
+import math
+
+import lightning.pytorch as pl
+import numpy as np
+import torch
+import torch.nn.functional as F
+from lightly.utils.scheduler import CosineWarmupScheduler
+from sklearn.metrics import roc_auc_score
+from timm.optim import param_groups_layer_decay
+from torch import nn
+
+from ..errors import InputError
+from .config import OptimConfig
+
+ENCODER_PREFIX = "encoder."
+
+
+def encoder_group_matcher(prefix: str = ENCODER_PREFIX) -> dict:
+    """timm group matcher for an encoder stored under ``prefix`` (timm ViT's own matcher, prefixed)."""
+    p = prefix.replace(".", r"\.")
+    return {"stem": rf"^{p}(?:cls_token|pos_embed|patch_embed)",
+            "blocks": [(rf"^{p}blocks\.(\d+)", None), (rf"^{p}norm", (99999,))]}
+
+
+class EncoderClassifierBase(nn.Module):
+    """Shared by the classifiers: an ``encoder`` attribute, layer grouping, no-decay names."""
+
+    encoder: nn.Module
+
+    @torch.jit.ignore
+    def group_matcher(self, coarse: bool = False) -> dict:
+        return encoder_group_matcher()
+
+    @torch.jit.ignore
+    def no_weight_decay(self) -> set[str]:
+        return {ENCODER_PREFIX + n for n in getattr(self.encoder, "no_weight_decay", lambda: set())()}
+
+    def embed(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``x: (B, C, X, Y, Z)`` → (tokens ``(B, 1 + L, D)``, pooled embedding ``(B, D)``)."""
+        tokens = self.encoder.forward_features(x)
+        return tokens, self.encoder.forward_head(tokens, pre_logits=True)
+
+
+class ImageClassifier(EncoderClassifierBase):
+    """Image-only classifier: ``forward(x: (B, 2, X, Y, Z)) → logits (B,)``."""
+
+    def __init__(self, encoder: nn.Module, head_dropout: float = 0.0):
+        super().__init__()
+        encoder.reset_classifier(0)  # the encoder returns embeddings; the head lives here
+        self.encoder = encoder
+        self.dropout = nn.Dropout(head_dropout)
+        self.head = nn.Linear(encoder.embed_dim, 1)
+        nn.init.trunc_normal_(self.head.weight, std=0.02)
+        nn.init.zeros_(self.head.bias)
+
+    def forward(self, x: torch.Tensor, clinical: torch.Tensor | None = None) -> torch.Tensor:
+        _, pooled = self.embed(x)
+        return self.head(self.dropout(pooled)).squeeze(-1)
+
+
+def lr_schedule_steps(epochs: int, steps_per_epoch: int, warmup_epochs: float) -> tuple[int, int]:
+    """(warm-up steps, total steps) for a per-step schedule."""
+    total = max(1, epochs * steps_per_epoch)
+    return min(total, int(round(warmup_epochs * steps_per_epoch))), total
+
+
+class FinetuneModule(pl.LightningModule):
+    """Train a classifier network on one fold; ``val_auc`` is logged after every validation.
+
+    network: ``forward(x, clinical) → logits (B,)``; exposes ``group_matcher`` and ``no_weight_decay``.
+    pos_weight: weight of the positive class in the loss (``balance: loss``), or None.
+    """
+
+    def __init__(self, network: nn.Module, optim: OptimConfig, epochs: int, steps_per_epoch: int,
+                 pos_weight: float | None = None):
+        super().__init__()
+        self.network = network
+        self.optim = optim
+        self.warmup_steps, self.total_steps = lr_schedule_steps(epochs, steps_per_epoch,
+                                                                optim.warmup_epochs)
+        self.register_buffer("pos_weight", torch.tensor(float(pos_weight)) if pos_weight else None,
+                             persistent=False)
+        self._val_logits: list[torch.Tensor] = []
+        self._val_labels: list[torch.Tensor] = []
+
+    def forward(self, batch: dict) -> torch.Tensor:
+        return self.network(batch["input"], batch.get("clinical"))
+
+    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        logits = self(batch)
+        loss = F.binary_cross_entropy_with_logits(logits, batch["label"].float(),
+                                                  pos_weight=self.pos_weight)
+        if not torch.isfinite(loss):
+            raise FloatingPointError(
+                f"non-finite training loss ({loss.item()}) at epoch {self.current_epoch}, step "
+                f"{self.global_step}; lower optim.lr or check the cached crops for NaN")
+        self.log("train_loss", loss, on_step=False, on_epoch=True, batch_size=logits.shape[0])
+        return loss
+
+    def validation_step(self, batch: dict, batch_idx: int) -> None:
+        self._val_logits.append(self(batch).detach().float().cpu())
+        self._val_labels.append(batch["label"].detach().cpu())
+
+    def on_validation_epoch_end(self) -> None:
+        logits = torch.cat(self._val_logits).numpy()
+        labels = torch.cat(self._val_labels).numpy().astype(int)
+        self._val_logits.clear()
+        self._val_labels.clear()
+        if len(np.unique(labels)) < 2:
+            raise InputError(f"the validation fold holds one class only ({int(labels.sum())} "
+                             f"radiation necrosis, {int((labels == 0).sum())} progression); AUC is "
+                             "undefined. Use fewer folds.")
+        auc = float(roc_auc_score(labels, logits))
+        loss = float(F.binary_cross_entropy_with_logits(torch.as_tensor(logits),
+                                                        torch.as_tensor(labels, dtype=torch.float32)))
+        self.log("val_auc", auc, prog_bar=True)
+        self.log("val_loss", loss)
+
+    def predict_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        return self(batch).float()
+
+    def configure_optimizers(self):
+        groups = param_groups_layer_decay(self.network, weight_decay=self.optim.weight_decay,
+                                          no_weight_decay_list=self.network.no_weight_decay(),
+                                          layer_decay=self.optim.layer_decay)
+        for g in groups:  # each layer's peak lr; the schedule below scales all of them alike
+            g["lr"] = self.optim.lr * g["lr_scale"]
+        optimizer = torch.optim.AdamW(groups, lr=self.optim.lr)
+        scheduler = CosineWarmupScheduler(optimizer, warmup_epochs=self.warmup_steps,
+                                          max_epochs=self.total_steps, start_value=1.0,
+                                          end_value=self.optim.min_lr_ratio)
+        return {"optimizer": optimizer,
+                "lr_scheduler": {"scheduler": scheduler, "interval": "step", "frequency": 1}}
+
+
+def steps_per_epoch(n_cases: int, batch_size: int) -> int:
+    return max(1, math.ceil(n_cases / batch_size))

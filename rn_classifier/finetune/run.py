@@ -1,0 +1,289 @@
+"""``run_finetune``: one model of the study, cross-validated on the internal cohort.
+
+Run folder (``RUN_DIR``)::
+
+    config.yaml        the resolved config
+    provenance.json    git SHA, package versions, date
+    run.json           hash of the settings that change results (a resume must match it)
+    split.csv          the patient-level split (made here, or copied from data.split / fusion.image_run)
+    folds/fold_k/      the fold's model files, training logs, and its predictions (see cv.py)
+    image_model/       late fusion without fusion.image_run: the image run it stacks on
+    predictions.csv    seam 2: out-of-fold, internal test and external predictions of the model
+    summary.json       case counts and a quick-look AUC per cohort (the statistics come from
+                       `rn-classifier compare`)
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from .. import atomic
+from ..config import config_hash, save_config, to_dict
+from ..data.manifest import check_disjoint_ids, load_manifest
+from ..data.split import load_split, make_split, save_split
+from ..errors import InputError
+from ..predictions import write_predictions
+from ..provenance import run_provenance
+from .config import FinetuneConfig, validate_config
+from .cv import (clinical_trainer, ensemble, fold_dir, image_trainer, late_fusion_trainer,
+                 read_fold, run_folds)
+
+# Settings that do not change what a run computes; a resumed run may differ in these.
+_RESUME_IGNORED = {"train": ("num_workers", "progress_bar")}
+
+
+def _result_hash(cfg: FinetuneConfig) -> str:
+    d = to_dict(cfg)
+    for section, keys in _RESUME_IGNORED.items():
+        for key in keys:
+            d[section].pop(key, None)
+    return config_hash(d)
+
+
+def find_encoder_dir(path: str | os.PathLike) -> Path:
+    """An encoder export folder, or a pretraining run folder holding exactly one export."""
+    path = Path(path)
+    if (path / "encoder.json").is_file():
+        return path
+    if not path.is_dir():
+        raise InputError(f"encoder folder {path} does not exist")
+    found = sorted(p.parent for p in path.rglob("encoder.json"))
+    if len(found) == 1:
+        return found[0]
+    if not found:
+        raise InputError(f"{path} holds no encoder export (encoder.json + encoder.safetensors); "
+                         "pass the folder `rn-classifier pretrain` exported")
+    raise InputError(f"{path} holds {len(found)} encoder exports ({[str(f) for f in found]}); "
+                     "pass the one to fine-tune")
+
+
+def encoder_builder(cfg: FinetuneConfig, internal_cache) -> tuple[Callable, dict]:
+    """A function returning a fresh 2-channel encoder, and a description of its origin.
+
+    Pretrained: the export is checked against the config and the cache (architecture, patch
+    size, crop size, spacing, normalisation), rebuilt with the fine-tuning drop-path rate and
+    its patch embedding inflated to 2 channels (the mask channel's weights start at zero).
+    ``model.pretrained: null``: the same architecture, randomly initialised (supervised ViT).
+    """
+    from ..models import create_model
+    from ..models.export import load_encoder
+    from .inflate import inflate_patch_embedding
+
+    m = cfg.model
+    if m.pretrained is None:
+        def build():
+            return create_model(m.arch, in_chans=m.in_chans, img_size=list(m.crop_size),
+                                patch_size=m.patch_size, drop_path_rate=m.drop_path_rate)
+        probe = build()
+        return build, {"pretrained": None, "arch": m.arch, "patch_size": list(probe.patch_size)}
+
+    folder = find_encoder_dir(m.pretrained)
+    pretrained, meta = load_encoder(folder)
+    where = f"encoder export {folder}"
+    problems = []
+    if meta["architecture"] != m.arch:
+        problems.append(f"architecture is {meta['architecture']!r} but model.arch is {m.arch!r}")
+    patch = [int(p) for p in meta["patch_size"]]
+    if m.patch_size is not None and any(p != m.patch_size for p in patch):
+        problems.append(f"patch size is {patch} but model.patch_size is {m.patch_size}")
+    if [int(c) for c in meta["crop_size"]] != [int(c) for c in m.crop_size]:
+        problems.append(f"crop size is {meta['crop_size']} voxels but model.crop_size is "
+                        f"{list(m.crop_size)}")
+    if int(meta["in_chans"]) > m.in_chans:
+        problems.append(f"it has {meta['in_chans']} input channels, more than model.in_chans={m.in_chans}")
+    cache_norm = internal_cache.meta.get("normalisation")
+    if cache_norm is not None and meta.get("normalisation") and \
+            dict(meta["normalisation"]).get("method") != dict(cache_norm).get("method"):
+        problems.append(f"intensity normalisation is {meta['normalisation']} but the cache "
+                        f"{internal_cache.folder} used {cache_norm}")
+    if problems:
+        raise InputError(f"{where} does not fit the fine-tuning config: " + "; ".join(problems))
+    internal_cache.check_spacing(meta["spacing"], what=where)
+    kwargs = dict(meta["model_kwargs"], drop_path_rate=m.drop_path_rate)
+    state = pretrained.state_dict()
+
+    def build():
+        model = create_model(meta["architecture"], **kwargs)
+        model.load_state_dict(state)
+        return inflate_patch_embedding(model, m.in_chans)
+
+    return build, {"pretrained": str(folder), "arch": meta["architecture"], "patch_size": patch,
+                   "pretrained_in_chans": int(meta["in_chans"]), "encoder_git_sha": meta.get("git_sha")}
+
+
+def _same_split(a: pd.DataFrame, b: pd.DataFrame) -> bool:
+    key = ["case_id", "part", "fold"]
+    sa = a[key].astype(str).sort_values("case_id").reset_index(drop=True)
+    sb = b[key].astype(str).sort_values("case_id").reset_index(drop=True)
+    return sa.equals(sb)
+
+
+def resolve_split(cfg: FinetuneConfig, out: Path, internal: pd.DataFrame,
+                  echo: Callable[[str], None]) -> pd.DataFrame:
+    """Reuse the run's split, ``data.split`` or the image run's; else make one. Saved in ``out``."""
+    own = out / "split.csv"
+    source = cfg.data.split
+    if source is None and not own.is_file() and cfg.fusion.kind == "late" and cfg.fusion.image_run:
+        source = str(Path(cfg.fusion.image_run) / "split.csv")
+    if source is not None:
+        split = load_split(source, internal)
+        if own.is_file() and Path(source).resolve() != own.resolve():
+            if not _same_split(split, load_split(own, internal)):
+                raise InputError(f"{out} was run with its own split.csv, which differs from "
+                                 f"{source}; use another --out, or the same split")
+        echo(f"split: reusing {source}")
+    elif own.is_file():
+        split = load_split(own, internal)
+        echo(f"split: reusing {own}")
+    else:
+        split = make_split(internal, test_fraction=cfg.cv.test_fraction, n_folds=cfg.cv.n_folds,
+                           seed=cfg.cv.seed)
+        echo(f"split: made a new patient-level split ({cfg.cv.n_folds} folds, "
+             f"{cfg.cv.test_fraction:.0%} internal test)")
+    n_folds = int(split.loc[split["part"] == "train", "fold"].max()) + 1
+    if n_folds != cfg.cv.n_folds:
+        raise InputError(f"the split {source or own} has {n_folds} folds but cv.n_folds is "
+                         f"{cfg.cv.n_folds}; set cv.n_folds={n_folds} or make a new split")
+    if not own.is_file() or (source is not None and Path(source).resolve() != own.resolve()):
+        save_split(split, own)
+    return split
+
+
+def load_cases(cfg: FinetuneConfig, out: Path, echo: Callable[[str], None]
+               ) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(cases, split): one row per case (index ``case_id``) with ``patient_id, label, synthetic,
+    part`` (train | internal_test | external), ``fold`` and the clinical columns."""
+    uses_clinical = cfg.model.kind == "clinical" or cfg.fusion.kind != "none"
+    spec = dict(cfg.clinical) if uses_clinical else {}
+    internal = load_manifest(cfg.data.internal_manifest, clinical=spec)
+    unlabelled = internal["label"].isna()
+    if unlabelled.any():
+        echo(f"internal manifest: {int(unlabelled.sum())} unlabelled case(s) left out of fine-tuning")
+        internal = internal[~unlabelled].reset_index(drop=True)
+    external = None
+    if cfg.data.external_manifest:
+        external = load_manifest(cfg.data.external_manifest, clinical=spec, require_labels=True)
+        check_disjoint_ids(internal, external)
+    split = resolve_split(cfg, out, internal, echo)
+    keep = ["case_id", "patient_id", "label", "synthetic", *spec]
+    cases = internal[keep].merge(split[["case_id", "part", "fold"]], on="case_id", how="left")
+    if external is not None:
+        cases = pd.concat([cases, external[keep].assign(part="external", fold=-1)], ignore_index=True)
+    cases["fold"] = cases["fold"].astype(int)
+    return cases.set_index("case_id", drop=False).rename_axis(None), split
+
+
+def _open_caches(cfg: FinetuneConfig, cases: pd.DataFrame):
+    from ..data.cache import CropCache
+    from .datamodule import check_finetune_cache
+
+    internal = CropCache(cfg.data.internal_cache)
+    check_finetune_cache(internal, cfg.model.crop_size)
+    internal.rows_for(cases.index[cases["part"] != "external"].tolist())
+    external = None
+    ext_ids = cases.index[cases["part"] == "external"].tolist()
+    if ext_ids:
+        external = CropCache(cfg.data.external_cache)
+        check_finetune_cache(external, cfg.model.crop_size)
+        external.check_spacing(internal.spacing, what=f"the internal cache {internal.folder}")
+        external.rows_for(ext_ids)
+    return internal, external
+
+
+def _image_fold_predictions(run_dir: Path, n_folds: int) -> pd.DataFrame:
+    tables = []
+    for k in range(n_folds):
+        table = read_fold(fold_dir(run_dir, k))
+        if table is None:
+            raise InputError(f"image run {run_dir} is incomplete: fold {k} has no model and "
+                             f"predictions in {fold_dir(run_dir, k)}; finish that run first")
+        tables.append(table)
+    return pd.concat(tables, ignore_index=True)
+
+
+def quick_aucs(preds: pd.DataFrame) -> dict:
+    """Per cohort: n, positives and ROC AUC (sklearn) where both classes occur."""
+    from sklearn.metrics import roc_auc_score
+
+    out = {}
+    for cohort, g in preds.groupby("cohort", sort=False):
+        y = g["y_true"].to_numpy()
+        auc = float(roc_auc_score(y, g["y_prob"])) if len(np.unique(y)) == 2 else None
+        out[cohort] = {"n": int(len(g)), "n_radiation_necrosis": int(y.sum()), "auc": auc}
+    return out
+
+
+def run_finetune(cfg: FinetuneConfig, out: str | os.PathLike, encoder_dir: str | os.PathLike | None = None,
+                 folds: Sequence[int] | None = None,
+                 echo: Callable[[str], None] = print) -> dict:
+    """Cross-validate one model and write ``out/predictions.csv`` (seam 2).
+
+    encoder_dir: encoder export or pretraining run folder; overrides ``model.pretrained``.
+    folds: train only these folds (cluster array jobs); predictions.csv is written once every
+        fold of the split is complete. Complete folds are never retrained (resume).
+    Returns the summary (also written to ``out/summary.json``); ``{"complete": False}`` while
+    folds are missing.
+    """
+    cfg = copy.deepcopy(cfg)
+    if encoder_dir is not None:
+        cfg.model.pretrained = str(encoder_dir)
+    validate_config(cfg)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    run_meta = out / "run.json"
+    if run_meta.is_file():
+        import json
+
+        previous = json.loads(run_meta.read_text()).get("result_hash")
+        if previous != _result_hash(cfg):
+            raise InputError(f"{out} holds a run made with different settings (see "
+                             f"{out / 'config.yaml'}); use another --out or delete that folder")
+    cases, split = load_cases(cfg, out, echo)
+    n_folds = cfg.cv.n_folds
+    echo(f"{cfg.name}: {int((cases['part'] == 'train').sum())} training cases in {n_folds} folds, "
+         f"{int((cases['part'] == 'internal_test').sum())} internal test, "
+         f"{int((cases['part'] == 'external').sum())} external")
+
+    origin: dict = {}
+    if cfg.model.kind == "clinical":
+        trainer = clinical_trainer(cfg, cases)
+    elif cfg.fusion.kind == "late":
+        image_dir = Path(cfg.fusion.image_run) if cfg.fusion.image_run else out / "image_model"
+        if cfg.fusion.image_run is None:
+            image_cfg = copy.deepcopy(cfg)
+            image_cfg.name = f"{cfg.name}_image"
+            image_cfg.fusion.kind = "none"
+            image_cfg.data.split = str(out / "split.csv")
+            echo(f"late fusion: training the image model in {image_dir}")
+            run_finetune(image_cfg, image_dir, echo=echo)
+        elif not _same_split(split, load_split(image_dir / "split.csv")):
+            raise InputError(f"fusion.image_run {image_dir} used another split than this run; "
+                             f"stacking needs the same folds (pass --set data.split={image_dir / 'split.csv'})")
+        origin = {"image_run": str(image_dir)}
+        trainer = late_fusion_trainer(cfg, cases, split, _image_fold_predictions(image_dir, n_folds))
+    else:
+        internal_cache, external_cache = _open_caches(cfg, cases)
+        build, origin = encoder_builder(cfg, internal_cache)
+        trainer = image_trainer(cfg, cases, internal_cache, external_cache, build, echo=echo)
+
+    save_config(cfg, out / "config.yaml")
+    atomic.write_json(out / "provenance.json", {**run_provenance(), **origin,
+                                                "synthetic": bool(cases["synthetic"].any())})
+    atomic.write_json(run_meta, {"result_hash": _result_hash(cfg), "name": cfg.name})
+    run_folds(out, n_folds, trainer, folds=folds, echo=echo)
+    tables = {k: t for k in range(n_folds) if (t := read_fold(fold_dir(out, k))) is not None}
+    if len(tables) < n_folds:
+        echo(f"{len(tables)}/{n_folds} folds complete; predictions.csv is written when all are")
+        return {"complete": False, "folds_complete": sorted(tables)}
+    preds = ensemble(tables, cases, cfg.name, n_folds)
+    write_predictions(preds, out / "predictions.csv")
+    summary = {"complete": True, "model": cfg.name, "synthetic": bool(cases["synthetic"].any()),
+               "cohorts": quick_aucs(preds)}
+    atomic.write_json(out / "summary.json", summary)
+    return summary
