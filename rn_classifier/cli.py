@@ -33,6 +33,7 @@ COMMAND_MODULES = [
     "rn_classifier.baselines.commands",
     "rn_classifier.study.commands",
     "rn_classifier.stats.commands",
+    "rn_classifier.finetune.commands",
 ]
 
 for _name in COMMAND_MODULES:
