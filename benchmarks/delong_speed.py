@@ -175,8 +175,12 @@ def main() -> int:
         stamp = dt.datetime.now().strftime("%Y-%m-%d %H:%M")
         block = (f"\n## {stamp} — delong_speed.py (DeLong, 3 models)\n\n"
                  + "".join(f"- {line}\n" for line in lines))
-        with open(Path(__file__).with_name("RESULTS.md"), "a") as f:
-            f.write(block)
+        results = Path(__file__).with_name("RESULTS.md")
+        header = "" if results.exists() else (
+            "# Benchmark results\n\nDated blocks appended by the scripts in benchmarks/ "
+            "(`--record`); newest last.\n")
+        with open(results, "a") as f:
+            f.write(header + block)
         print("appended to benchmarks/RESULTS.md")
     return 0
 
