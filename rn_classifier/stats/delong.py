@@ -125,8 +125,11 @@ def delong_placements(y: np.ndarray, scores: np.ndarray) -> DeLongPlacements:
     def one(score: np.ndarray) -> np.ndarray:
         return _placements_of_one_model(score, is_case, slot, m, n)
 
-    workers = min(len(scores), os.cpu_count() or 1)
-    if workers > 1 and y.size >= _THREADS_FROM_N:
+    # One thread per model (up to 2 per core): with 3 models on 2 cores the last model does not
+    # wait for a whole round.
+    cores = os.cpu_count() or 1
+    workers = min(len(scores), 2 * cores)
+    if cores > 1 and workers > 1 and y.size >= _THREADS_FROM_N:
         with ThreadPoolExecutor(workers) as pool:
             placement = np.vstack(list(pool.map(one, scores)))
     else:
