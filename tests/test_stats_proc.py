@@ -8,7 +8,6 @@ must agree to 1e-9 relative. Skipped with a reason where Rscript or pROC is miss
 
 from __future__ import annotations
 
-import json
 import shutil
 import subprocess
 from pathlib import Path
@@ -57,63 +56,76 @@ def proc_results(tmp_path_factory):
         pytest.skip("Rscript not found: install r-base-core and r-cran-proc (done by .ci/run) "
                     "to run the pROC cross-check")
     folder = tmp_path_factory.mktemp("proc")
-    check = subprocess.run(["Rscript", "-e", "library(pROC); library(jsonlite)"],
-                           capture_output=True, text=True, timeout=120)
+    check = subprocess.run(["Rscript", "-e", "library(pROC)"], capture_output=True, text=True,
+                           timeout=120)
     if check.returncode != 0:
-        pytest.skip(f"R packages pROC/jsonlite not available: {check.stderr.strip()[-300:]}")
+        pytest.skip(f"R package pROC not available (r-cran-proc): {check.stderr.strip()[-300:]}")
     data_paths = _random_sets(folder)
     asah_path = folder / "aSAH.csv"
-    result_path = folder / "proc.json"
+    result_path = folder / "proc.csv"
     run = subprocess.run(["Rscript", str(R_SCRIPT), str(asah_path), *map(str, data_paths),
                           str(result_path)], capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stderr
-    results = json.loads(result_path.read_text())
+    records = pd.read_csv(result_path, keep_default_na=False)
+    results = {(r.dataset, r.test, r.subject, r.alternative, r.field): float(r.value)
+               for r in records.itertuples()}
     frames = {"aSAH": pd.read_csv(asah_path)}
     frames.update({p.name: pd.read_csv(p) for p in data_paths})
     return frames, results
 
 
 DATASETS = ["aSAH", "ties.csv", "continuous.csv"]
+SCORES = ["a", "b", "c"]
+PAIRS = [("a", "b"), ("a", "c"), ("b", "c")]
 
 
 @pytest.mark.parametrize("dataset", DATASETS)
 def test_auc_var_ci_match_proc(proc_results, dataset):
-    frames, results = proc_results
+    frames, ref = proc_results
     d = frames[dataset]
-    for score, ref in results[dataset]["single"].items():
+    for score in SCORES:
         ours = auc_delong(d["y"], d[score])
-        np.testing.assert_allclose(ours.auc, ref["auc"], rtol=RTOL)
-        np.testing.assert_allclose(ours.var, ref["var"], rtol=RTOL)
-        np.testing.assert_allclose(ours.ci, ref["ci"], rtol=RTOL)
+        key = (dataset, "single", score, "")
+        np.testing.assert_allclose(ours.auc, ref[(*key, "auc")], rtol=RTOL)
+        np.testing.assert_allclose(ours.var, ref[(*key, "var")], rtol=RTOL)
+        np.testing.assert_allclose(ours.ci, [ref[(*key, "ci_lo")], ref[(*key, "ci_hi")]],
+                                   rtol=RTOL)
 
 
 @pytest.mark.parametrize("dataset", DATASETS)
 def test_paired_delong_matches_proc(proc_results, dataset):
-    frames, results = proc_results
+    frames, ref = proc_results
     d = frames[dataset]
-    for pair in results[dataset]["paired"]:
+    for first, second in PAIRS:
         for r_alt, alt in ALTERNATIVES.items():
-            ref = pair["tests"][r_alt]
-            ours = delong_paired(d["y"], d[pair["first"]], d[pair["second"]], alternative=alt)
-            np.testing.assert_allclose(ours.z, ref["z"], rtol=RTOL)
-            np.testing.assert_allclose(ours.p_value, ref["p"], rtol=RTOL)
-            np.testing.assert_allclose(ours.ci, ref["ci"], rtol=RTOL)
+            key = (dataset, "paired", first + second, r_alt)
+            ours = delong_paired(d["y"], d[first], d[second], alternative=alt)
+            np.testing.assert_allclose(ours.z, ref[(*key, "z")], rtol=RTOL)
+            np.testing.assert_allclose(ours.p_value, ref[(*key, "p")], rtol=RTOL)
+            np.testing.assert_allclose(ours.ci, [ref[(*key, "ci_lo")], ref[(*key, "ci_hi")]],
+                                       rtol=RTOL)
 
 
 @pytest.mark.parametrize("dataset", DATASETS)
 def test_unpaired_delong_matches_proc(proc_results, dataset):
-    frames, results = proc_results
+    frames, ref = proc_results
     d = frames[dataset]
     in_a = d["part"] == "A"
-    for entry in results[dataset]["unpaired"]:
-        s = entry["score"]
+    for score in SCORES:
         for r_alt, alt in ALTERNATIVES.items():
-            ref = entry["tests"][r_alt]
-            ours = delong_unpaired(d["y"][in_a], d[s][in_a], d["y"][~in_a], d[s][~in_a],
+            key = (dataset, "unpaired", score, r_alt)
+            ours = delong_unpaired(d["y"][in_a], d[score][in_a], d["y"][~in_a], d[score][~in_a],
                                    alternative=alt)
-            np.testing.assert_allclose(ours.statistic, ref["d"], rtol=RTOL)
-            np.testing.assert_allclose(ours.df, ref["df"], rtol=RTOL)
-            np.testing.assert_allclose(ours.p_value, ref["p"], rtol=RTOL)
+            np.testing.assert_allclose(ours.statistic, ref[(*key, "d")], rtol=RTOL)
+            np.testing.assert_allclose(ours.df, ref[(*key, "df")], rtol=RTOL)
+            np.testing.assert_allclose(ours.p_value, ref[(*key, "p")], rtol=RTOL)
+
+
+def test_reference_covers_every_case(proc_results):
+    """Guard against a silently short reference file: every expected record is there."""
+    _, ref = proc_results
+    expected = len(DATASETS) * (4 * len(SCORES) + 4 * 3 * len(PAIRS) + 3 * 3 * len(SCORES))
+    assert len(ref) == expected
 
 
 def test_asah_matches_proc_documentation(proc_results):
