@@ -215,13 +215,14 @@ def _measure_lesions(n_per_class: int, voxel_mm: float = 2.0, seed: int = 0) -> 
     """Render lesions on a white-matter background and measure them as an analyst would:
     from the segmentation (necrotic fraction, volume) and the image around it (oedema)."""
     rng = np.random.default_rng(seed)
-    axis = np.arange(-60, 60.01, voxel_mm, dtype=np.float32)
+    axis = np.arange(-44, 44.01, voxel_mm, dtype=np.float32)
     grid = np.stack(np.meshgrid(axis, axis, axis, indexing="ij")).reshape(3, -1)
+    grid = grid[:, (grid ** 2).sum(0) <= 44 ** 2]      # a ball that holds lesion + 10 mm shell
     rows = []
     for i in range(2 * n_per_class):
         label = RN if i % 2 else PROGRESSION
         ph = draw_phenotype(label, rng)
-        fields = render_lesion(ph, 0, grid, np.full(grid.shape[1], 0.9, np.float32), voxel_mm)
+        fields = render_lesion(ph, 0, grid, lambda idx: np.full(idx.size, 0.9, np.float32), voxel_mm)
         codes = segment_codes(fields.inside, fields.enhancing, 1)
         image = composite(np.ones(grid.shape[1], np.float32), fields)
         lesion = codes > 0

@@ -101,22 +101,23 @@ def draw_patient(rng: np.random.Generator, labels: list[int], mix: CaseMix) -> d
         sex = 1
     else:
         sex = int(rng.choice([1, 2], p=[0.42, 0.58] if primary in (4, 5, 7) else [0.5, 0.5]))
-    age = float(np.clip(rng.normal(61 - 2.0 * rn_share, 11), 25, 88))
-    gpa = float(np.clip(np.round(rng.normal(2.2 + 0.5 * (rn_share - 0.5), 0.8) * 2) / 2, 0, 4))
+    # RN patients live long enough to develop it: younger, better prognostic score
+    age = float(np.clip(rng.normal(62 - 3.5 * rn_share, 11), 25, 88))
+    gpa = float(np.clip(np.round(rng.normal(2.0 + 0.45 * rn_share, 0.8) * 2) / 2, 0, 4))
     return {"age": round(age, 1), "sex": sex, "gpa": gpa, "primary": primary}
 
 
 def draw_lesion(rng: np.random.Generator, label: int) -> dict:
     """Lesion-level treatment variables given the lesion's label (1 = RN)."""
-    single = rng.random() < (0.78 if label == 1 else 0.62)
+    single = rng.random() < (0.78 if label == 1 else 0.6)
     if single:
         fractions = 1
-        dose = np.clip(rng.normal(20.0 if label == 1 else 18.8, 2.0), 14, 24)
+        dose = np.clip(rng.normal(20.5 if label == 1 else 18.5, 2.0), 14, 24)
     else:
         fractions = int(rng.choice([3, 5]))
         dose = rng.uniform(24, 27) if fractions == 3 else rng.uniform(25, 35)
-    months = np.exp(rng.normal(np.log(11.0), 0.45) if label == 1 else rng.normal(np.log(8.0), 0.75))
-    steroids = int(rng.random() < (0.45 if label == 1 else 0.3))
+    months = np.exp(rng.normal(np.log(10.5), 0.5) if label == 1 else rng.normal(np.log(7.5), 0.65))
+    steroids = int(rng.random() < (0.5 if label == 1 else 0.28))
     return {"dose_gy": float(np.round(dose * 2) / 2), "fractions": fractions,
             "months_since_srs": round(float(np.clip(months, 1.0, 60.0)), 1),
             "steroids": steroids}

@@ -151,8 +151,9 @@ def render_scan(template: Template, anatomy: PatientAnatomy, grid: Grid, pose: R
         box = fine.box(centre_scan, ph.max_extent_mm(timepoint + 1), align_z=k)
         offsets = pose.apply(fine.world(box)) - np.asarray(centre, np.float32).reshape(3, 1, 1, 1)
         box_shape = offsets.shape[1:]
-        wm = level.sample("wm", anat.template_world[(slice(None), *box)])
-        fields = render_lesion(ph, timepoint, offsets.reshape(3, -1), wm.ravel(), voxel_mm)
+        source = anat.template_world[(slice(None), *box)].reshape(3, -1)
+        fields = render_lesion(ph, timepoint, offsets.reshape(3, -1),
+                               lambda idx, source=source: level.sample("wm", source[:, idx]), voxel_mm)
         image[box] = composite(image[box].ravel(), fields).reshape(box_shape)
         parts.append((number, box, fields.inside.reshape(box_shape), fields.enhancing.reshape(box_shape)))
     image = average_slices(image, k)

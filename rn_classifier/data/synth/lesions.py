@@ -23,6 +23,7 @@ part of the signal, a model of the image sees more.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -196,13 +197,14 @@ class _VonMisesSum:
         return np.clip(raw, 0, 1.2)
 
 
-def render_lesion(ph: LesionPhenotype, timepoint: int, offset_mm: np.ndarray, wm: np.ndarray,
-                  voxel_mm: float) -> LesionFields:
+def render_lesion(ph: LesionPhenotype, timepoint: int, offset_mm: np.ndarray,
+                  white_matter: Callable[[np.ndarray], np.ndarray], voxel_mm: float) -> LesionFields:
     """Render one lesion at points given by their offset from the lesion centre.
 
-    offset_mm: (3, N) patient-frame mm; wm: (N,) white-matter probability at those points
-    (oedema spreads in white matter); voxel_mm: edge length that sets the partial-volume
-    ramp of every boundary (a boundary is blurred over about one voxel, as in a real scan).
+    offset_mm: (3, N) patient-frame mm; white_matter: maps indices into the N points to the
+    white-matter probability there (oedema spreads in white matter; asked only for points the
+    oedema can reach); voxel_mm: edge length that sets the partial-volume ramp of every
+    boundary (a boundary is blurred over about one voxel, as in a real scan).
     """
     shape = _Shape(ph)
     q = shape.rotation.astype(np.float32) @ offset_mm.astype(np.float32)
@@ -218,7 +220,12 @@ def render_lesion(ph: LesionPhenotype, timepoint: int, offset_mm: np.ndarray, wm
     smooth_outer = radius * (1 + 0.15 * ph.lobulation * shape.lobes(u))
     # oedema: white-matter hypointensity reaching oedema_mm beyond the wall, lobed
     reach = oedema_mm * (0.5 + 0.8 * shape.oedema_lobes(u))
-    oedema = ph.oedema_depth * np.clip((reach - (r - smooth_outer)) / 3.0, 0, 1) * np.clip(wm, 0, 1) ** 0.7
+    extent = np.clip((reach - (r - smooth_outer)) / 3.0, 0, 1)
+    oedema = np.zeros(r.shape, np.float32)
+    reached = np.flatnonzero(extent > 0)
+    if reached.size:
+        wm = np.clip(white_matter(reached), 0, 1)
+        oedema[reached] = ph.oedema_depth * extent[reached] * wm ** 0.7
 
     # the lesion itself: only points that can be inside need the detailed geometry
     n = r.shape[0]
@@ -228,8 +235,7 @@ def render_lesion(ph: LesionPhenotype, timepoint: int, offset_mm: np.ndarray, wm
         fields = _lesion_core(ph, shape, q[:, near], r[near], u[:, near], smooth_outer[near],
                               radius, rim, outer_ramp, voxel_mm)
         inside[near], enhancing[near], signal[near] = fields
-    return LesionFields(inside=inside, enhancing=enhancing, signal=signal,
-                        oedema=oedema.astype(np.float32))
+    return LesionFields(inside=inside, enhancing=enhancing, signal=signal, oedema=oedema)
 
 
 def _lesion_core(ph: LesionPhenotype, shape: "_Shape", q, r, u, smooth_outer, radius, rim,
