@@ -60,3 +60,31 @@ def test_missing_and_corrupt_files(tmp_path):
     (tmp_path / "junk.ckpt").write_bytes(b"not a checkpoint")
     with pytest.raises(InputError, match="junk.ckpt is not a PyTorch checkpoint"):
         load_checkpoint(tmp_path / "junk.ckpt")
+
+
+def test_lightning_checkpoint_resumes_through_weights_only_io(tmp_path):
+    import lightning.pytorch as pl
+    from torch.utils.data import DataLoader, TensorDataset
+
+    class Tiny(pl.LightningModule):
+        def __init__(self):
+            super().__init__()
+            self.save_hyperparameters({"lr": 0.1})
+            self.layer = torch.nn.Linear(3, 1)
+
+        def training_step(self, batch, _):
+            return self.layer(batch[0]).square().mean()
+
+        def configure_optimizers(self):
+            return torch.optim.SGD(self.parameters(), lr=self.hparams.lr)
+
+    data = DataLoader(TensorDataset(torch.randn(8, 3)), batch_size=4)
+    common = dict(accelerator="cpu", devices=1, logger=False, enable_progress_bar=False,
+                  enable_model_summary=False, default_root_dir=tmp_path,
+                  plugins=[WeightsOnlyCheckpointIO()])
+    pl.Trainer(max_steps=2, **common).fit(Tiny(), data)
+    ckpt = next(tmp_path.rglob("*.ckpt"))
+    assert load_checkpoint(ckpt)["global_step"] == 2  # a real Lightning checkpoint is plain data
+    resumed = pl.Trainer(max_steps=4, **common)
+    resumed.fit(Tiny(), data, ckpt_path=ckpt)
+    assert resumed.global_step == 4
