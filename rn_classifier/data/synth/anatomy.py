@@ -148,11 +148,12 @@ def _block_mean(a: np.ndarray) -> np.ndarray:
 class PatientAnatomy:
     """One synthetic patient's head: how the template is deformed and how it looks.
 
-    ``linear`` (3, 3) and ``offset`` (3,): patient frame (mm) → template world (mm) before the
-    displacement; ``displacement``: (3, NX, NY, NZ) cubic B-spline coefficients (already
+    ``linear`` (3, 3) and ``offset`` (3,): patient frame (mm) → template world (mm) before
+    the displacement; ``displacement``: (3, NX, NY, NZ) cubic B-spline coefficients (already
     prefiltered) of the displacement in mm on a coarse control lattice in template world
-    (origin ``disp_origin``, spacing ``disp_spacing`` mm per axis); ``gamma``: grey/white contrast exponent; ``vessel_gain``:
-    vessel enhancement; ``vessels``: (N, 3) points along the vessel paths, patient frame.
+    (origin ``disp_origin``, spacing ``disp_spacing`` mm per axis); ``gamma``: grey/white
+    contrast exponent; ``vessel_gain``: vessel enhancement; ``vessels``: (N, 3) points along
+    the vessel paths, patient frame.
     """
 
     linear: np.ndarray

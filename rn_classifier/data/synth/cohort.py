@@ -36,8 +36,7 @@ from ...atomic import atomic_dir, write_csv, write_json, write_text
 from ...errors import InputError
 from .anatomy import PatientAnatomy, Template, draw_patient_anatomy, load_template, render_anatomy
 from .centers import ScannerProfile, acquire
-from .clinical import (CaseMix, blank_some, column_map, draw_lesion, draw_patient,
-                       draw_patient_labels)
+from .clinical import blank_some, column_map, draw_lesion, draw_patient, draw_patient_labels
 from .geometry import Grid, RigidTransform, average_slices
 from .lesions import LesionPhenotype, composite, draw_phenotype, render_lesion, segment_codes
 from .presets import CenterSpec, CohortPreset, PoolSpec, get_preset
@@ -196,7 +195,8 @@ def place_lesions(rng: np.random.Generator, template: Template, anatomy: Patient
     centres: dict[int, np.ndarray] = {}
     for j in order:
         ph = phenotypes[j]
-        size = max(ph.radius_at(t) for t in range(n_timepoints)) * (1 + 0.4 * ph.lobulation + 0.3 * ph.feathering)
+        largest = max(ph.radius_at(t) for t in range(n_timepoints))
+        size = largest * (1 + 0.4 * ph.lobulation + 0.3 * ph.feathering)
         for need_junction, gap in ((True, 15.0), (False, 15.0), (False, 5.0)):
             ok = depth >= size + 4
             if need_junction:
@@ -340,15 +340,23 @@ Counts: {counts['internal_cases']} internal lesion time points ({counts['interna
 
 
 def make_synthetic_cohort(out: str | os.PathLike, preset: str = "demo", seed: int = 0,
-                          pool_size: int | None = None, workers: int = 1) -> dict:
+                          pool_size: int | None = None, workers: int = 1,
+                          separation: float | None = None) -> dict:
     """Write a synthetic MOLAB-like cohort (see the module docstring) and return a summary.
 
+    ``pool_size`` overrides the preset's unlabeled pool size (paper: 10167); ``separation``
+    scales the class separation of every lesion trait (1 = the designed overlap, 0 = image
+    carries no label information) — for studying what the models pick up.
     The folder appears complete or not at all (written beside ``out``, then renamed); an
     earlier synthetic cohort in ``out`` is replaced, any other non-empty folder is refused.
     Returns ``{"out", "preset", "seed", "counts", "manifests"}``.
     """
     out = Path(out)
     spec = get_preset(preset, pool_size)
+    if separation is not None:
+        if not np.isfinite(separation) or separation < 0:
+            raise InputError(f"separation must be a finite number ≥ 0, got {separation}")
+        spec = replace(spec, separation=float(separation))
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
         raise InputError(f"seed must be a non-negative integer, got {seed!r}")
     if int(workers) < 1:
@@ -406,8 +414,10 @@ def make_synthetic_cohort(out: str | os.PathLike, preset: str = "demo", seed: in
             "pool_items": pool_meta,
         })
         write_text(tmp / "README.md", _readme(spec, seed, counts))
+    log.info("synthetic cohort %s (preset %s, seed %d): %s", out, spec.name, seed, counts)
     return {"out": str(out), "preset": spec.name, "seed": seed, "counts": counts,
-            "manifests": {k: str(out / "manifests" / f"{k}.csv") for k in ("internal", "external", "unlabeled")}}
+            "manifests": {k: str(out / "manifests" / f"{k}.csv")
+                          for k in ("internal", "external", "unlabeled")}}
 
 
 def _import(tmp: Path, key: str, center: CenterSpec) -> pd.DataFrame:
@@ -424,4 +434,4 @@ def _patient_record(plan: PatientPlan, meta: dict) -> dict:
                          "phenotype": lp.phenotype.as_dict()} for lp in plan.lesions]}
 
 
-__all__ = ["make_synthetic_cohort", "render_scan", "plan_center", "split_counts", "CaseMix"]
+__all__ = ["make_synthetic_cohort", "render_scan", "plan_center", "split_counts"]

@@ -14,8 +14,8 @@ et al., AJNR 2005):
 Every trait is a continuous latent parameter drawn from a class-conditional distribution:
 ``z ~ N(±d'/2 · separation, 1)``, mapped monotonically to its physical range. The per-trait
 separations ``d'`` are modest, so each trait alone separates the classes only weakly (AUC
-≈ 0.55–0.75) while all traits together allow AUC ≈ 0.9 — a strong image model can reach the
-published range, not 1.0. Lesion size is drawn independently of the class, so size alone does
+≈ 0.6–0.77 if measured perfectly) while all traits together bound the achievable AUC at
+≈ 0.95 (Bayes-optimal) — a strong image model can reach the published range, not 1.0. Lesion size is drawn independently of the class, so size alone does
 not give the answer. Several traits (oedema outside the mask, septa and margin texture) are
 visible in the image but not in the segmentation mask: handcrafted mask-based radiomics sees
 part of the signal, a model of the image sees more.
@@ -213,7 +213,8 @@ def render_lesion(ph: LesionPhenotype, timepoint: int, offset_mm: np.ndarray,
     radius = ph.radius_at(timepoint)
     # the wall is specified relative to the first radius: a progressing tumour's wall thickens
     # as it grows, an RN wall keeps its thickness
-    rim = max(ph.rim_fraction * ph.radius_mm * (ph.growth ** timepoint if ph.label == PROGRESSION else 1.0), 1.0)
+    thickening = ph.growth ** timepoint if ph.label == PROGRESSION else 1.0
+    rim = max(ph.rim_fraction * ph.radius_mm * thickening, 1.0)
     oedema_mm = ph.oedema_mm * ph.growth ** timepoint
     outer_ramp = voxel_mm + 2.0 * ph.feathering           # RN: ill-defined outer margin
 
@@ -253,7 +254,8 @@ def _lesion_core(ph: LesionPhenotype, shape: "_Shape", q, r, u, smooth_outer, ra
 
     # soap-bubble septa: thin walls between Voronoi cells of the cyst seeds
     core_radius = max(radius - rim, 0.5)
-    d = np.sqrt(((q[None, :, :] - (shape.cyst_seeds * core_radius).astype(np.float32)[:, :, None]) ** 2).sum(1))
+    seeds = (shape.cyst_seeds * core_radius).astype(np.float32)[:, :, None]     # (n, 3, 1)
+    d = np.sqrt(((q[None, :, :] - seeds) ** 2).sum(1))                          # (n, N)
     d.sort(axis=0)
     if d.shape[0] > 1:
         septum_half_mm = 0.2 + 0.25 * ph.bubbles
