@@ -17,7 +17,9 @@ Randomness: :meth:`__call__` takes a seed, and every random transform of every v
 rank made them, and a resumed run sees the same views as an uninterrupted one.
 
 Input ``volume: (1, X, Y, Z)`` float32 (the T1CE channel of a cached crop); outputs are float32
-torch tensors ``(1, S, S, S)``.
+torch tensors ``(1, S, S, S)``. :mod:`batch_augment` makes the same views for a whole batch on the
+training device (GPU), where these per-sample pipelines would starve it; the loader then only
+delivers :class:`RawSubVolume`.
 """
 
 from __future__ import annotations
@@ -168,3 +170,20 @@ class CentreView:
 
     def __call__(self, volume: np.ndarray) -> torch.Tensor:
         return _as_tensor(self.crop(volume[:1]))
+
+
+class RawSubVolume:
+    """For on-device augmentation (``batch_augment``): the sub-volume itself as float16 (half the
+    bytes to copy to the GPU; the cache stores float16), centre-cropped or padded to ``size``³ when
+    it has another size (internal-cohort crops beside pool sub-volumes), so a batch stacks."""
+
+    n_views = 1
+
+    def __init__(self, size: Sequence[int]):
+        self.size = tuple(int(s) for s in size)
+        self.fit = ResizeWithPadOrCrop(spatial_size=self.size, mode="constant")
+
+    def __call__(self, volume: np.ndarray, seed=None) -> list[torch.Tensor]:
+        if tuple(volume.shape[1:]) != self.size:
+            volume = _as_tensor(self.fit(volume))
+        return [torch.as_tensor(volume).to(torch.float16).contiguous()]

@@ -9,6 +9,8 @@
   differ between ranks.
 * A non-finite loss stops every rank together with :class:`NonFiniteLossError`, naming the epoch,
   step, rank and samples (the ranks agree through one all-reduce, so none is left waiting).
+* With ``data.augment_on: device`` the views are made from the batch of sub-volumes once it is
+  on the device (``batch_augment``), seeded by ``(seed, global_step, rank)``.
 * The progress bar shows sub-volumes per second over all ranks.
 """
 
@@ -55,9 +57,12 @@ class PretrainModule(pl.LightningModule):
 
     method = "base"
 
-    def __init__(self, cfg: PretrainConfig, schedules: Schedules, global_batch_size: int):
+    def __init__(self, cfg: PretrainConfig, schedules: Schedules, global_batch_size: int,
+                 device_augment=None):
         super().__init__()
         self.cfg = cfg
+        # batch_augment.BatchMultiCrop / BatchMAECrop when views are made on the device
+        self.device_augment = device_augment
         self.schedules = schedules
         self.global_batch_size = int(global_batch_size)
         # Plain dicts only, so checkpoints load with torch.load(weights_only=True).
@@ -105,6 +110,14 @@ class PretrainModule(pl.LightningModule):
         torch.manual_seed(step_seed(self.cfg.trainer.seed, self.global_step, self.global_rank))
 
     # -- step -----------------------------------------------------------------------------
+    def on_after_batch_transfer(self, batch: dict, dataloader_idx: int) -> dict:
+        """With on-device augmentation the loader delivers sub-volumes ``(B, 1, X, Y, Z)``; the
+        views are made here, seeded by ``(seed, step, rank)``."""
+        if self.device_augment is not None:
+            seed = (self.cfg.trainer.seed, self.global_step, self.global_rank, 1)
+            batch["views"] = self.device_augment(batch["views"][0], seed)
+        return batch
+
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         loss, extra = self.compute_loss(batch)
         self._stop_if_not_finite(loss, batch, batch_idx)

@@ -20,6 +20,7 @@ from ..errors import InputError
 METHODS = ("dino", "mae")
 PRECISIONS = ("auto", "32-true", "bf16-mixed", "16-mixed")
 MONITOR_METHODS = ("knn", "logistic")
+AUGMENT_PLACES = ("auto", "loader", "device")
 
 
 @dataclass
@@ -33,6 +34,9 @@ class DataConfig:
     batch_size: int = 8                       # sub-volumes per device and step
     num_workers: int = 2                      # DataLoader worker processes per device
     pin_memory: bool = True                   # only used on GPU
+    # where views are made: loader (MONAI, per sample, in the workers), device (batched on the
+    # training device, pretrain/batch_augment.py), auto (device on GPU, loader on CPU)
+    augment_on: str = "auto"
 
 
 @dataclass
@@ -180,6 +184,7 @@ def check_config(cfg: PretrainConfig) -> None:
     _choice("method", cfg.method, METHODS)
     _choice("trainer.precision", cfg.trainer.precision, PRECISIONS)
     _choice("monitor.method", cfg.monitor.method, MONITOR_METHODS)
+    _choice("data.augment_on", cfg.data.augment_on, AUGMENT_PLACES)
     defaults = model_defaults(cfg.model.name)
     patch = defaults.get("patch_size", 16)
     patch = patch if isinstance(patch, int) else max(patch)

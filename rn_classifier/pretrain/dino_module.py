@@ -29,8 +29,9 @@ N_GLOBAL = 2
 class DINOModule(PretrainModule):
     method = "dino"
 
-    def __init__(self, cfg: PretrainConfig, schedules: Schedules, global_batch_size: int):
-        super().__init__(cfg, schedules, global_batch_size)
+    def __init__(self, cfg: PretrainConfig, schedules: Schedules, global_batch_size: int,
+                 device_augment=None):
+        super().__init__(cfg, schedules, global_batch_size, device_augment)
         d = cfg.dino
         self.model = DINO3D(build_backbone(cfg, d.global_crop_size), out_dim=d.out_dim,
                             hidden_dim=d.hidden_dim, bottleneck_dim=d.bottleneck_dim,

@@ -19,8 +19,9 @@ from .schedules import Schedules
 class MAEModule(PretrainModule):
     method = "mae"
 
-    def __init__(self, cfg: PretrainConfig, schedules: Schedules, global_batch_size: int):
-        super().__init__(cfg, schedules, global_batch_size)
+    def __init__(self, cfg: PretrainConfig, schedules: Schedules, global_batch_size: int,
+                 device_augment=None):
+        super().__init__(cfg, schedules, global_batch_size, device_augment)
         m = cfg.mae
         self.model = MAE3D(build_backbone(cfg, m.crop_size), decoder_embed_dim=m.decoder_dim,
                            decoder_depth=m.decoder_depth, decoder_num_heads=m.decoder_heads,

@@ -133,7 +133,8 @@ def run_pretraining(cfg: PretrainConfig | None = None, out: str | os.PathLike | 
     from ..models.export import save_encoder
     from ..provenance import run_provenance
     from .audit import SampleAudit
-    from .augment import MAETransform, MultiCropTransform
+    from .augment import MAETransform, MultiCropTransform, RawSubVolume
+    from .batch_augment import BatchMAECrop, BatchMultiCrop
     from .base_module import NonFiniteLossError
     from .datamodule import PretrainDataModule, epochs_for, labelled_training_cases, planned_steps
     from .dino_module import DINOModule
@@ -142,8 +143,17 @@ def run_pretraining(cfg: PretrainConfig | None = None, out: str | os.PathLike | 
     from .schedules import build_schedules
 
     # -- inputs, all checked before anything is built or written ---------------------------
-    transform = (MultiCropTransform(cfg.dino, cfg.augment) if cfg.method == "dino"
-                 else MAETransform(cfg.mae, cfg.augment))
+    accelerator = "gpu" if accelerator == "cuda" else accelerator
+    on_gpu = accelerator == "gpu" or (accelerator == "auto" and torch.cuda.is_available())
+    augment_on_device = cfg.data.augment_on == "device" or (cfg.data.augment_on == "auto" and on_gpu)
+    if augment_on_device:
+        transform = RawSubVolume(CropCache(cfg.data.pool_cache).crop_size)
+        device_augment = (BatchMultiCrop(cfg.dino, cfg.augment) if cfg.method == "dino"
+                          else BatchMAECrop(cfg.mae, cfg.augment))
+    else:
+        transform = (MultiCropTransform(cfg.dino, cfg.augment) if cfg.method == "dino"
+                     else MAETransform(cfg.mae, cfg.augment))
+        device_augment = None
     datamodule = PretrainDataModule(cfg.data, transform, seed=cfg.trainer.seed)
     monitor = None
     if cfg.monitor.every_n_epochs > 0 and not cfg.data.internal_cache and _is_rank_zero():
@@ -156,7 +166,6 @@ def run_pretraining(cfg: PretrainConfig | None = None, out: str | os.PathLike | 
 
     # -- trainer --------------------------------------------------------------------------
     pl.seed_everything(cfg.trainer.seed, workers=True, verbose=False)
-    accelerator = "gpu" if accelerator == "cuda" else accelerator
     precision = _precision(cfg, accelerator)
     if accelerator != "cpu" and torch.cuda.is_available():
         torch.set_float32_matmul_precision("high")  # TF32 for the fp32 parts on GPU
@@ -205,7 +214,7 @@ def run_pretraining(cfg: PretrainConfig | None = None, out: str | os.PathLike | 
                                 warmup_epochs=cfg.optim.warmup_epochs, weight_decay=cfg.optim.weight_decay,
                                 weight_decay_end=cfg.optim.weight_decay_end, **extra)
     module_cls = DINOModule if cfg.method == "dino" else MAEModule
-    module = module_cls(cfg, schedules, global_batch)
+    module = module_cls(cfg, schedules, global_batch, device_augment=device_augment)
 
     # -- run folder -------------------------------------------------------------------------
     if trainer.is_global_zero:
@@ -247,6 +256,7 @@ def run_pretraining(cfg: PretrainConfig | None = None, out: str | os.PathLike | 
             "method": cfg.method, "architecture": cfg.model.name, "global_step": trainer.global_step,
             "planned_steps": total_steps, "epochs": trainer.current_epoch, "steps_per_epoch": steps_per_epoch,
             "world_size": world, "global_batch_size": global_batch, "precision": precision,
+            "augment_on": "device" if augment_on_device else "loader",
             "subvolumes": datamodule.table["source"].value_counts().to_dict(),
             "synthetic": bool(pool_meta.get("synthetic", False)),
             "final_loss": metrics.get("train/loss"), "wall_seconds_this_session": round(wall, 2),
