@@ -58,7 +58,8 @@ def save_encoder(model: VisionTransformer3D, folder: str | os.PathLike, *, arch:
                          f"{model.spatial_dims} values for a {model.spatial_dims}D encoder")
     model.grid_for(crop_size)  # the crop size must be a multiple of the patch size
     tensors = encoder_state_dict(model)
-    model_kwargs = dict(model.init_kwargs, num_classes=0)
+    # in_chans read from the projection itself: fine-tuning may have inflated it since construction
+    model_kwargs = dict(model.init_kwargs, num_classes=0, in_chans=model.in_chans)
     meta: dict[str, Any] = {
         "format_version": FORMAT_VERSION,
         "architecture": arch,
