@@ -9,9 +9,9 @@
   size) in N-D, tested equal to timm's in 2D. Its parameters live in an ``nn.Conv{2,3}d`` called
   ``proj`` (as timm and MONAI's ``PatchEmbeddingBlock``; fine-tuning inflates its input
   channels), but the product is computed as ``patchify`` + one matrix multiply, which is the same
-  operation, and faster: forward + backward of a 16³-patch embedding on 4×96³ crops took about
-  2× (fp32) and 6× (bf16) longer as ``Conv3d`` on the 2-core development CPU, and 7× (fp32) and 3×
-  (bf16) longer on an H200 (``benchmarks/model_speed.py``). It carries no positional
+  operation, and faster: forward + backward of a 16³-patch embedding of 96³ crops took about
+  2× (fp32) and 6× (bf16) longer as ``Conv3d`` on the 2-core development CPU (batch 4), and 7×
+  (fp32) and 3× (bf16) on an H200 (batch 32; ``benchmarks/model_speed.py``). It carries no positional
   embedding (unlike MONAI's block) because the encoder resamples that for other crop sizes.
 
 These live with the encoder, not in ``ssl``, because the encoder itself patchifies.
