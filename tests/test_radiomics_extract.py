@@ -101,6 +101,11 @@ def test_lesion_below_minimum_roi_size_is_named(tmp_path):
     with pytest.raises(InputError, match=r"case tiny1: .*too small"):
         extract_case(image, mask, settings=FAST, image_types=ORIGINAL, mask_labels=(11, 12),
                      case_id="tiny1")
+    # as in pyradiomics, the size counts voxels of the grid the features are computed on:
+    # resampled to 1 mm the same lesion holds 8x more voxels and passes
+    resampled = {**FAST, "resampledPixelSpacing": [1.0, 1.0, 1.0], "interpolator": "sitkBSpline"}
+    features = extract_case(image, mask, settings=resampled, image_types=ORIGINAL, mask_labels=(11, 12))
+    assert features["original_shape_VoxelVolume"] > 10  # mm^3 = voxels at 1 mm
 
 
 def test_geometry_mismatch_is_rejected_even_with_resampling(tmp_path):

@@ -79,18 +79,21 @@ def lesion_mask(mask, mask_labels: Sequence[int], case: str, mask_path: str | os
     return merged
 
 
-def _check_geometry_and_roi(extractor, image, mask, label: int, case: str, image_path, mask_path):
-    """pyradiomics' own mask checks on the image and mask as stored.
+def _check_geometry(extractor, image, mask, label: int, case: str, image_path, mask_path):
+    """pyradiomics' own image/mask geometry check (``checkMask``) on the files as stored.
 
-    pyradiomics runs them after resampling, and its resampling maps the image onto the
-    mask's grid whatever the image's geometry, so without this call an image and mask that
-    disagree would pass silently whenever resampling is on. Returns the mask to use (pyradiomics
-    resamples it onto the image grid when the ``correctMask`` setting asks for that).
+    pyradiomics runs it after resampling, and its resampling maps the image onto the mask's
+    grid whatever the image's geometry, so without this call an image and mask that disagree
+    would pass silently whenever resampling is on. The ROI size and dimension checks are left
+    to pyradiomics, which applies them on the grid the features are computed on. Returns the
+    mask to use (resampled onto the image grid when the ``correctMask`` setting asks for that).
     """
     from radiomics import imageoperations
 
+    geometry_only = {**extractor.settings, "label": label, "minimumROISize": None,
+                     "minimumROIDimensions": 1}
     try:
-        _, corrected = imageoperations.checkMask(image, mask, **{**extractor.settings, "label": label})
+        _, corrected = imageoperations.checkMask(image, mask, **geometry_only)
     except (ValueError, RuntimeError) as exc:
         raise InputError(f"case {case}: image {image_path} and mask {mask_path} rejected by "
                          f"pyradiomics: {exc}") from exc
@@ -128,7 +131,7 @@ def extract_case(image_path: str | os.PathLike, mask_path: str | os.PathLike,
     if mask_labels:
         mask = lesion_mask(mask, mask_labels, case, mask_path)
         label = LESION_LABEL
-    mask = _check_geometry_and_roi(extractor, image, mask, label, case, image_path, mask_path)
+    mask = _check_geometry(extractor, image, mask, label, case, image_path, mask_path)
     try:
         result = extractor.execute(image, mask, label=label)
     except (ValueError, RuntimeError) as exc:
