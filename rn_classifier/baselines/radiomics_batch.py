@@ -118,6 +118,8 @@ def _init_worker(params: Mapping[str, Any], threads: int) -> None:
     import SimpleITK as sitk
 
     global _WORKER_EXTRACTOR
+    # the thread variables of _thread_env were read when the libraries loaded; SimpleITK's
+    # global default is set explicitly as well
     sitk.ProcessObject_SetGlobalDefaultNumberOfThreads(threads)
     _WORKER_EXTRACTOR = build_extractor(params)
 
@@ -142,13 +144,20 @@ def _thread_env(threads: int) -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def _sitk_threads(threads: int) -> Iterator[None]:
+def _limited_threads(threads: int) -> Iterator[None]:
+    """SimpleITK's and the already-loaded BLAS/OpenMP pools of this process, for a while.
+
+    numpy's BLAS matters: pyradiomics' GLCM MCC feature takes eigenvalues of a matrix per angle,
+    and a multi-threaded BLAS on a busy machine spends its time waiting for cores.
+    """
     import SimpleITK as sitk
+    from threadpoolctl import threadpool_limits
 
     before = sitk.ProcessObject_GetGlobalDefaultNumberOfThreads()
     sitk.ProcessObject_SetGlobalDefaultNumberOfThreads(threads)
     try:
-        yield
+        with threadpool_limits(limits=threads):
+            yield
     finally:
         sitk.ProcessObject_SetGlobalDefaultNumberOfThreads(before)
 
@@ -157,7 +166,7 @@ def _run(tasks: list[Task], params: Mapping[str, Any], workers: int, threads: in
     """Yield ``_extract_task`` results as cases finish (in this process when workers == 1)."""
     if workers == 1:
         extractor = build_extractor(params)
-        with _sitk_threads(threads):
+        with _limited_threads(threads):
             for task in tasks:
                 yield _extract_task(extractor, task)
         return
