@@ -247,7 +247,12 @@ def render_pool_item(index: int, seed: int, pool: PoolSpec, separation: float, r
     template = load_template()
     anatomy = draw_patient_anatomy(rng, template)
     scanner = pool.scanners[int(rng.integers(len(pool.scanners)))]
-    deep = template.brain_points[template.brain_depth >= 12]
+    # deep in the brain, and above the template's lower edge (MNI z = -72 cuts the brainstem
+    # flat; a sub-volume reaching it would show that straight cut)
+    points = template.brain_points
+    deep = template.brain_depth >= 12
+    above_cut = points[:, 2] >= -72 + 0.5 * pool.spacing * pool.shape[2]
+    deep = points[deep & above_cut] if (deep & above_cut).any() else points[deep]
     centre = _to_patient_frame(anatomy, deep[rng.integers(len(deep))].astype(np.float64))
     pose = RigidTransform.random(rng, 10.0, 0.0)
     half = (np.asarray(pool.shape) - 1) / 2 * pool.spacing
