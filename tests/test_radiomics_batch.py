@@ -69,3 +69,19 @@ def test_missing_file_is_a_reported_case(tmp_path):
     result = extract_cohort(cases, PARAMS, tmp_path / "cache", workers=1, progress=False)
     assert result.failed["case_id"].tolist() == ["C1"]
     assert "gone.nii.gz does not exist" in result.failed["reason"].iloc[0]
+
+
+def test_thread_limit_applies_and_is_undone():
+    import SimpleITK as sitk
+    from threadpoolctl import threadpool_info
+
+    before = (sitk.ProcessObject_GetGlobalDefaultNumberOfThreads(),
+              [p["num_threads"] for p in threadpool_info()])
+    restore = radiomics_batch._limit_threads(1)
+    try:
+        assert sitk.ProcessObject_GetGlobalDefaultNumberOfThreads() == 1
+        assert all(p["num_threads"] == 1 for p in threadpool_info())
+    finally:
+        restore()
+    assert (sitk.ProcessObject_GetGlobalDefaultNumberOfThreads(),
+            [p["num_threads"] for p in threadpool_info()]) == before

@@ -7,19 +7,18 @@ therefore extracts nothing twice, and a changed file or setting can never be ser
 features. Only the parent process reads and writes the cache.
 
 Worker processes are started with ``spawn`` (no inherited thread or lock state) and limited to
-``threads_per_worker`` SimpleITK/OpenMP/BLAS threads each, so N processes on N cores do not
-oversubscribe them.
+``threads_per_worker`` SimpleITK and BLAS/OpenMP threads each (``threadpoolctl``), so N processes
+on N cores do not oversubscribe them; one process (``workers: 1``) is limited the same way.
 """
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import multiprocessing
 import os
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,8 +31,6 @@ from ..errors import InputError
 from .radiomics import build_extractor, extract_case
 
 CACHE_VERSION = 1
-THREAD_ENV_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
-                   "ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS")
 
 # (case_id, image_path, mask_path, mask_labels): what a worker needs for one case
 Task = tuple[str, str, str, tuple[int, ...]]
@@ -115,66 +112,50 @@ _WORKER_EXTRACTOR = None  # one extractor per worker process, built by _init_wor
 
 
 def _init_worker(params: Mapping[str, Any], threads: int) -> None:
-    import SimpleITK as sitk
-
     global _WORKER_EXTRACTOR
-    # the thread variables of _thread_env were read when the libraries loaded; SimpleITK's
-    # global default is set explicitly as well
-    sitk.ProcessObject_SetGlobalDefaultNumberOfThreads(threads)
-    _WORKER_EXTRACTOR = build_extractor(params)
+    _WORKER_EXTRACTOR = build_extractor(params)  # loads pyradiomics, SimpleITK, PyWavelets
+    _limit_threads(threads)  # for the life of the worker
 
 
 def _worker_task(task: Task):
     return _extract_task(_WORKER_EXTRACTOR, task)
 
 
-@contextlib.contextmanager
-def _thread_env(threads: int) -> Iterator[None]:
-    """Thread-count variables that spawned workers inherit (read by the libraries at load)."""
-    saved = {name: os.environ.get(name) for name in THREAD_ENV_VARS}
-    os.environ.update({name: str(threads) for name in THREAD_ENV_VARS})
-    try:
-        yield
-    finally:
-        for name, value in saved.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
-
-
-@contextlib.contextmanager
-def _limited_threads(threads: int) -> Iterator[None]:
-    """SimpleITK's and the already-loaded BLAS/OpenMP pools of this process, for a while.
+def _limit_threads(threads: int) -> Callable[[], None]:
+    """Limit SimpleITK's pool and the loaded BLAS/OpenMP pools of this process; returns the undo.
 
     numpy's BLAS matters: pyradiomics' GLCM MCC feature takes eigenvalues of a matrix per angle,
-    and a multi-threaded BLAS on a busy machine spends its time waiting for cores.
+    and a multi-threaded BLAS next to other busy processes spends its time waiting for cores.
     """
     import SimpleITK as sitk
     from threadpoolctl import threadpool_limits
 
     before = sitk.ProcessObject_GetGlobalDefaultNumberOfThreads()
     sitk.ProcessObject_SetGlobalDefaultNumberOfThreads(threads)
-    try:
-        with threadpool_limits(limits=threads):
-            yield
-    finally:
+    pools = threadpool_limits(limits=threads)
+
+    def restore() -> None:
+        pools.restore_original_limits()
         sitk.ProcessObject_SetGlobalDefaultNumberOfThreads(before)
+
+    return restore
 
 
 def _run(tasks: list[Task], params: Mapping[str, Any], workers: int, threads: int) -> Iterator:
     """Yield ``_extract_task`` results as cases finish (in this process when workers == 1)."""
     if workers == 1:
         extractor = build_extractor(params)
-        with _limited_threads(threads):
+        restore = _limit_threads(threads)
+        try:
             for task in tasks:
                 yield _extract_task(extractor, task)
+        finally:
+            restore()
         return
     pool = ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"),
                                initializer=_init_worker, initargs=(dict(params), threads))
     try:
-        with _thread_env(threads):  # spawned workers start during submit and inherit os.environ
-            futures = [pool.submit(_worker_task, task) for task in tasks]
+        futures = [pool.submit(_worker_task, task) for task in tasks]
         for future in as_completed(futures):
             yield future.result()
     finally:
