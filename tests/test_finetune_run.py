@@ -266,3 +266,16 @@ def test_cli_runs_a_config_and_reports_bad_input(study, tmp_path, capsys):
     bad = args + ["--set", "clinical.smoking=numeric", "--out", str(tmp_path / "cli2")]
     assert main(bad) == 2
     assert "smoking" in capsys.readouterr().err
+
+
+def test_fold_subsets_complete_the_run_only_when_every_fold_is_done(study, tmp_path):
+    """Cluster array jobs train one fold each; predictions.csv appears with the last fold."""
+    cfg = demo_config("clinical", study["root"], f"data.split={study['runs'] / 'clinical' / 'split.csv'}")
+    run = tmp_path / "array"
+    assert run_finetune(cfg, run, folds=[0], echo=lambda s: None) == {"complete": False, "folds_complete": [0]}
+    assert not (run / "predictions.csv").exists()
+    assert run_finetune(cfg, run, folds=[2, 1], echo=lambda s: None)["complete"]
+    pd.testing.assert_frame_equal(pd.read_csv(run / "predictions.csv"),
+                                  pd.read_csv(study["runs"] / "clinical" / "predictions.csv"))
+    with pytest.raises(InputError, match=r"fold\(s\) \[3\] do not exist"):
+        run_finetune(cfg, run, folds=[3], echo=lambda s: None)

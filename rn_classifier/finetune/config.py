@@ -178,6 +178,9 @@ def validate_config(cfg: FinetuneConfig) -> FinetuneConfig:
         raise ConfigError(f"cv.n_folds must be at least 2, got {cfg.cv.n_folds}")
     if not 0.0 < cfg.cv.test_fraction < 1.0:
         raise ConfigError(f"cv.test_fraction must be in (0, 1), got {cfg.cv.test_fraction}")
+    if cfg.train.devices != 1:
+        raise ConfigError(f"train.devices must be 1, got {cfg.train.devices}: a fold trains on one "
+                          "device; run folds in parallel instead (finetune/train.py --fold K)")
     if cfg.train.epochs < 1 or cfg.train.batch_size < 1:
         raise ConfigError(f"train.epochs and train.batch_size must be >= 1, got "
                           f"{cfg.train.epochs} and {cfg.train.batch_size}")

@@ -6,6 +6,7 @@ Each fold writes ``RUN_DIR/folds/fold_k/``:
 
 ``predictions.csv``  ``case_id, cohort, fold, y_logit, y_prob`` (``fold`` = k on every row)
 ``fold.json``        the files holding the fold's model and what was selected (e.g. best epoch)
+``logs/``            training curves (``metrics.csv`` and TensorBoard events)
 model files          ``model.safetensors`` + ``model.json`` (image models),
                      ``clinical_model.json`` / ``late_fusion.json`` (logistic models, JSON),
                      ``clinical_preprocessor.json`` (intermediate fusion)
@@ -212,7 +213,7 @@ def image_trainer(cfg: FinetuneConfig, cases: pd.DataFrame, internal_cache, exte
     import lightning.pytorch as pl
     import torch
     from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
-    from lightning.pytorch.loggers import CSVLogger
+    from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
     from safetensors.torch import save_file
 
     from ..checkpoints import WeightsOnlyCheckpointIO, load_checkpoint
@@ -238,7 +239,7 @@ def image_trainer(cfg: FinetuneConfig, cases: pd.DataFrame, internal_cache, exte
             files.append("clinical_preprocessor.json")
             clinical = pd.DataFrame(pre.transform(clinical_frame(cases, spec)), index=cases.index)
 
-        def items(cache, ids, labelled=True):
+        def items(cache, ids):
             return make_items(cache, ids, cases.loc[ids, "label"].astype(int).to_numpy(),
                               clinical.loc[ids].to_numpy() if clinical is not None else None)
 
@@ -266,7 +267,9 @@ def image_trainer(cfg: FinetuneConfig, cases: pd.DataFrame, internal_cache, exte
         trainer = pl.Trainer(max_epochs=cfg.train.epochs, accelerator=cfg.train.accelerator,
                              devices=cfg.train.devices, precision=cfg.train.precision,
                              callbacks=callbacks, plugins=[WeightsOnlyCheckpointIO()],
-                             logger=CSVLogger(folder, name="logs", version=""),
+                             logger=[CSVLogger(folder, name="logs", version=""),
+                                     TensorBoardLogger(folder, name="logs", version="",
+                                                       default_hp_metric=False)],
                              default_root_dir=folder, num_sanity_val_steps=0,
                              enable_progress_bar=cfg.train.progress_bar, enable_model_summary=False,
                              deterministic=cfg.train.deterministic, log_every_n_steps=1)
@@ -274,19 +277,18 @@ def image_trainer(cfg: FinetuneConfig, cases: pd.DataFrame, internal_cache, exte
              f"validating on {len(predict['oof'])}")
         trainer.fit(module, datamodule=dm)
         # model selection: the epoch with the best validation AUC of this fold
-        state = load_checkpoint(best.best_model_path)["state_dict"]
-        module.load_state_dict(state)
+        checkpoint = load_checkpoint(best.best_model_path)
+        module.load_state_dict(checkpoint["state_dict"])
         info = {"best_val_auc": float(best.best_model_score), "epochs_run": trainer.current_epoch,
-                "best_checkpoint_epoch": int(load_checkpoint(best.best_model_path).get("epoch", -1))}
+                "best_epoch": int(checkpoint.get("epoch", -1))}
         caches = {"oof": internal_cache, "internal_test": internal_cache, "external": external_cache}
-        logits = {}
-        for cohort, ids in predict.items():
-            if not ids:
-                logits[cohort] = []
-                continue
-            batches = trainer.predict(module, dataloaders=dm.eval_loader(caches[cohort],
-                                                                         items(caches[cohort], ids)))
-            logits[cohort] = torch.cat(batches).cpu().numpy()
+        cohorts = [c for c, ids in predict.items() if ids]
+        batches = trainer.predict(module, dataloaders=[
+            dm.eval_loader(caches[c], items(caches[c], predict[c])) for c in cohorts])
+        if len(cohorts) == 1:  # Lightning unwraps a single loader's list
+            batches = [batches]
+        logits = {c: [] for c in predict}
+        logits.update({c: torch.cat(b).float().cpu().numpy() for c, b in zip(cohorts, batches)})
         weights = {n: t.detach().cpu().contiguous() for n, t in network.state_dict().items()}
         with atomic.atomic_path(folder / "model.safetensors") as tmp:
             save_file(weights, str(tmp), metadata={"format": "rn-classifier/finetuned-classifier"})

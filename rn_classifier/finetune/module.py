@@ -133,7 +133,7 @@ class FinetuneModule(pl.LightningModule):
         self.log("val_auc", auc, prog_bar=True)
         self.log("val_loss", loss)
 
-    def predict_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+    def predict_step(self, batch: dict, batch_idx: int, dataloader_idx: int = 0) -> torch.Tensor:
         return self(batch).float()
 
     def configure_optimizers(self):

@@ -261,7 +261,9 @@ def run_finetune(cfg: FinetuneConfig, out: str | os.PathLike, encoder_dir: str |
             image_cfg.fusion.kind = "none"
             image_cfg.data.split = str(out / "split.csv")
             echo(f"late fusion: training the image model in {image_dir}")
-            run_finetune(image_cfg, image_dir, echo=echo)
+            if not run_finetune(image_cfg, image_dir, folds=folds, echo=echo)["complete"]:
+                echo("late fusion waits for every fold of its image model")
+                return {"complete": False, "folds_complete": []}
         elif not _same_split(split, load_split(image_dir / "split.csv")):
             raise InputError(f"fusion.image_run {image_dir} used another split than this run; "
                              f"stacking needs the same folds (pass --set data.split={image_dir / 'split.csv'})")
