@@ -16,6 +16,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import time
 
 import lightning.pytorch as pl
@@ -23,7 +24,6 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from ..config import to_dict
 from ..models import create_model
 from .config import PretrainConfig
 from .schedules import Schedules
@@ -51,6 +51,22 @@ def build_backbone(cfg: PretrainConfig, img_size: int) -> torch.nn.Module:
     return model
 
 
+def compile_blocks(module: torch.nn.Module) -> None:
+    """``torch.compile`` every timm ``Block`` of ``module`` in place (regional compilation: the
+    identical blocks share one compiled graph per input shape, so compiling takes seconds, and
+    LayerNorm, GELU and the residual adds are fused). Called after the DINO teacher is copied from
+    the student, so each copy compiles its own blocks."""
+    import torch._dynamo
+    from timm.models.vision_transformer import Block
+
+    # All blocks share one code object, so each (crop size, grad mode, autocast) variant of every
+    # block type counts towards dynamo's recompile limit (8 by default).
+    torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, 64)
+    for m in module.modules():
+        if isinstance(m, Block):
+            m.compile(dynamic=False)  # one graph per crop size
+
+
 class PretrainModule(pl.LightningModule):
     """Base of :class:`DINOModule` and :class:`MAEModule`; subclasses define ``self.model``,
     :meth:`compute_loss` and :meth:`export_encoder`."""
@@ -66,7 +82,7 @@ class PretrainModule(pl.LightningModule):
         self.schedules = schedules
         self.global_batch_size = int(global_batch_size)
         # Plain dicts only, so checkpoints load with torch.load(weights_only=True).
-        self.save_hyperparameters({"config": to_dict(cfg), "total_steps": schedules.total_steps,
+        self.save_hyperparameters({"config": dataclasses.asdict(cfg), "total_steps": schedules.total_steps,
                                    "global_batch_size": self.global_batch_size})
         self._last_batch_end: float | None = None
         self.session_start_step = 0
@@ -95,6 +111,8 @@ class PretrainModule(pl.LightningModule):
         start = self.schedules.at(0)
         groups = [{"params": decay, "weight_decay": start["weight_decay"], "scheduled_wd": True},
                   {"params": no_decay, "weight_decay": 0.0, "scheduled_wd": False}]
+        # Not fused=True: Lightning's mixed-precision plugin refuses to clip the gradients of a
+        # fused optimizer; the default multi-tensor (foreach) AdamW is used on GPU.
         return torch.optim.AdamW(groups, lr=start["lr"], betas=tuple(self.cfg.optim.betas))
 
     def current(self) -> dict[str, float]:

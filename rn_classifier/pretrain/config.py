@@ -45,6 +45,7 @@ class ModelConfig:
     drop_path_rate: Optional[float] = None    # null: the variant's default
     pos_embed_type: Optional[str] = None      # learn | sincos; null: the variant's default
     grad_checkpointing: bool = False          # recompute blocks in backward (memory for speed)
+    compile_blocks: bool = False              # torch.compile each transformer block (GPU speed)
 
 
 @dataclass

@@ -211,15 +211,21 @@ class PretrainDataModule(pl.LightningDataModule):
 
     def train_dataloader(self) -> DataLoader:
         trainer = self.trainer
-        rank, world = (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
-        start_step = trainer.global_step if trainer is not None else 0
-        sampler = EpochSampler(len(self.dataset), self.cfg.batch_size, rank, world, self.seed, start_step)
-        on_gpu = trainer is not None and trainer.strategy.root_device.type == "cuda"
-        workers = self.cfg.num_workers
+        if trainer is None:
+            return self.loader()
+        return self.loader(rank=trainer.global_rank, world_size=trainer.world_size,
+                           start_step=trainer.global_step,
+                           pin_memory=self.cfg.pin_memory and trainer.strategy.root_device.type == "cuda")
+
+    def loader(self, rank: int = 0, world_size: int = 1, start_step: int = 0, pin_memory: bool = False,
+               num_workers: int | None = None) -> DataLoader:
+        """The training loader of one rank (also used by benchmarks/pretrain_throughput.py)."""
+        sampler = EpochSampler(len(self.dataset), self.cfg.batch_size, rank, world_size, self.seed, start_step)
+        workers = self.cfg.num_workers if num_workers is None else num_workers
         return ResumableLoader(self.dataset, batch_size=self.cfg.batch_size, sampler=sampler,
                                num_workers=workers, collate_fn=collate_views, drop_last=True,
-                               pin_memory=self.cfg.pin_memory and on_gpu,
-                               persistent_workers=workers > 0, prefetch_factor=4 if workers else None)
+                               pin_memory=pin_memory, persistent_workers=workers > 0,
+                               prefetch_factor=4 if workers else None)
 
 
 class ResumableLoader(DataLoader):

@@ -19,7 +19,7 @@ import torch
 from lightly.loss import DINOLoss
 
 from ..ssl import DINO3D
-from .base_module import PretrainModule, build_backbone
+from .base_module import PretrainModule, build_backbone, compile_blocks
 from .config import PretrainConfig
 from .schedules import Schedules
 
@@ -41,6 +41,8 @@ class DINOModule(PretrainModule):
         self.criterion = DINOLoss(output_dim=d.out_dim, warmup_teacher_temp=d.warmup_teacher_temp,
                                   teacher_temp=d.teacher_temp, warmup_teacher_temp_epochs=1,
                                   student_temp=d.student_temp, center_momentum=d.center_momentum)
+        if cfg.model.compile_blocks:
+            compile_blocks(self.model)
 
     def trained_encoder(self) -> torch.nn.Module:
         return self.model.student_backbone

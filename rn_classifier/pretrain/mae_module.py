@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 
 from ..ssl import MAE3D
-from .base_module import PretrainModule, build_backbone
+from .base_module import PretrainModule, build_backbone, compile_blocks
 from .config import PretrainConfig
 from .schedules import Schedules
 
@@ -26,6 +26,8 @@ class MAEModule(PretrainModule):
         self.model = MAE3D(build_backbone(cfg, m.crop_size), decoder_embed_dim=m.decoder_dim,
                            decoder_depth=m.decoder_depth, decoder_num_heads=m.decoder_heads,
                            mask_ratio=m.mask_ratio, norm_pix_loss=m.norm_pix_loss)
+        if cfg.model.compile_blocks:
+            compile_blocks(self.model)
 
     def trained_encoder(self) -> torch.nn.Module:
         return self.model.encoder
