@@ -22,13 +22,14 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
-
-import pandas as pd
+from typing import TYPE_CHECKING, Any
 
 from .. import atomic
 from ..errors import InputError
 from .radiomics import build_extractor, extract_case
+
+if TYPE_CHECKING:  # pandas is imported where tables are built: worker processes start faster
+    import pandas as pd
 
 CACHE_VERSION = 1
 
@@ -185,6 +186,8 @@ def extract_cohort(cases: pd.DataFrame, params: Mapping[str, Any], cache_dir: st
     Cases whose input is rejected are returned in ``failed`` with the reason; the caller decides
     whether that stops the run.
     """
+    import pandas as pd
+
     start = time.perf_counter()
     cache = FeatureCache(cache_dir, params)
     found: dict[str, dict[str, float]] = {}
