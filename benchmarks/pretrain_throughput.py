@@ -12,12 +12,14 @@ Prints, from one run on one machine (every figure as soon as it is measured):
 3. the input pipeline: on CPU, the MONAI multi-crop loader (``data.augment_on: loader``, worker
    processes) in sub-volumes/s over what the step consumes; on GPU, a step fed by the real
    loader (workers reading a synthetic cache, ``data.augment_on: device`` views made on the GPU)
-   over the same step on tensors already on the GPU.
+   over the same step on tensors already on the GPU, and the time of each piece of the views;
+4. last, while ``--time-budget`` allows (GPU by default): our step with ``torch.compile``'d
+   transformer blocks (``model.compile_blocks``).
 
 Usage (from the repository root)::
 
     python benchmarks/pretrain_throughput.py                       # CPU, < 5 minutes
-    PYTHONPATH=. python benchmarks/pretrain_throughput.py --device cuda   # vit3d_base_p16, 96³, bf16
+    PYTHONPATH=. python benchmarks/pretrain_throughput.py --device cuda   # vit3d_base_p16, 96³, bf16, ~4 min
 
 Every part runs on its own: one that fails prints its error and the next one runs. Each timing is
 the median of repeated steps within ``--seconds-per-measure`` (ours and MONAI interleaved).
@@ -269,11 +271,15 @@ def step_flops(step: Step, batch) -> int:
     return flops
 
 
+FLOPS: dict[str, int] = {}     # counted FLOPs of our eager step, per method
+TIMES: dict[tuple, float] = {}  # (method, name, precision) → seconds per step
+
+
 def compare_models(cfg, method: str, device, precisions, peak: dict, seconds: float,
-                   with_monai: bool = True, with_compiled: bool = False) -> dict:
+                   with_monai: bool = True, with_compiled: bool = False, with_eager: bool = True) -> dict:
     """Ours vs MONAI for one method; returns our best (bf16 or fp32) step time."""
     ours = ours_dino if method == "dino" else ours_mae
-    builders = {"ours": ours}
+    builders = {"ours": ours} if with_eager else {}
     if with_monai:
         builders["MONAI"] = monai_dino if method == "dino" else monai_mae
     if with_compiled:
@@ -300,9 +306,11 @@ def compare_models(cfg, method: str, device, precisions, peak: dict, seconds: fl
                         step(batch)  # compile (both crop sizes, forward and backward)
                     sync(device)
                     say(f"   compiling the blocks took {time.perf_counter() - t0:.0f} s")
-                    flops[name] = flops.get("ours") or step_flops(step, batch)
+                    flops[name] = FLOPS.get(method) or step_flops(ours(cfg, device, bf16)[0], batch)
                 else:
                     flops[name] = step_flops(step, batch)
+                    if name == "ours":
+                        FLOPS[method] = flops[name]
                 steps[name] = step
             except Exception as exc:
                 say(f"   {name} {method} ({label}) failed: {type(exc).__name__}: {exc}")
@@ -316,10 +324,13 @@ def compare_models(cfg, method: str, device, precisions, peak: dict, seconds: fl
                 f"{flops[name] / 1e9:8.1f} GFLOP/step  {rate / 1e12:7.3f} TFLOP/s  {mfu}")
             RESULTS[f"{method}_{name}_{'bf16' if bf16 else 'fp32'}_subvol_s"] = b / t
             RESULTS[f"{method}_{name}_{'bf16' if bf16 else 'fp32'}_mfu"] = rate / peak[max(peak, key=peak.get)]
+        for name, t in times.items():
+            TIMES[(method, name, bf16)] = t
+        monai_t = TIMES.get((method, "MONAI", bf16))
         for name in ("ours", "ours+compile"):
-            if name in times and "MONAI" in times:
-                say(f"   {method.upper()} {label}: {name} / MONAI = {times['MONAI'] / times[name]:.2f}x sub-volumes/s")
-                RESULTS[f"{method}_{name}_over_MONAI_{'bf16' if bf16 else 'fp32'}"] = times["MONAI"] / times[name]
+            if name in times and monai_t:
+                say(f"   {method.upper()} {label}: {name} / MONAI = {monai_t / times[name]:.2f}x sub-volumes/s")
+                RESULTS[f"{method}_{name}_over_MONAI_{'bf16' if bf16 else 'fp32'}"] = monai_t / times[name]
             if name in times and (best is None or times[name] < best[0]):
                 best = (times[name], bf16, name)
         del steps
@@ -483,7 +494,9 @@ def main() -> None:
     p.add_argument("--cache-size", type=int, default=256, help="sub-volumes in the GPU loader's cache")
     p.add_argument("--skip", nargs="*", default=[], choices=["dino", "mae", "loader", "monai"])
     p.add_argument("--compile", default="auto", choices=["auto", "on", "off"],
-                   help="also time our step with torch.compile'd blocks (auto: on GPU only)")
+                   help="also time our step with torch.compile'd blocks, last (auto: on GPU only)")
+    p.add_argument("--time-budget", type=float, default=270.0,
+                   help="seconds; the compiled-step parts are skipped when less than 100 s are left")
     args = p.parse_args()
     gpu = args.device == "cuda"
     defaults = dict(model="vit3d_base_p16", crop=96, local_crop=48, n_local=8, batch=64, mae_batch=128,
@@ -522,8 +535,7 @@ def main() -> None:
         with part(f"{method.upper()} step: ours vs MONAI" + ("" if "monai" not in args.skip else " (MONAI skipped)")):
             cfg = method_config(args, method)
             best = compare_models(cfg, method, device, precisions, peak_for_mfu, args.seconds_per_measure,
-                                  with_monai="monai" not in args.skip,
-                                  with_compiled=args.compile == "on" or (args.compile == "auto" and gpu))
+                                  with_monai="monai" not in args.skip)
             if best:
                 consumption[method] = cfg.data.batch_size / best["time"]
                 consumption[method + "_name"] = best["name"]
@@ -536,11 +548,22 @@ def main() -> None:
                 cfg = method_config(args, method)
                 if gpu:
                     gpu_loader(cfg, method, device, args.workers, args.subvolume, args.cache_size,
-                               args.seconds_per_measure,
-                               compiled=consumption.get(method + "_name") == "ours+compile")
+                               args.seconds_per_measure)
                 elif method in consumption:
                     cpu_loader(cfg, method, consumption[method], args.workers, args.subvolume,
                                args.seconds_per_measure)
+    compile_methods = [m for m in ("dino", "mae") if m not in args.skip] \
+        if args.compile == "on" or (args.compile == "auto" and gpu) else []
+    for method in compile_methods:
+        left = args.time_budget - (time.perf_counter() - started)
+        if left < 100:
+            say(f"\n== {method.upper()} step with torch.compile'd blocks: skipped, {left:.0f} s of "
+                f"--time-budget left (compiling takes about a minute)")
+            continue
+        with part(f"{method.upper()} step with torch.compile'd blocks (regional compilation)"):
+            compare_models(method_config(args, method), method, device, (True,) if gpu else precisions,
+                           peak_for_mfu, args.seconds_per_measure, with_monai=False,
+                           with_compiled=True, with_eager=False)
     say(f"\nsummary ({time.perf_counter() - started:.0f} s): " +
         ", ".join(f"{k} {v:.2f}" for k, v in RESULTS.items()))
 

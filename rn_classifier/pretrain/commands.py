@@ -33,7 +33,10 @@ def register(app: typer.Typer) -> None:
 
         if config is None and resume is None:
             raise InputError("give --config FILE (a new run) or --resume RUN_DIR")
-        cfg = load_config(PretrainConfig, config, set_ or []) if config is not None or set_ else None
+        if resume is not None and config is None and set_:
+            raise InputError("--set cannot change a resumed run: it keeps the config in "
+                             f"{resume / 'config.yaml'}")
+        cfg = load_config(PretrainConfig, config, set_ or []) if config is not None else None
         n_devices: int | str = devices
         if devices != "auto":
             try:
