@@ -30,6 +30,7 @@ app = typer.Typer(
 # One entry per stage that has commands; each module defines register(app).
 COMMAND_MODULES = [
     "rn_classifier.data.commands",
+    "rn_classifier.pretrain.commands",
     "rn_classifier.baselines.commands",
     "rn_classifier.study.commands",
     "rn_classifier.stats.commands",
