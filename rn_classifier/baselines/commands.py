@@ -60,6 +60,7 @@ def run_radiomics(config: str | os.PathLike | None, manifest: str | os.PathLike,
                   progress: bool = True) -> dict:
     """Run the radiomics baseline end to end; returns the run summary (also in summary.json)."""
     import numpy as np
+    import pandas as pd
 
     from .. import atomic
     from ..config import load_config, save_config
@@ -94,7 +95,7 @@ def run_radiomics(config: str | os.PathLike | None, manifest: str | os.PathLike,
             "extraction.on_error=skip to go on without them)", skipped["reason"].tolist())
 
     kept = cases[cases["case_id"].isin(extracted.features.index)].reset_index(drop=True)
-    meta = kept[["case_id", "patient_id", "cohort", "part", "label", "synthetic"]].copy()
+    meta = kept[list(META_COLUMNS)].copy()
     features = extracted.features.loc[kept["case_id"]].replace([np.inf, -np.inf], np.nan)
     table = meta.join(features.reset_index(drop=True))
 
@@ -110,8 +111,6 @@ def run_radiomics(config: str | os.PathLike | None, manifest: str | os.PathLike,
         features[train], meta.loc[train, "label"].astype(int).to_numpy(),
         meta.loc[train, "patient_id"].to_numpy(), train_split["fold"].to_numpy(),
         {name: features[mask] for name, mask in eval_masks.items()}, cfg.model)
-
-    import pandas as pd
 
     rows = [meta.loc[train].assign(cohort="oof", fold=train_split["fold"].to_numpy(),
                                    y_prob=result.oof_prob, y_std=np.nan)]
