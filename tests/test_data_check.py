@@ -1,0 +1,101 @@
+"""check-data finds every planted fault in one run; clean data passes."""
+
+from __future__ import annotations
+
+import gzip
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pandas as pd
+import pytest
+
+from rn_classifier.cli import main
+from rn_classifier.data.check import check_manifest
+from rn_classifier.data.manifest import load_manifest
+from rn_classifier.data.molab import import_molab
+from rn_classifier.errors import DataIntegrityError, InputError
+from builders import save_nifti, write_tiny_molab
+
+
+@pytest.fixture()
+def manifest(tmp_path):
+    tiny = write_tiny_molab(tmp_path)
+    out = tmp_path / "internal.csv"
+    import_molab(tiny["tree"], tiny["labels"], out=out)
+    return out
+
+
+def test_clean_manifest_passes(manifest, capsys):
+    df, problems = check_manifest(manifest)
+    assert problems == [] and len(df) > 0
+    assert main(["check-data", str(manifest)]) == 0
+
+
+def test_every_planted_fault_is_listed_once_in_one_run(manifest, capsys):
+    df = pd.read_csv(manifest, dtype=str)
+    base = manifest.parent
+    ids = df["case_id"].tolist()
+    planted = {}
+
+    def img_of(i):
+        return base / df.loc[i, "image"]
+
+    # 1 NaN voxels
+    a = nib.load(img_of(0))
+    data = np.asarray(a.dataobj, dtype=np.float32)
+    data[3, 3, 3] = np.nan
+    nan_path = base / "nan_img.nii.gz"
+    save_nifti(data, nan_path, a.affine)
+    df.loc[0, "image"] = nan_path.name
+    planted[ids[0]] = "NaN"
+    # 2 a 4D image
+    four = base / "four_img.nii.gz"
+    save_nifti(np.zeros((4, 4, 4, 2), np.int16), four)
+    df.loc[1, "image"] = four.name
+    planted[ids[1]] = "3D"
+    # 3 mask of another shape
+    small = base / "small_msk.nii.gz"
+    save_nifti(np.ones((5, 5, 5), np.int16) * 11, small)
+    df.loc[2, "mask"] = small.name
+    df.loc[2, "mask_labels"] = "11"
+    planted[ids[2]] = "shape"
+    # 4 lesion codes absent from the mask
+    df.loc[3, "mask_labels"] = "71;72"
+    planted[ids[3]] = "lacks lesion code"
+    # 5 truncated file
+    raw = gzip.decompress(img_of(4).read_bytes())
+    cut = base / "cut_img.nii"
+    cut.write_bytes(raw[: len(raw) // 3])
+    df.loc[4, "image"] = cut.name
+    planted[ids[4]] = "truncated|not a readable|could not be read"
+    # 6 label outside {0, 1}
+    df.loc[5, "label"] = "2"
+    planted[ids[5]] = "label must be"
+    # 7 duplicate case id
+    df.loc[7, "case_id"] = df.loc[6, "case_id"]
+    planted[df.loc[6, "case_id"]] = "more than once"
+    df.to_csv(manifest, index=False)
+
+    _, problems = check_manifest(manifest)
+    text = "\n".join(problems)
+    import re
+    for cid, what in planted.items():
+        assert any(cid in p and re.search(what, p) for p in problems), f"{cid}: {what} not found in\n{text}"
+    rc = main(["check-data", str(manifest)])
+    assert rc == 1
+    err = capsys.readouterr().err
+    assert f"{len(problems)} problem(s)" in err
+
+
+def test_load_manifest_errors_name_the_column(tmp_path):
+    p = tmp_path / "m.csv"
+    pd.DataFrame({"case_id": ["a"], "patient_id": ["p"], "image": ["x.nii"]}).to_csv(p, index=False)
+    with pytest.raises(InputError, match=r"missing column\(s\) \['center', 'mask', 'mask_labels', 'label'\]"):
+        load_manifest(p)
+    pd.DataFrame({"case_id": ["a"], "patient_id": ["p"], "center": ["c"], "image": ["x.nii"],
+                  "mask": ["y.nii"], "mask_labels": ["11"], "label": [1], "age": ["old"]}).to_csv(p, index=False)
+    with pytest.raises(InputError, match="'sex'.*missing"):
+        load_manifest(p, clinical={"age": "numeric", "sex": "categorical"})
+    with pytest.raises(DataIntegrityError, match="'age' is numeric but holds 'old'"):
+        load_manifest(p, clinical={"age": "numeric"})

@@ -1,0 +1,107 @@
+"""Preprocess cache: shapes, spacing, both channels, idempotence, no partial output."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from rn_classifier.cli import main
+from rn_classifier.data.cache import CropCache
+from rn_classifier.data.molab import import_molab
+from rn_classifier.data.preprocess import PreprocessConfig, crop_with_padding, preprocess
+from rn_classifier.errors import DataIntegrityError, InputError
+from builders import save_nifti, write_tiny_molab
+
+
+@pytest.fixture()
+def manifest(tmp_path):
+    tiny = write_tiny_molab(tmp_path, n_patients=4)
+    out = tmp_path / "internal.csv"
+    import_molab(tiny["tree"], tiny["labels"], out=out)
+    return out
+
+
+def test_labelled_cache_shapes_spacing_channels(manifest, tmp_path):
+    cfg = PreprocessConfig(spacing=[3.0, 3.0, 3.0], labelled_crop=[16, 16, 16], workers=1)
+    meta = preprocess(manifest, tmp_path / "cache", cfg)
+    cache = CropCache(tmp_path / "cache")
+    n = len(pd.read_csv(manifest))
+    assert len(cache) == n == meta["n"]
+    assert cache.crops.shape == (n, 2, 16, 16, 16) and cache.crops.dtype == np.float16
+    assert cache.spacing == (3.0, 3.0, 3.0) and cache.channels == ["t1ce", "mask"]
+    x = cache[0]
+    assert x.dtype == np.float32
+    assert set(np.unique(x[1])) <= {0.0, 1.0} and x[1].sum() > 0
+    # the lesion sits at the centre of the crop: its centroid is within a voxel of the middle
+    centroid = np.argwhere(x[1] > 0).mean(axis=0)
+    np.testing.assert_allclose(centroid, np.full(3, 7.5), atol=1.0)
+    # the lesion's rim is bright in the T1CE channel (the test lesions have an enhancing rim)
+    assert x[0][x[1] > 0].mean() > x[0][x[1] == 0].mean()
+    assert cache.index["lesion_inside_crop"].all()
+    cache.check_spacing([3, 3, 3])
+    with pytest.raises(InputError, match=r"spacing \[3.0, 3.0, 3.0\] mm but the config asks for \[2.0"):
+        cache.check_spacing([2, 2, 2])
+
+
+def test_rerun_is_skipped_and_changed_config_rebuilds(manifest, tmp_path):
+    cfg = PreprocessConfig(spacing=[3.0, 3.0, 3.0], labelled_crop=[16, 16, 16], workers=1)
+    first = preprocess(manifest, tmp_path / "cache", cfg)
+    mtime = (tmp_path / "cache" / "crops.npy").stat().st_mtime_ns
+    again = preprocess(manifest, tmp_path / "cache", cfg)
+    assert again["skipped"] and not first["skipped"]
+    assert (tmp_path / "cache" / "crops.npy").stat().st_mtime_ns == mtime
+    cfg.labelled_crop = [12, 12, 12]
+    third = preprocess(manifest, tmp_path / "cache", cfg)
+    assert not third["skipped"] and CropCache(tmp_path / "cache").crop_size == (12, 12, 12)
+
+
+def test_parallel_workers_give_the_same_cache(manifest, tmp_path):
+    one = PreprocessConfig(spacing=[3.0, 3.0, 3.0], labelled_crop=[16, 16, 16], workers=1)
+    two = PreprocessConfig(spacing=[3.0, 3.0, 3.0], labelled_crop=[16, 16, 16], workers=2)
+    preprocess(manifest, tmp_path / "c1", one)
+    preprocess(manifest, tmp_path / "c2", two)
+    np.testing.assert_array_equal(CropCache(tmp_path / "c1").crops, CropCache(tmp_path / "c2").crops)
+
+
+def test_pool_manifest_gives_one_channel_crops(tmp_path):
+    from builders import head_volume
+
+    rows = []
+    for i in range(3):
+        save_nifti(head_volume(seed=i), tmp_path / f"pool{i}_img.nii.gz")
+        rows.append({"case_id": f"u{i}", "patient_id": f"u{i}", "center": "POOL",
+                     "image": f"pool{i}_img.nii.gz", "mask": "", "mask_labels": "", "label": "",
+                     "synthetic": 1})
+    pd.DataFrame(rows).to_csv(tmp_path / "pool.csv", index=False)
+    rc = main(["preprocess", str(tmp_path / "pool.csv"), "--out", str(tmp_path / "pc"),
+               "--set", "pool_crop=[20,20,20]", "--set", "workers=1"])
+    assert rc == 0
+    cache = CropCache(tmp_path / "pc")
+    assert cache.crops.shape == (3, 1, 20, 20, 20) and cache.channels == ["t1ce"]
+    assert json.loads((tmp_path / "pc" / "meta.json").read_text())["synthetic"] is True
+
+
+def test_bad_case_leaves_no_cache_and_names_the_case(manifest, tmp_path):
+    df = pd.read_csv(manifest, dtype=str)
+    bad = tmp_path / "nan_img.nii.gz"
+    arr = np.ones((40, 44, 36), np.float32)
+    arr[1, 1, 1] = np.nan
+    save_nifti(arr, bad)
+    df.loc[2, "image"] = bad.name
+    df.to_csv(manifest, index=False)
+    cfg = PreprocessConfig(spacing=[3.0, 3.0, 3.0], labelled_crop=[16, 16, 16], workers=1)
+    with pytest.raises(DataIntegrityError, match=rf"case {df.loc[2, 'case_id']}: .*NaN"):
+        preprocess(manifest, tmp_path / "cache", cfg)
+    assert not (tmp_path / "cache").exists()
+    assert not any(p.name.startswith(".cache") for p in tmp_path.iterdir()), "no temp folder left"
+
+
+def test_crop_with_padding_pads_outside():
+    a = np.arange(27, dtype=np.float32).reshape(3, 3, 3)
+    out = crop_with_padding(a, (-1, 0, 1), (3, 3, 3), pad_value=-5)
+    assert out[0].min() == -5 and (out[0] == -5).all()
+    np.testing.assert_array_equal(out[1:, :, :2], a[:2, :, 1:])
+    assert (out[:, :, 2] == -5).all()
