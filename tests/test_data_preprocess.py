@@ -11,7 +11,8 @@ import pytest
 from rn_classifier.cli import main
 from rn_classifier.data.cache import CropCache
 from rn_classifier.data.molab import import_molab
-from rn_classifier.data.preprocess import PreprocessConfig, crop_with_padding, preprocess
+from rn_classifier.data.preprocess import (NormalisationConfig, PreprocessConfig, crop_with_padding,
+                                          preprocess)
 from rn_classifier.errors import DataIntegrityError, InputError
 from builders import save_nifti, write_tiny_molab
 
@@ -105,3 +106,24 @@ def test_crop_with_padding_pads_outside():
     assert out[0].min() == -5 and (out[0] == -5).all()
     np.testing.assert_array_equal(out[1:, :, :2], a[:2, :, 1:])
     assert (out[:, :, 2] == -5).all()
+
+
+def test_pool_crop_stays_inside_an_off_centre_head(tmp_path):
+    """A pool sub-volume whose foreground sits in one corner: the crop shifts to stay inside
+    the image instead of padding flat edges (it only pads where the image is smaller)."""
+    from rn_classifier.data.preprocess import process_case
+
+    vol = np.full((24, 24, 12), 5.0, np.float32)
+    vol[14:, 14:, :] = 600.0  # foreground in the +x +y corner
+    save_nifti(vol, tmp_path / "corner_img.nii.gz", affine=np.diag([2.0, 2.0, 2.0, 1.0]))
+    row = {"case_id": "u0", "patient_id": "u0", "center": "POOL", "label": np.nan,
+           "image_path": str(tmp_path / "corner_img.nii.gz")}
+    cfg = PreprocessConfig(spacing=[2.0, 2.0, 2.0], pool_crop=[16, 16, 16],
+                           normalisation=NormalisationConfig(method="none"))
+    crop, index_row = process_case(row, cfg, labelled=False)
+    # x and y: the image (24) is longer than the crop (16), so the crop ends at the image edge
+    # and holds no padding; z: the image (12) is shorter, so it stays centred, 2 slices padded
+    # on each side.
+    assert (index_row["origin_x"], index_row["origin_y"], index_row["origin_z"]) == (16.0, 16.0, -4.0)
+    assert (crop[0, :, :, [0, 1, 14, 15]] == 5.0).all()
+    assert crop[0, -1, -1, 2:14].min() > 100, "the bright corner is inside the crop, not padding"

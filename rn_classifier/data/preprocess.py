@@ -68,6 +68,15 @@ def _crop_start(center_voxel, size) -> np.ndarray:
     return np.floor(np.asarray(center_voxel) + 0.5).astype(int) - np.asarray(size, dtype=int) // 2
 
 
+def _keep_inside(start, size, shape) -> np.ndarray:
+    """Shift a crop start so the crop stays inside the image along every axis the image is at
+    least as long as the crop (the pool crops are centred on the head's foreground centroid,
+    which sits off-centre in a small sub-volume; padding would teach the encoder flat edges)."""
+    start, size, shape = (np.asarray(a, dtype=int) for a in (start, size, shape))
+    fits = shape >= size
+    return np.where(fits, np.clip(start, 0, np.maximum(shape - size, 0)), start)
+
+
 def process_case(row: dict, cfg: PreprocessConfig, labelled: bool) -> tuple[np.ndarray, dict]:
     """One case → (crop (C, X, Y, Z) float16, index row). Raises InputError naming the case."""
     cid = row["case_id"]
@@ -102,7 +111,7 @@ def process_case(row: dict, cfg: PreprocessConfig, labelled: bool) -> tuple[np.n
             foreground = norm > np.percentile(norm, 50)
             center = (np.argwhere(foreground).mean(axis=0) if foreground.any()
                       else (np.asarray(norm.shape) - 1) / 2)
-            start = _crop_start(center, size)
+            start = _keep_inside(_crop_start(center, size), size, norm.shape)
             channels = [crop_with_padding(norm, start, size, pad_value)]
             extra = {}
     except InputError as exc:
