@@ -29,3 +29,10 @@ class DataIntegrityError(InputError):
         self.problems = list(problems)
         lines = "\n".join(f"  - {p}" for p in self.problems)
         super().__init__(f"{source}: {len(self.problems)} problem(s) found:\n{lines}")
+
+
+class OutputError(InputError):
+    """An output that cannot be written: folder not writable, disk full, file size limit.
+
+    The message names the output; nothing is left under its final name (rn_classifier.atomic).
+    """
