@@ -1,12 +1,16 @@
 """Outputs written atomically: to a temporary name in the same folder, then renamed.
 
 A crash, a full disk or a bad input part-way through never leaves a half-written file under the
-final name, and never replaces the previous good file.
+final name, and never replaces the previous good file. A folder that cannot be written or a disk
+that fills up is one :class:`~rn_classifier.errors.OutputError` naming the output. Renamed
+outputs get the permissions of a normally created file (``0666 & ~umask``; ``mkstemp`` would
+leave them readable by their owner only).
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import shutil
@@ -15,16 +19,54 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from .errors import InputError
+from .errors import OutputError
+
+
+# Errors of the output location, not of the program, turned into one OutputError: while writing
+# (the body may also read inputs, so only errors that writing alone causes) ...
+_WRITE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
+# ... and while creating the temporary name.
+_CREATE_ERRNOS = _WRITE_ERRNOS | {errno.EACCES, errno.EPERM, errno.EROFS}
 
 
 def _check_writable_dir(folder: Path) -> None:
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise InputError(f"cannot create output folder {folder}: {exc.strerror or exc}") from exc
+        raise OutputError(f"cannot create output folder {folder}: {exc.strerror or exc}") from exc
     if not os.access(folder, os.W_OK):
-        raise InputError(f"output folder {folder} is not writable")
+        raise OutputError(f"output folder {folder} is not writable")
+
+
+def _umask() -> int:
+    """The process umask, read without changing it where Linux shows it (thread-safe)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def _describe(exc: OSError, final: Path) -> str:
+    what = {errno.ENOSPC: "the disk is full", errno.EDQUOT: "the disk quota is exceeded",
+            errno.EFBIG: "the file size limit was reached"}.get(exc.errno, exc.strerror)
+    return (f"cannot write {final}: {what} ([Errno {exc.errno}] {exc.strerror}); nothing was "
+            "written under that name")
+
+
+@contextlib.contextmanager
+def _output_errors(final: Path, errnos=_WRITE_ERRNOS) -> Iterator[None]:
+    """Turn an OSError of the output location (disk full, permission) into one OutputError."""
+    try:
+        yield
+    except OSError as exc:
+        if exc.errno not in errnos:
+            raise
+        raise OutputError(_describe(exc, final)) from exc
 
 
 @contextlib.contextmanager
@@ -32,12 +74,15 @@ def atomic_path(final: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
     """Yield a temporary path beside ``final``; rename it to ``final`` only on success."""
     final = Path(final)
     _check_writable_dir(final.parent)
-    fd, tmp = tempfile.mkstemp(prefix=f".{final.name}.", suffix=suffix or ".tmp", dir=final.parent)
+    with _output_errors(final, _CREATE_ERRNOS):
+        fd, tmp = tempfile.mkstemp(prefix=f".{final.name}.", suffix=suffix or ".tmp", dir=final.parent)
     os.close(fd)
     tmp_path = Path(tmp)
     try:
-        yield tmp_path
-        os.replace(tmp_path, final)
+        with _output_errors(final):
+            yield tmp_path
+            os.chmod(tmp_path, 0o666 & ~_umask())
+            os.replace(tmp_path, final)
     except BaseException:
         tmp_path.unlink(missing_ok=True)
         raise
@@ -48,17 +93,20 @@ def atomic_dir(final: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary folder beside ``final``; it replaces ``final`` only on success."""
     final = Path(final)
     _check_writable_dir(final.parent)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=final.parent))
+    with _output_errors(final, _CREATE_ERRNOS):
+        tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=final.parent))
     try:
-        yield tmp
-        if final.exists():
-            old = final.with_name(f".{final.name}.old")
-            shutil.rmtree(old, ignore_errors=True)
-            os.replace(final, old)
-            os.replace(tmp, final)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, final)
+        with _output_errors(final):
+            yield tmp
+            os.chmod(tmp, 0o777 & ~_umask())
+            if final.exists():
+                old = final.with_name(f".{final.name}.old")
+                shutil.rmtree(old, ignore_errors=True)
+                os.replace(final, old)
+                os.replace(tmp, final)
+                shutil.rmtree(old, ignore_errors=True)
+            else:
+                os.replace(tmp, final)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
