@@ -177,6 +177,16 @@ def geometry_mismatch(image: Volume, mask: Volume, atol_mm: float = 1e-3) -> str
     return None
 
 
+def missing_lesion_codes(mask: Volume, labels) -> str | None:
+    """Describe the listed lesion codes absent from ``mask``, or None when all are present."""
+    present = {int(v) for v in np.unique(np.asarray(mask.array)) if v != 0}
+    missing = [int(code) for code in labels if int(code) not in present]
+    if not missing:
+        return None
+    return (f"mask {mask.path} lacks lesion code(s) {missing}; expected {[int(c) for c in labels]}, "
+            f"found {sorted(present)}")
+
+
 def lesion_mask(mask: Volume, labels) -> np.ndarray:
     """Boolean union of the given mask values (all non-zero values when ``labels`` is empty)."""
     data = np.asarray(mask.array)
