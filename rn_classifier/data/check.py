@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 
 from ..errors import InputError
-from .ingest import geometry_mismatch, lesion_mask, load_volume
+from .ingest import geometry_mismatch, lesion_mask, load_volume, missing_lesion_codes
 from .manifest import load_manifest
 
 
@@ -50,11 +50,9 @@ def check_case(row: pd.Series, atol_mm: float = 1e-3) -> list[str]:
     mismatch = geometry_mismatch(image, mask, atol_mm)
     if mismatch:
         problems.append(f"case {cid}: {mismatch}")
-    present = {int(v) for v in np.unique(mask.array) if v != 0}
-    missing = [code for code in labels if code not in present]
+    missing = missing_lesion_codes(mask, labels)
     if missing:
-        problems.append(f"case {cid}: mask {mask.path} lacks lesion code(s) {missing}; expected "
-                        f"{list(labels)}, found {sorted(present)}")
+        problems.append(f"case {cid}: {missing}")
     if not lesion_mask(mask, labels).any():
         problems.append(f"case {cid}: lesion mask is empty for codes {list(labels) or 'any non-zero'}")
     return problems
