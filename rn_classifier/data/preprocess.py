@@ -29,7 +29,8 @@ from .. import atomic
 from ..config import to_dict
 from ..errors import DataIntegrityError, InputError
 from .cache import CACHE_VERSION, CROPS_FILE, INDEX_FILE, META_FILE
-from .ingest import geometry_mismatch, lesion_mask, load_volume, normalise, resample
+from .ingest import (geometry_mismatch, lesion_mask, load_volume, missing_lesion_codes, normalise,
+                     resample)
 from .manifest import load_manifest
 
 
@@ -89,6 +90,10 @@ def process_case(row: dict, cfg: PreprocessConfig, labelled: bool) -> tuple[np.n
             mismatch = geometry_mismatch(image, mask)
             if mismatch:
                 raise InputError(mismatch)
+            # before resampling, which may remove a small segment: the manifest and mask disagree
+            missing = missing_lesion_codes(mask, row["mask_labels"])
+            if missing:
+                raise InputError(missing)
         image = resample(image, cfg.spacing, mode="bilinear")
         norm = normalise(image.array, cfg.normalisation.method, cfg.normalisation.clip_percentiles)
         pad_value = float(norm.min())
