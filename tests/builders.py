@@ -73,3 +73,108 @@ def write_tiny_molab(root, n_patients=6, seed=0) -> dict:
     sheet = pd.concat([header, pd.DataFrame(clinical)], ignore_index=True)
     sheet.to_excel(root / "clinical.xlsx", header=False, index=False)
     return {"tree": root / "tree", "labels": root / "labels.csv", "clinical": root / "clinical.xlsx"}
+
+
+# -- a tiny trained study (report, predict and attention tests) ----------------------------------
+
+CROP_NORM = {"method": "zscore_foreground", "clip_percentiles": [0.5, 99.5]}
+
+
+def write_crop_cohort(root, n_internal=12, n_external=4, crop=32, spacing=2.0, seed=0) -> Path:
+    """A SYNTHETIC labelled cohort written directly as manifests + preprocess caches.
+
+    Each patient has 2 lesions; a crop is noise with a cubic lesion in its centre, bright for
+    radiation necrosis (1) and dark for progression (0), so a tiny ViT learns it in one epoch.
+    Clinical columns ``age`` (numeric, shifted by label) and ``sex`` (categorical). The cache
+    index carries each crop's affine, as ``rn-classifier preprocess`` writes it.
+    """
+    import json
+
+    from rn_classifier.data.cache import write_cache
+
+    root = Path(root)
+    rng = np.random.default_rng(seed)
+    root.mkdir(parents=True, exist_ok=True)
+    for cohort, n_patients, prefix in (("internal", n_internal, "INT"), ("external", n_external, "EXT")):
+        rows, crops, affines = [], [], []
+        for p in range(n_patients):
+            label = p % 2
+            for lesion in range(2):
+                cid = f"{prefix}-{p:03d}_L{lesion}"
+                rows.append({"case_id": cid, "patient_id": f"{prefix}-{p:03d}", "center": cohort,
+                             "image": f"images/{cid}.nii.gz", "mask": f"masks/{cid}.nii.gz",
+                             "mask_labels": "1", "label": label, "synthetic": 1,
+                             "age": round(float(rng.normal(60 + 6 * label, 8)), 1),
+                             "sex": str(rng.choice(["F", "M"]))})
+                image = rng.normal(0, 1, (crop,) * 3).astype(np.float32)
+                mask = np.zeros((crop,) * 3, np.float32)
+                c, r = crop // 2, int(rng.integers(3, 6))
+                mask[c - r:c + r, c - r:c + r, c - r:c + r] = 1
+                image += mask * (2.0 if label else -2.0)
+                crops.append(np.stack([image, mask]))
+                affine = np.diag([spacing, spacing, spacing, 1.0])
+                affine[:3, 3] = [10.0 * p, -5.0 * lesion, 3.0]
+                affines.append(json.dumps(affine.ravel().tolist()))
+        df = pd.DataFrame(rows)
+        df.to_csv(root / f"{cohort}.csv", index=False)
+        index = df[["case_id", "patient_id", "center", "label", "synthetic"]].copy()
+        index["affine"] = affines
+        write_cache(root / "cache" / cohort, np.stack(crops), index,
+                    {"spacing": [spacing] * 3, "channels": ["t1ce", "mask"], "normalisation": CROP_NORM,
+                     "synthetic": True})
+    return root
+
+
+def tiny_encoder_export(folder, crop=32, spacing=2.0) -> Path:
+    """A randomly initialised ``vit3d_tiny_p8`` encoder export (stands in for pretraining)."""
+    import torch
+
+    from rn_classifier.models import create_model
+    from rn_classifier.models.export import save_encoder
+
+    torch.manual_seed(0)
+    model = create_model("vit3d_tiny_p8", img_size=crop, in_chans=1)
+    return save_encoder(model, folder, arch="vit3d_tiny_p8", crop_size=[crop] * 3,
+                        spacing=[spacing] * 3, normalisation=CROP_NORM, config={"note": "test export"})
+
+
+def tiny_study_run(root, crop=32, n_boot=200) -> Path:
+    """A study run folder (STUDY_LAYOUT.md) with 3 fine-tuned models and compare/stats.json.
+
+    ``ssl_vit`` (random "pretrained" export), ``supervised_vit`` and ``clinical`` on
+    :func:`write_crop_cohort`, 3 folds, 1 epoch each; reference model ``ssl_vit``.
+    """
+    import json
+
+    from rn_classifier.config import load_config
+    from rn_classifier.finetune.config import FinetuneConfig
+    from rn_classifier.finetune.run import run_finetune
+    from rn_classifier.stats.compare import CompareSettings, run_compare
+
+    root = Path(root)
+    cohort = write_crop_cohort(root / "cohort", crop=crop)
+    encoder = tiny_encoder_export(root / "pretrain" / "encoder", crop=crop)
+    configs = Path(__file__).resolve().parents[1] / "configs" / "finetune"
+    common = [f"data.internal_manifest={cohort / 'internal.csv'}",
+              f"data.external_manifest={cohort / 'external.csv'}",
+              f"data.internal_cache={cohort / 'cache' / 'internal'}",
+              f"data.external_cache={cohort / 'cache' / 'external'}",
+              "cv.n_folds=3", f"model.crop_size=[{crop},{crop},{crop}]", "train.epochs=1",
+              "train.batch_size=8", "train.accelerator=cpu", "augment.enabled=false"]
+    split = root / "finetune" / "clinical" / "split.csv"
+    for config, extra in (("clinical", []),
+                          ("ssl", [f"data.split={split}"]),
+                          ("supervised", [f"data.split={split}"])):
+        cfg = load_config(FinetuneConfig, configs / f"{config}_demo.yaml", common + extra)
+        if config == "clinical":
+            cfg.clinical = {"age": "numeric", "sex": "categorical"}
+        run_finetune(cfg, root / "finetune" / cfg.name,
+                     encoder_dir=encoder if config == "ssl" else None, echo=lambda line: None)
+    predictions = sorted((root / "finetune").glob("*/predictions.csv"))
+    run_compare(predictions, root / "compare" / "stats.json", "ssl_vit",
+                CompareSettings(n_boot=n_boot))
+    (root / "provenance.json").write_text(json.dumps(
+        {"git_sha": "0" * 40, "date": "2026-01-01T00:00:00+00:00", "synthetic": True,
+         "versions": {"rn-classifier": "0.1.0"}}))
+    (root / "study.yaml").write_text("name: tiny test study\nreference: ssl_vit\n")
+    return root

@@ -1,0 +1,54 @@
+"""Run a classifier network once and collect its attention maps on the patch grid."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import nn
+
+from .attention import AttentionRecorder, attention_rollout, cls_attention, patch_grid
+
+
+@dataclass
+class AttentionMaps:
+    """One case's maps on the patch grid ``(gx, gy, gz)``.
+
+    cls_heads: ``(H, gx, gy, gz)`` last-layer class-token attention per head (each sums to 1
+    over the patches); cls_mean: their head mean; rollout: attention rollout (sums to ≤ 1: the
+    class token keeps part of the flow for itself).
+    """
+
+    cls_heads: np.ndarray
+    cls_mean: np.ndarray
+    rollout: np.ndarray
+
+    @staticmethod
+    def mean(maps: list["AttentionMaps"]) -> "AttentionMaps":
+        """Average over fold models (the prediction is their mean, so is the map)."""
+        return AttentionMaps(np.mean([m.cls_heads for m in maps], axis=0),
+                             np.mean([m.cls_mean for m in maps], axis=0),
+                             np.mean([m.rollout for m in maps], axis=0))
+
+
+@torch.no_grad()
+def logits_and_attention(network: nn.Module, x: torch.Tensor,
+                         clinical: torch.Tensor | None = None) -> tuple[np.ndarray, list[AttentionMaps]]:
+    """``network(x, clinical)`` with the encoder's attention recorded.
+
+    network: a classifier with an ``encoder`` (:class:`~rn_classifier.models.vit3d.VisionTransformer3D`);
+    x: ``(B, C, X, Y, Z)``. Returns logits ``(B,)`` and one :class:`AttentionMaps` per case.
+    """
+    encoder = network.encoder
+    network.eval()
+    with AttentionRecorder(encoder) as recorder:
+        logits = network(x, clinical)
+    # the encoder's blocks only: a fusion head's own attention (nn.MultiheadAttention) is no timm
+    # Attention and is not recorded
+    grid = encoder.grid_for(x.shape[2:])
+    prefix = encoder.num_prefix_tokens
+    heads = patch_grid(cls_attention(recorder.maps, prefix), grid).cpu().numpy()
+    rollout = patch_grid(attention_rollout(recorder.maps, prefix), grid).cpu().numpy()
+    maps = [AttentionMaps(heads[b], heads[b].mean(axis=0), rollout[b]) for b in range(x.shape[0])]
+    return logits.float().cpu().numpy().reshape(-1), maps

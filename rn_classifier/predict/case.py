@@ -1,0 +1,144 @@
+"""``predict``: a trained model on one new case → probability, fold spread, decision, attention.
+
+Writes into ``out``::
+
+    prediction.json          probability of radiation necrosis (mean of the fold models), fold
+                             probabilities and their spread, the frozen threshold and where it
+                             came from, the decision, model name / version, synthetic flag,
+                             attention focus numbers
+    attention.nii.gz         last-layer class-token attention (head mean, fold mean) on the
+                             image's stored voxel grid and affine (opens aligned in 3D Slicer)
+    attention_rollout.nii.gz attention rollout, same grid
+    attention.png            axial / coronal / sagittal overlays through the lesion, mask contour
+
+Every output is computed before anything is written, and each file is written atomically, with
+``prediction.json`` last; a refused input writes nothing.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from .. import __version__, atomic
+from ..errors import InputError
+from .inputs import parse_clinical, prepare_case
+from .trained_run import TrainedRun, frozen_threshold
+
+FORMAT = "rn-classifier/prediction"
+VERSION = 1
+SYNTHETIC_WARNING = ("MODEL TRAINED ON SYNTHETIC DATA: a software demonstration, not a clinical "
+                     "prediction")
+RESEARCH_NOTE = "Research software; not a medical device. Positive class: 1 = radiation necrosis."
+
+
+def _decision(prob: float, threshold: float) -> str:
+    return "radiation necrosis" if prob >= threshold else "tumour progression"
+
+
+def predict_case(model_dir: str | os.PathLike, image: str | os.PathLike, mask: str | os.PathLike,
+                 out: str | os.PathLike, mask_labels: Sequence[int] | None = None,
+                 clinical: Sequence[str] = (), stats: str | os.PathLike | None = None,
+                 run: TrainedRun | None = None) -> dict:
+    """Predict one case with the fine-tuning run in ``model_dir``; write the outputs to ``out``.
+
+    mask_labels: mask values forming the lesion (MOLAB: 11, 12); empty = every non-zero value.
+    clinical: ``key=value`` strings for models with clinical inputs.
+    stats: a ``stats.json`` whose frozen threshold to use (default: the study's, else the run's
+        own oof predictions; see :func:`~rn_classifier.predict.trained_run.frozen_threshold`).
+    run: an already loaded :class:`TrainedRun` (reused across calls, e.g. in a benchmark).
+    Returns the content of ``prediction.json``.
+    """
+    from ..explain.focus import attention_focus
+    from ..explain.geometry import Grid, crop_to_grid, save_map_nifti, stored_grid, upsample_to_crop
+    from ..explain.figures import overlay_png
+    from ..explain.maps import AttentionMaps
+
+    started = time.perf_counter()
+    run = run or TrainedRun(model_dir)
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise InputError(f"--out {out} is a file; give a folder")
+    frame, imputed = parse_clinical(list(clinical), run.clinical_spec, run.clinical_categories(), run.name)
+    threshold = frozen_threshold(run, stats)
+    prep = run.preprocessing
+    case = prepare_case(image, mask, mask_labels, prep) if run.uses_images else None
+    result = run.predict(case.crop if case else None, frame, with_attention=True)
+    prob = float(result.probs.mean())
+    files: dict[str, bytes | tuple] = {}
+    attention: dict = {"available": False}
+    if result.maps:
+        maps = AttentionMaps.mean(result.maps)
+        crop_shape = case.crop.shape[1:]
+        cls_crop = upsample_to_crop(maps.cls_mean, crop_shape)
+        rollout_crop = upsample_to_crop(maps.rollout, crop_shape)
+        lesion_crop = case.crop[1] > 0.5
+        grid = stored_grid(image, fallback=Grid(case.image.shape, case.image.affine))
+        ras = Grid(case.image.shape, case.image.affine)
+        cls_image = crop_to_grid(cls_crop, case.crop_affine, ras)
+        center = np.argwhere(case.lesion).mean(axis=0)
+        title = (f"{run.name}: P(RN) = {prob:.2f}; last-layer CLS attention, mean of "
+                 f"{len(result.maps)} fold models" + (" — SYNTHETIC-TRAINED MODEL" if run.synthetic else ""))
+        files["attention.png"] = overlay_png(case.image.array, cls_image, case.lesion,
+                                             case.image.spacing, center, title)
+        files["attention.nii.gz"] = ("map", crop_to_grid(cls_crop, case.crop_affine, grid), grid,
+                                     f"rn-classifier {run.name} CLS attention")
+        files["attention_rollout.nii.gz"] = ("map", crop_to_grid(rollout_crop, case.crop_affine, grid),
+                                             grid, f"rn-classifier {run.name} attention rollout")
+        peak = np.unravel_index(int(np.argmax(cls_crop)), cls_crop.shape)
+        attention = {
+            "available": True,
+            "map": "last-layer class-token attention, mean over heads and fold models",
+            "focus": attention_focus(cls_crop, lesion_crop, case.spacing),
+            "focus_rollout": attention_focus(rollout_crop, lesion_crop, case.spacing),
+            "focus_per_head": [attention_focus(upsample_to_crop(h, crop_shape), lesion_crop,
+                                               case.spacing)["in_mask"] for h in maps.cls_heads],
+            "peak_world_ras_mm": [round(float(v), 2) for v in
+                                  case.crop_affine[:3, :3] @ np.asarray(peak, float) + case.crop_affine[:3, 3]],
+            "files": {"cls": "attention.nii.gz", "rollout": "attention_rollout.nii.gz",
+                      "overlay": "attention.png"},
+        }
+    prediction = {
+        "format": FORMAT, "version": VERSION,
+        "synthetic_model": run.synthetic,
+        **({"warning": SYNTHETIC_WARNING} if run.synthetic else {}),
+        "note": RESEARCH_NOTE,
+        "model": {"name": run.name, "kind": run.kind, "run": run.run_dir.name, "n_folds": run.n_folds,
+                  "rn_classifier_version": __version__,
+                  "trained_with_git_sha": run.provenance.get("git_sha"),
+                  "trained_on": run.provenance.get("date")},
+        "input": ({"image": Path(image).name, "mask": Path(mask).name,
+                   "mask_labels": list(mask_labels or []) or "all non-zero",
+                   "stored_spacing_mm": [round(s, 4) for s in case.image.spacing],
+                   "model_spacing_mm": list(prep.spacing), "crop_size": list(prep.crop_size),
+                   "lesion_volume_ml": round(case.lesion_volume_ml, 3),
+                   "lesion_inside_crop": case.lesion_inside_crop} if case is not None else
+                  {"note": f"{run.name} is the clinical-only model: the image was not used"}),
+        "clinical": ({"given": {k: (v if isinstance(v, str) else float(v))
+                                for k, v in frame.iloc[0].items() if k not in imputed},
+                      "imputed_by_model": imputed} if frame is not None else None),
+        "probability_rn": prob,
+        "fold_probabilities": [float(p) for p in result.probs],
+        "fold_spread_sd": float(np.std(result.probs)),
+        "fold_range": [float(result.probs.min()), float(result.probs.max())],
+        "threshold": threshold,
+        "decision": _decision(prob, threshold["value"]),
+        "attention": attention,
+    }
+    if case is not None and not case.lesion_inside_crop:
+        prediction["warnings"] = [f"the lesion extends beyond the {list(prep.crop_size)}-voxel crop "
+                                  "the model sees; only its central part was used"]
+    for name, payload in files.items():
+        if isinstance(payload, bytes):
+            with atomic.atomic_path(out / name, suffix=".png") as tmp:
+                tmp.write_bytes(payload)
+        else:
+            _, array, grid_, description = payload
+            save_map_nifti(array, grid_, out / name, description)
+    prediction["seconds"] = round(time.perf_counter() - started, 3)
+    atomic.write_json(out / "prediction.json", prediction)
+    return prediction
