@@ -35,6 +35,7 @@ COMMAND_MODULES = [
     "rn_classifier.study.commands",
     "rn_classifier.stats.commands",
     "rn_classifier.finetune.commands",
+    "rn_classifier.predict.commands",
 ]
 
 for _name in COMMAND_MODULES:
