@@ -20,7 +20,6 @@ import argparse
 import datetime as dt
 import json
 import os
-import platform
 import shutil
 import subprocess
 import sys
@@ -33,6 +32,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from rn_classifier.stats import delong_covariance, paired_test_from_covariance  # noqa: E402
+from rn_classifier.provenance import machine_description  # noqa: E402
 from rn_classifier.stats.delong import normal_ci  # noqa: E402
 
 PAIRS = [(0, 1), (0, 2), (1, 2)]
@@ -115,20 +115,6 @@ def max_relative_difference(a: dict, b: dict) -> float:
     return worst
 
 
-def machine() -> str:
-    cpu = "unknown CPU"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    load = ", ".join(f"{v:.1f}" for v in os.getloadavg()) if hasattr(os, "getloadavg") else "?"
-    return (f"{cpu}, {os.cpu_count()} cores, {platform.system()}, Python "
-            f"{platform.python_version()}, numpy {np.__version__}; load average at start {load}")
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=1_000_000, help="cases")
@@ -140,7 +126,7 @@ def main() -> int:
                         help="append the figures to benchmarks/RESULTS.md")
     args = parser.parse_args()
 
-    lines = [f"machine: {machine()}"]
+    lines = [f"machine: {machine_description()}; numpy {np.__version__}"]
     y, scores = make_data(args.n)
     wall, cpu, result = time_ours(y, scores, args.repeats)
     lines.append(f"ours  N={args.n:,} x 3 models: {wall:.3f} s wall, {cpu:.3f} s CPU "

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as _dt
+import os
 import platform
 import subprocess
 from importlib import metadata
@@ -44,3 +45,18 @@ def run_provenance() -> dict:
     return {"git_sha": git_sha(), "versions": package_versions(),
             "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
             "platform": platform.platform()}
+
+
+def machine_description() -> str:
+    """CPU model, core count and load average: the line every benchmark result starts with
+    (figures from a shared, loaded machine are read differently from an idle one)."""
+    cpu = platform.processor() or platform.machine()
+    try:
+        cpu = next(line.split(":", 1)[1].strip() for line in
+                   Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    load = (", ".join(f"{v:.1f}" for v in os.getloadavg()) if hasattr(os, "getloadavg")
+            else "unknown")
+    return (f"{cpu}, {os.cpu_count()} cores, {platform.system()}, Python "
+            f"{platform.python_version()}; load average at start {load}")
