@@ -36,7 +36,12 @@ def overlay_png(image: np.ndarray, attention: np.ndarray, lesion: np.ndarray, sp
     sx, sy, sz = (float(s) for s in spacing)
     c = [int(np.clip(round(float(v)), 0, n - 1)) for v, n in zip(center_voxel, image.shape)]
     vmin, vmax = _window(image)
-    amax = float(attention.max()) if attention.size and attention.max() > 0 else 1.0
+    # colour scale over the map's own range where it is non-zero, so a nearly uniform map still
+    # shows its structure (the absolute values are in the NIfTI and the focus numbers)
+    positive = attention[attention > 0]
+    amin = float(positive.min()) if positive.size else 0.0
+    amax = float(positive.max()) if positive.size else 1.0
+    amax = amax if amax > amin else amin + 1e-12
     views = [  # (name, slicer, row-axis spacing / column-axis spacing, labels left/right/top)
         ("axial", lambda a: a[:, :, c[2]].T, sy / sx, ("L", "R", "A")),
         ("coronal", lambda a: a[:, c[1], :].T, sz / sx, ("L", "R", "S")),
@@ -49,7 +54,7 @@ def overlay_png(image: np.ndarray, attention: np.ndarray, lesion: np.ndarray, sp
         ax.imshow(cut(image), cmap="gray", vmin=vmin, vmax=vmax, origin="lower", aspect=aspect,
                   interpolation="nearest")
         heat = np.ma.masked_less_equal(cut(attention), 0.0)
-        shown = ax.imshow(heat, cmap="inferno", vmin=0.0, vmax=amax, alpha=0.5, origin="lower",
+        shown = ax.imshow(heat, cmap="inferno", vmin=amin, vmax=amax, alpha=0.5, origin="lower",
                           aspect=aspect, interpolation="bilinear")
         outline = cut(lesion.astype(np.float32))
         if outline.any():
