@@ -16,8 +16,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import os
-import platform
 import resource
 import tempfile
 import time
@@ -90,14 +88,9 @@ def measure(cases, params: dict, workers: int, threads: int) -> tuple[float, flo
 
 
 def machine() -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        cpu = next(line.split(":", 1)[1].strip() for line in
-                   Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    load = ", ".join(f"{v:.1f}" for v in os.getloadavg())
-    return f"{cpu}, {resolve_workers(0)} cores usable; load average at start {load}"
+    from rn_classifier.provenance import machine_description
+
+    return f"{machine_description()}; {resolve_workers(0)} cores usable"
 
 
 def main() -> None:
