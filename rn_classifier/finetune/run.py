@@ -25,7 +25,7 @@ import pandas as pd
 
 from .. import atomic
 from ..config import config_hash, save_config, to_dict
-from ..data.manifest import check_disjoint_ids, load_manifest
+from ..data.manifest import check_categorical_levels, check_disjoint_ids, load_manifest
 from ..data.split import load_split, make_split, save_split
 from ..errors import InputError
 from ..predictions import write_predictions
@@ -170,6 +170,7 @@ def load_cases(cfg: FinetuneConfig, out: Path, echo: Callable[[str], None]
     if cfg.data.external_manifest:
         external = load_manifest(cfg.data.external_manifest, clinical=spec, require_labels=True)
         check_disjoint_ids(internal, external)
+        check_categorical_levels(internal, external, spec, source=str(cfg.data.external_manifest))
     split = resolve_split(cfg, out, internal, echo)
     keep = ["case_id", "patient_id", "label", "synthetic", *spec]
     cases = internal[keep].merge(split[["case_id", "part", "fold"]], on="case_id", how="left")
