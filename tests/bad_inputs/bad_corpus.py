@@ -1,0 +1,714 @@
+"""The bad-input corpus: every kind of bad input, generated inside the test's temporary folder.
+
+Nothing binary is committed: each kind is a function that writes its files (small NIfTI / NRRD
+volumes, manifests, spreadsheets, predictions, encoder exports, configs) into a folder and
+returns a :class:`Case`: the command line to run through ``rn_classifier.cli.main``, a regular
+expression the one error message must match (it names the file / case / key and says what was
+expected), the exit code, and the outputs that must not exist afterwards.
+
+A good case sits beside each bad one where the stage reads several cases, so the message is
+also checked to name the bad case only.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pandas as pd
+
+from builders import head_volume, save_nifti, sphere, write_tiny_molab
+
+REPO = Path(__file__).resolve().parents[2]
+SHAPE = (40, 44, 36)
+AFFINE = np.diag([2.0, 2.0, 2.0, 1.0])
+
+
+@dataclass
+class Case:
+    argv: list[str]
+    expect: str                      # regex the error output must match
+    outputs: list[Path]              # must not exist after the failed command
+    exit_code: int = 2               # 2 = InputError (cli.main); 1 = check-data found problems
+    not_in_message: list[str] = field(default_factory=list)  # e.g. the good case's id
+    # run in a child process whose files may not grow beyond this many bytes (a disk filling up)
+    file_size_limit: int | None = None
+    in_child: bool = False           # run as its own process (Lightning's loggers hold stderr)
+    # (monkeypatch) -> None: simulates what the test machine cannot produce (e.g. a read-only
+    # folder when the tests run as root, who may write anywhere)
+    setup: Callable | None = None
+
+
+@dataclass(frozen=True)
+class Kind:
+    name: str
+    stage: str
+    build: Callable[[Path], Case]
+
+
+KINDS: list[Kind] = []
+
+
+def kind(stage: str):
+    def register(fn: Callable[[Path], Case]) -> Callable[[Path], Case]:
+        KINDS.append(Kind(fn.__name__, stage, fn))
+        return fn
+    return register
+
+
+class WritesMarker:
+    """A pickle payload: unpickling it runs ``Path.write_text(marker, ...)``."""
+
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path.write_text, (self.marker, "payload ran"))
+
+
+# -- images and masks ---------------------------------------------------------------------------
+
+def lesion_image_and_mask(shape=SHAPE, seed=0) -> tuple[np.ndarray, np.ndarray]:
+    """A head with one lesion: enhancing rim (mask code 11) around a necrotic core (12)."""
+    img = head_volume(shape, seed)
+    centre = (shape[0] // 2, shape[1] // 2, shape[2] // 2)
+    rim, core = sphere(shape, centre, 6), sphere(shape, centre, 3)
+    img[rim], img[core] = 1200, 300
+    mask = np.zeros(shape, np.int16)
+    mask[rim], mask[core] = 11, 12
+    return img, mask
+
+
+def image_cohort(root: Path, bad_image: Callable[[Path], Path] | None = None,
+                 bad_mask: Callable[[Path], Path] | None = None,
+                 mask_labels: str = "11;12") -> Path:
+    """Manifest with one good case (GOOD-01) and one bad case (BAD-01); returns the manifest.
+
+    ``bad_image(folder)`` / ``bad_mask(folder)`` write BAD-01's image / mask and return its path;
+    by default BAD-01 gets a good image / mask like GOOD-01's.
+    """
+    root.mkdir(parents=True, exist_ok=True)
+    img, mask = lesion_image_and_mask()
+    good_img = save_nifti(img, root / "images" / "GOOD-01.nii.gz", AFFINE)
+    good_msk = save_nifti(mask, root / "masks" / "GOOD-01.nii.gz", AFFINE)
+    bad_img = bad_image(root / "images") if bad_image else save_nifti(img, root / "images" / "BAD-01.nii.gz", AFFINE)
+    bad_msk = bad_mask(root / "masks") if bad_mask else save_nifti(mask, root / "masks" / "BAD-01.nii.gz", AFFINE)
+    rows = [("GOOD-01", "PGOOD", good_img, good_msk, "11;12", 1),
+            ("BAD-01", "PBAD", bad_img, bad_msk, mask_labels, 0)]
+    manifest = root / "manifest.csv"
+    pd.DataFrame([{"case_id": c, "patient_id": p, "center": "TEST",
+                   "image": str(i.relative_to(root)), "mask": str(m.relative_to(root)),
+                   "mask_labels": labels, "label": y, "synthetic": 1}
+                  for c, p, i, m, labels, y in rows]).to_csv(manifest, index=False)
+    return manifest
+
+
+def preprocess_case(root: Path, expect: str, **cohort) -> Case:
+    """``preprocess`` of a two-case manifest: the cache must not appear at all."""
+    manifest = image_cohort(root, **cohort)
+    out = root / "cache"
+    return Case(["preprocess", str(manifest), "--out", str(out), "--set", "workers=1"],
+                rf"case BAD-01: .*{expect}", [out], not_in_message=["GOOD-01"])
+
+
+def _good_image(folder: Path, name="BAD-01.nii.gz") -> Path:
+    return save_nifti(lesion_image_and_mask()[0], folder / name, AFFINE)
+
+
+def _good_mask(folder: Path, name="BAD-01.nii.gz", affine=AFFINE, shape=SHAPE) -> Path:
+    return save_nifti(lesion_image_and_mask(shape)[1], folder / name, affine)
+
+
+def _truncate(path: Path, keep: float = 0.5) -> Path:
+    data = path.read_bytes()
+    path.write_bytes(data[: int(len(data) * keep)])
+    return path
+
+
+def _write_nrrd(array: np.ndarray, path: Path) -> Path:
+    import SimpleITK as sitk
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    image = sitk.GetImageFromArray(np.transpose(array, (2, 1, 0)))
+    image.SetSpacing((2.0, 2.0, 2.0))
+    writer = sitk.ImageFileWriter()
+    writer.SetFileName(str(path))
+    writer.SetUseCompression(False)
+    writer.Execute(image)
+    return path
+
+
+@kind("preprocess")
+def truncated_nifti(root: Path) -> Case:
+    """An uncompressed .nii cut in half (an interrupted copy)."""
+    return preprocess_case(root, r"BAD-01\.nii: NIfTI data could not be read, the file may be truncated",
+                           bad_image=lambda d: _truncate(_good_image(d, "BAD-01.nii")))
+
+
+@kind("preprocess")
+def truncated_nifti_gz(root: Path) -> Case:
+    return preprocess_case(root, r"BAD-01\.nii\.gz: NIfTI data could not be read, the file may be truncated",
+                           bad_image=lambda d: _truncate(_good_image(d)))
+
+
+@kind("preprocess")
+def corrupt_nifti(root: Path) -> Case:
+    """Random bytes under a .nii.gz name."""
+    def write(d: Path) -> Path:
+        d.mkdir(parents=True, exist_ok=True)
+        (d / "BAD-01.nii.gz").write_bytes(gzip.compress(np.random.default_rng(0).bytes(4096)))
+        return d / "BAD-01.nii.gz"
+    return preprocess_case(root, r"BAD-01\.nii\.gz: not a readable NIfTI file", bad_image=write)
+
+
+@kind("preprocess")
+def truncated_nrrd(root: Path) -> Case:
+    return preprocess_case(root, r"BAD-01\.nrrd: not a readable image",
+                           bad_image=lambda d: _truncate(_write_nrrd(lesion_image_and_mask()[0], d / "BAD-01.nrrd")))
+
+
+@kind("preprocess")
+def corrupt_nrrd(root: Path) -> Case:
+    """An NRRD header whose fields make no sense."""
+    def write(d: Path) -> Path:
+        d.mkdir(parents=True, exist_ok=True)
+        (d / "BAD-01.nrrd").write_bytes(b"NRRD0004\ntype: banana\ndimension: three\nsizes: a b c\n"
+                                        b"encoding: raw\n\n" + bytes(64))
+        return d / "BAD-01.nrrd"
+    return preprocess_case(root, r"BAD-01\.nrrd: not a readable image", bad_image=write)
+
+
+@kind("preprocess")
+def unsupported_image_format(root: Path) -> Case:
+    def write(d: Path) -> Path:
+        d.mkdir(parents=True, exist_ok=True)
+        (d / "BAD-01.png").write_bytes(b"\x89PNG\r\n\x1a\n")
+        return d / "BAD-01.png"
+    return preprocess_case(root, r"BAD-01\.png: unsupported image format; expected one of", bad_image=write)
+
+
+@kind("preprocess")
+def image_file_missing(root: Path) -> Case:
+    return preprocess_case(root, r"BAD-01\.nii\.gz: file does not exist",
+                           bad_image=lambda d: d / "BAD-01.nii.gz")
+
+
+@kind("preprocess")
+def image_4d(root: Path) -> Case:
+    """A 4D series (3 time points) where one 3D T1CE volume is expected."""
+    def write(d: Path) -> Path:
+        vol = lesion_image_and_mask()[0]
+        return save_nifti(np.stack([vol] * 3, axis=-1), d / "BAD-01.nii.gz", AFFINE)
+    return preprocess_case(root, r"BAD-01\.nii\.gz: expected a 3D volume, found 4D with shape \(40, 44, 36, 3\)",
+                           bad_image=write)
+
+
+@kind("preprocess")
+def image_2d(root: Path) -> Case:
+    """One slice exported as the whole image."""
+    def write(d: Path) -> Path:
+        return save_nifti(lesion_image_and_mask()[0][:, :, 18], d / "BAD-01.nii.gz", AFFINE)
+    return preprocess_case(root, r"BAD-01\.nii\.gz: expected a 3D volume, found 2D with shape \(40, 44\)",
+                           bad_image=write)
+
+
+@kind("preprocess")
+def mask_shape_mismatch(root: Path) -> Case:
+    return preprocess_case(root, r"mask shape \(40, 44, 30\) differs from image shape \(40, 44, 36\)",
+                           bad_mask=lambda d: _good_mask(d, shape=(40, 44, 30)))
+
+
+@kind("preprocess")
+def mask_spacing_mismatch(root: Path) -> Case:
+    return preprocess_case(root, r"mask geometry differs from the image .*image spacing \[2\.0, 2\.0, 2\.0\], "
+                                 r"mask spacing \[2\.0, 2\.0, 2\.5\]",
+                           bad_mask=lambda d: _good_mask(d, affine=np.diag([2.0, 2.0, 2.5, 1.0])))
+
+
+@kind("preprocess")
+def mask_affine_mismatch(root: Path) -> Case:
+    """Same grid size and spacing, origin moved by 6 mm (a mask from another registration)."""
+    shifted = AFFINE.copy()
+    shifted[:3, 3] = [6.0, 0.0, 0.0]
+    return preprocess_case(root, r"mask geometry differs from the image \(largest affine difference 6 mm",
+                           bad_mask=lambda d: _good_mask(d, affine=shifted))
+
+
+@kind("preprocess")
+def empty_mask(root: Path) -> Case:
+    def write(d: Path) -> Path:
+        return save_nifti(np.zeros(SHAPE, np.int16), d / "BAD-01.nii.gz", AFFINE)
+    return preprocess_case(root, r"mask .*BAD-01\.nii\.gz lacks lesion code\(s\) \[11, 12\]; expected "
+                                 r"\[11, 12\], found \[\]", bad_mask=write)
+
+
+@kind("preprocess")
+def mask_missing_listed_codes(root: Path) -> Case:
+    """The manifest lists lesion 2 (21;22) but the mask holds lesion 1 only."""
+    return preprocess_case(root, r"mask .*BAD-01\.nii\.gz lacks lesion code\(s\) \[21, 22\]; expected "
+                                 r"\[21, 22\], found \[11, 12\]", mask_labels="21;22")
+
+
+def _image_with(value: float) -> Callable[[Path], Path]:
+    def write(d: Path) -> Path:
+        vol = lesion_image_and_mask()[0].astype(np.float32)
+        vol[5:7, 5:7, 5:7] = value
+        return save_nifti(vol, d / "BAD-01.nii.gz", AFFINE)
+    return write
+
+
+@kind("preprocess")
+def nan_voxels(root: Path) -> Case:
+    return preprocess_case(root, r"BAD-01\.nii\.gz holds NaN or infinite voxels", bad_image=_image_with(np.nan))
+
+
+@kind("preprocess")
+def inf_voxels(root: Path) -> Case:
+    return preprocess_case(root, r"BAD-01\.nii\.gz holds NaN or infinite voxels", bad_image=_image_with(np.inf))
+
+
+@kind("preprocess")
+def all_zero_image(root: Path) -> Case:
+    def write(d: Path) -> Path:
+        return save_nifti(np.zeros(SHAPE, np.int16), d / "BAD-01.nii.gz", AFFINE)
+    return preprocess_case(root, r"image has no foreground \(it is constant or all zeros\)", bad_image=write)
+
+
+@kind("preprocess")
+def huge_nifti_header(root: Path) -> Case:
+    """A 352-byte NIfTI whose header declares 5000³ voxels: refused from the header, before any
+    voxel is read (reading would fail as truncated, with another message)."""
+    def write(d: Path) -> Path:
+        d.mkdir(parents=True, exist_ok=True)
+        header = nib.Nifti1Header()
+        header.set_data_shape((5000, 5000, 5000))
+        header.set_data_dtype(np.int16)
+        header.set_qform(AFFINE, code=1)
+        path = d / "BAD-01.nii"
+        path.write_bytes(header.binaryblock + b"\x00" * 4)
+        return path
+    return preprocess_case(root, r"BAD-01\.nii: header declares \(5000, 5000, 5000\) = 125,000,000,000 "
+                                 r"voxels, more than the 1,073,741,824 accepted; refusing to read it",
+                           bad_image=write)
+
+
+@kind("preprocess")
+def huge_nrrd_header(root: Path) -> Case:
+    def write(d: Path) -> Path:
+        d.mkdir(parents=True, exist_ok=True)
+        (d / "BAD-01.nrrd").write_bytes(b"NRRD0004\ntype: short\ndimension: 3\nsizes: 5000 5000 5000\n"
+                                        b"spacings: 1 1 1\nencoding: raw\nendian: little\n\n")
+        return d / "BAD-01.nrrd"
+    return preprocess_case(root, r"BAD-01\.nrrd: header declares \(5000, 5000, 5000\) .* refusing to read it",
+                           bad_image=write)
+
+
+@kind("check-data")
+def check_data_lists_every_bad_case(root: Path) -> Case:
+    """check-data reads the same corpus and lists every problem (here NaN voxels + missing codes)."""
+    manifest = image_cohort(root, bad_image=_image_with(np.nan), mask_labels="11;12;13")
+    return Case(["check-data", str(manifest), "--workers", "1"],
+                r"2 problem\(s\) in 2 cases.*case BAD-01: image .*BAD-01\.nii\.gz holds 8 NaN/infinite "
+                r"voxels.*case BAD-01: mask .* lacks lesion code\(s\) \[13\]", [], exit_code=1,
+                not_in_message=["case GOOD-01"])
+
+
+# -- cohort tables ------------------------------------------------------------------------------
+
+def cohort_table(n_patients: int, prefix: str, seed: int = 0) -> pd.DataFrame:
+    """Manifest rows (no image files needed by the table-level stages) with age and sex."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for p in range(n_patients):
+        cid = f"{prefix}-{p:03d}"
+        rows.append({"case_id": cid, "patient_id": f"P{prefix}{p:03d}", "center": prefix,
+                     "image": f"images/{cid}.nii.gz", "mask": f"masks/{cid}.nii.gz",
+                     "mask_labels": "11;12", "label": p % 2, "synthetic": 1,
+                     "age": float(rng.integers(40, 80)), "sex": "FM"[p % 2 if p < 2 else rng.integers(2)]})
+    return pd.DataFrame(rows)
+
+
+def split_case(root: Path, df: pd.DataFrame, expect: str) -> Case:
+    root.mkdir(parents=True, exist_ok=True)
+    df.to_csv(root / "internal.csv", index=False)
+    out = root / "split.csv"
+    return Case(["split", str(root / "internal.csv"), "--out", str(out), "--folds", "2"], expect, [out])
+
+
+@kind("split")
+def label_outside_0_1(root: Path) -> Case:
+    df = cohort_table(12, "INT")
+    df["label"] = df["label"].astype(object)
+    df.loc[3, "label"] = 2
+    return split_case(root, df, r"case INT-003: label must be 1 \(radiation necrosis\), 0 \(progression\) "
+                                r"or empty, got '?2")
+
+
+@kind("split")
+def single_class(root: Path) -> Case:
+    df = cohort_table(12, "INT").assign(label=1)
+    return split_case(root, df, r"the internal cohort needs both classes to be split, found 12 radiation "
+                                r"necrosis \(1\), 0 progression \(0\)")
+
+
+@kind("split")
+def duplicate_case_id(root: Path) -> Case:
+    df = cohort_table(12, "INT")
+    df.loc[5, "case_id"] = "INT-004"
+    return split_case(root, df, r"case INT-004: case_id appears more than once \(expected unique ids\)")
+
+
+@kind("split")
+def manifest_missing_column(root: Path) -> Case:
+    return split_case(root, cohort_table(12, "INT").drop(columns="mask_labels"),
+                      r"internal\.csv: missing column\(s\) \['mask_labels'\]; expected at least")
+
+
+@kind("split")
+def mask_labels_not_integers(root: Path) -> Case:
+    df = cohort_table(12, "INT")
+    df.loc[2, "mask_labels"] = "enhancing;necrotic"
+    return split_case(root, df, r"case INT-002: mask_labels must be integers separated by ';', "
+                                r"got 'enhancing;necrotic'")
+
+
+CLINICAL_YAML = """\
+name: clinical
+data:
+  internal_manifest: {internal}
+  external_manifest: {external}
+cv:
+  n_folds: 2
+clinical:
+  age: numeric
+  sex: categorical
+model:
+  kind: clinical
+"""
+
+
+def finetune_clinical_case(root: Path, expect: str, edit_internal=None, edit_external=None) -> Case:
+    """The clinical-only model (no images needed) on a 12 + 4 patient cohort."""
+    root.mkdir(parents=True, exist_ok=True)
+    internal, external = cohort_table(12, "INT"), cohort_table(4, "EXT", seed=1)
+    internal = edit_internal(internal) if edit_internal else internal
+    external = edit_external(external) if edit_external else external
+    internal.to_csv(root / "internal.csv", index=False)
+    external.to_csv(root / "external.csv", index=False)
+    config = root / "clinical.yaml"
+    config.write_text(CLINICAL_YAML.format(internal=root / "internal.csv", external=root / "external.csv"))
+    out = root / "run"
+    return Case(["finetune", "--config", str(config), "--out", str(out)], expect,
+                [out / "predictions.csv", out / "config.yaml", out / "split.csv", out / "folds"])
+
+
+def _set(row: int, column: str, value):
+    def edit(df: pd.DataFrame) -> pd.DataFrame:
+        df = df.copy()
+        df[column] = df[column].astype(object)
+        df.loc[row, column] = value
+        return df
+    return edit
+
+
+@kind("finetune")
+def duplicate_case_id_internal_external(root: Path) -> Case:
+    return finetune_clinical_case(root, r"case_ids present in both internal and external cohorts: \['INT-001'\]",
+                                  edit_external=_set(0, "case_id", "INT-001"))
+
+
+@kind("finetune")
+def duplicate_patient_id_internal_external(root: Path) -> Case:
+    return finetune_clinical_case(root, r"patient_ids present in both internal and external cohorts: "
+                                        r"\['PINT007'\]", edit_external=_set(2, "patient_id", "PINT007"))
+
+
+@kind("finetune")
+def clinical_column_missing(root: Path) -> Case:
+    return finetune_clinical_case(root, r"internal\.csv: clinical column\(s\) \['age'\] named in the config are "
+                                        r"missing", edit_internal=lambda df: df.drop(columns="age"))
+
+
+@kind("finetune")
+def clinical_value_mistyped(root: Path) -> Case:
+    return finetune_clinical_case(root, r"case INT-004: clinical column 'age' is numeric but holds 'sixty-two'",
+                                  edit_internal=_set(4, "age", "sixty-two"))
+
+
+@kind("finetune")
+def unknown_categorical_level(root: Path) -> Case:
+    """A level in the external cohort that the model never saw ('Female' where training has F/M)."""
+    return finetune_clinical_case(root, r"external\.csv: categorical clinical column 'sex' holds level\(s\) "
+                                        r"never seen in the internal cohort: 'Female' \(case\(s\) EXT-001\); "
+                                        r"known levels \['F', 'M'\]",
+                                  edit_external=_set(1, "sex", "Female"))
+
+
+@kind("finetune")
+def external_label_missing(root: Path) -> Case:
+    return finetune_clinical_case(root, r"case EXT-002: label is empty \(a labelled cohort is required here\)",
+                                  edit_external=_set(2, "label", None))
+
+
+# -- MOLAB import: the clinical spreadsheet -------------------------------------------------------
+
+def molab_case(root: Path, edit_sheet, expect: str) -> Case:
+    paths = write_tiny_molab(root / "molab", n_patients=3)
+    sheet = pd.read_excel(paths["clinical"], header=None, dtype=object)
+    edit_sheet(sheet).to_excel(paths["clinical"], header=False, index=False)
+    out = root / "manifest.csv"
+    return Case(["import-molab", str(paths["tree"]), "--labels", str(paths["labels"]),
+                 "--clinical", str(paths["clinical"]), "--out", str(out)], expect, [out])
+
+
+@kind("import-molab")
+def spreadsheet_header_shifted_down(root: Path) -> Case:
+    """A third header row (e.g. units) the column map does not expect."""
+    def edit(sheet):
+        units = pd.DataFrame([["(pseudonym)", "years", "", "", "#", "", "Gy", "", "months", ""]])
+        return pd.concat([sheet.iloc[:2], units, sheet.iloc[2:]], ignore_index=True)
+    return molab_case(root, edit, r"clinical spreadsheet .*clinical\.xlsx does not match the column map "
+                                  r"\(header_rows=2.*column 1 \('age', numeric\) holds non-numbers \['years'\]")
+
+
+@kind("import-molab")
+def spreadsheet_columns_shifted_right(root: Path) -> Case:
+    """An extra leading column (a row number) moves every column one to the right."""
+    def edit(sheet):
+        out = sheet.copy()
+        out.insert(0, "n", ["", "#"] + list(range(1, len(sheet) - 1)))
+        out.columns = range(out.shape[1])
+        return out
+    return molab_case(root, edit, r"clinical\.xlsx does not match the column map .*column 1 \('age', numeric\) "
+                                  r"holds non-numbers \['P000'")
+
+
+@kind("import-molab")
+def spreadsheet_lacks_mapped_column(root: Path) -> Case:
+    return molab_case(root, lambda sheet: sheet.iloc[:, :4],
+                      r"clinical\.xlsx has 4 columns, but the column map asks for positions \{'lesion': 4, "
+                      r"'primary': 5\}; check the column map")
+
+
+# -- predictions --------------------------------------------------------------------------------
+
+def predictions_frame(model: str, n: int = 12) -> pd.DataFrame:
+    rng = np.random.default_rng(len(model))
+    y = np.arange(n) % 2
+    return pd.DataFrame({"model": model, "case_id": [f"C{i:03d}" for i in range(n)],
+                         "patient_id": [f"P{i:03d}" for i in range(n)], "cohort": "internal_test",
+                         "fold": -1, "y_true": y, "y_prob": np.clip(0.3 * y + rng.uniform(0, 0.7, n), 0, 1)})
+
+
+def compare_case(root: Path, other: pd.DataFrame, expect: str) -> Case:
+    root.mkdir(parents=True, exist_ok=True)
+    predictions_frame("ssl_vit").to_csv(root / "ssl_vit.csv", index=False)
+    other.to_csv(root / "radiomics.csv", index=False)
+    out = root / "stats.json"
+    return Case(["compare", str(root / "ssl_vit.csv"), str(root / "radiomics.csv"), "--reference", "ssl_vit",
+                 "--out", str(out), "--n-boot", "50"], expect, [out])
+
+
+@kind("compare")
+def predictions_missing_a_case(root: Path) -> Case:
+    other = predictions_frame("radiomics").drop(index=3)
+    return compare_case(root, other, r"model radiomics has no internal_test prediction for case\(s\) C003 "
+                                     r"that other models have")
+
+
+@kind("compare")
+def predictions_probability_out_of_range(root: Path) -> Case:
+    other = predictions_frame("radiomics")
+    other.loc[5, "y_prob"] = 1.7
+    return compare_case(root, other, r"radiomics\.csv: y_prob must be a probability in \[0, 1\]: C005 \(line 7\)")
+
+
+# -- encoder export -----------------------------------------------------------------------------
+
+SSL_YAML = """\
+name: ssl_vit
+data:
+  internal_manifest: {root}/internal.csv
+  internal_cache: {root}/cache_internal
+cv:
+  n_folds: 2
+model:
+  kind: vit
+  arch: vit3d_tiny_p8
+  pretrained: {root}/encoder
+  crop_size: [16, 16, 16]
+train:
+  epochs: 1
+  accelerator: cpu
+  num_workers: 0
+"""
+
+
+def encoder_case(root: Path, damage: Callable[[Path], None], expect: str) -> Case:
+    """The SSL fine-tuning config on a 12-case cache, with a damaged encoder export."""
+    import torch
+    from safetensors.torch import load_file, save_file  # noqa: F401 (used by the damage functions)
+
+    from rn_classifier.data.cache import write_cache
+    from rn_classifier.models import create_model
+    from rn_classifier.models.export import save_encoder
+
+    root.mkdir(parents=True, exist_ok=True)
+    df = cohort_table(12, "INT")
+    df.to_csv(root / "internal.csv", index=False)
+    crops = np.random.default_rng(0).normal(size=(len(df), 2, 24, 24, 24)).astype(np.float32)
+    norm = {"method": "zscore_foreground", "clip_percentiles": [0.5, 99.5]}
+    write_cache(root / "cache_internal", crops, df[["case_id", "patient_id", "center", "label", "synthetic"]],
+                {"spacing": [2.0, 2.0, 2.0], "channels": ["t1ce", "mask"], "normalisation": norm, "synthetic": True})
+    torch.manual_seed(0)
+    model = create_model("vit3d_tiny_p8", img_size=16, in_chans=1)
+    save_encoder(model, root / "encoder", arch="vit3d_tiny_p8", crop_size=[16] * 3, spacing=[2.0] * 3,
+                 normalisation=norm, config={"note": "bad-input corpus"})
+    damage(root / "encoder")
+    (root / "ssl.yaml").write_text(SSL_YAML.format(root=root))
+    out = root / "run"
+    return Case(["finetune", "--config", str(root / "ssl.yaml"), "--out", str(out)], expect,
+                [out / "predictions.csv", out / "config.yaml", out / "folds"])
+
+
+@kind("finetune")
+def encoder_tensor_wrong_shape(root: Path) -> Case:
+    def damage(folder: Path) -> None:
+        from safetensors.torch import load_file, save_file
+
+        tensors = load_file(str(folder / "encoder.safetensors"))
+        tensors["pos_embed"] = tensors["pos_embed"][:, :5].contiguous()
+        save_file(tensors, str(folder / "encoder.safetensors"))
+    return encoder_case(root, damage, r"encoder\.safetensors does not match the architecture in .*encoder\.json: "
+                                      r"tensor 'pos_embed' has shape \[1, 5, 192\], expected \[1, 9, 192\]")
+
+
+@kind("finetune")
+def encoder_meta_missing_key(root: Path) -> Case:
+    def damage(folder: Path) -> None:
+        meta = json.loads((folder / "encoder.json").read_text())
+        del meta["spacing"]
+        (folder / "encoder.json").write_text(json.dumps(meta))
+    return encoder_case(root, damage, r"encoder\.json lacks the key\(s\) \['spacing'\]")
+
+
+# -- configs ------------------------------------------------------------------------------------
+
+def pretrain_config_case(root: Path, text: str, expect: str, *extra: str) -> Case:
+    root.mkdir(parents=True, exist_ok=True)
+    config = root / "dino.yaml"
+    config.write_text((REPO / "configs" / "pretrain" / "dino_demo.yaml").read_text() + text)
+    out = root / "run"
+    return Case(["pretrain", "--config", str(config), "--out", str(out), "--accelerator", "cpu", *extra],
+                expect, [out])
+
+
+@kind("config")
+def config_unknown_key(root: Path) -> Case:
+    """A misspelt key (``lrr``) is refused, never ignored."""
+    return pretrain_config_case(root, "extra:\n  lrr: 0.1\n", r"dino\.yaml: key 'extra': Key 'extra' not in 'PretrainConfig'")
+
+
+@kind("config")
+def config_wrong_type(root: Path) -> Case:
+    return pretrain_config_case(root, "", r"key 'trainer\.epochs': Value 'ten' of type 'str' could not be "
+                                          r"converted to Integer", "--set", "trainer.epochs=ten")
+
+
+@kind("config")
+def config_not_yaml(root: Path) -> Case:
+    return pretrain_config_case(root, "data: [unclosed\n", r"dino\.yaml: not valid YAML")
+
+
+@kind("config")
+def config_override_without_value(root: Path) -> Case:
+    return pretrain_config_case(root, "", r"override 'trainer\.epochs' must look like key=value",
+                                "--set", "trainer.epochs")
+
+
+# -- outputs ------------------------------------------------------------------------------------
+
+def _read_only(folder: Path) -> Callable:
+    """Make ``folder`` read-only; as root (permission bits do not stop root) make os.access say so."""
+    import os
+
+    folder.chmod(0o555)
+
+    def setup(monkeypatch) -> None:
+        if os.geteuid() == 0:
+            real = os.access
+            monkeypatch.setattr(os, "access", lambda p, mode, *a, **k: False if (
+                Path(p) == folder and mode & os.W_OK) else real(p, mode, *a, **k))
+    return setup
+
+
+@kind("output")
+def output_folder_not_writable(root: Path) -> Case:
+    case = split_case(root, cohort_table(12, "INT"), r"output folder .*read_only is not writable")
+    out = root / "read_only" / "split.csv"
+    out.parent.mkdir()
+    case.argv[case.argv.index("--out") + 1] = str(out)
+    case.outputs, case.setup = [out], _read_only(out.parent)
+    return case
+
+
+@kind("output")
+def output_folder_is_a_file(root: Path) -> Case:
+    case = split_case(root, cohort_table(12, "INT"), r"cannot create output folder .*results\.txt: (Not a directory|File exists)")
+    (root / "results.txt").write_text("an existing file where the output folder should be\n")
+    case.argv[case.argv.index("--out") + 1] = str(root / "results.txt" / "split.csv")
+    case.outputs = [root / "results.txt" / "split.csv"]
+    return case
+
+
+@kind("output")
+def disk_full_while_writing_cache(root: Path) -> Case:
+    """The preprocess cache outgrows what the disk can take (simulated with a file-size limit:
+    the kernel refuses the write part-way, as on a full disk)."""
+    case = preprocess_case(root, "")
+    case.expect = r"cannot write .*cache: the file size limit was reached .*nothing was written under that name"
+    case.not_in_message, case.file_size_limit = [], 64 * 1024
+    return case
+
+
+@kind("output")
+def disk_full_while_writing_json(root: Path) -> Case:
+    """``compare`` has computed everything and cannot write stats.json."""
+    case = compare_case(root, predictions_frame("radiomics"), r"cannot write .*stats\.json: the file size limit "
+                                                              r"was reached")
+    case.file_size_limit = 1024
+    return case
+
+
+# -- checkpoints --------------------------------------------------------------------------------
+
+@kind("pretrain")
+def resume_checkpoint_with_pickle_payload(root: Path) -> Case:
+    """``pretrain --resume`` of a run whose last.ckpt was replaced by one carrying a payload."""
+    import torch
+
+    from pretrain_fakes import make_pool_cache, tiny_config
+    from rn_classifier.config import save_config
+
+    pool = make_pool_cache(root / "pool", n=4)
+    run = root / "run"
+    save_config(tiny_config(pool, "dino"), run / "config.yaml")
+    (run / "checkpoints").mkdir(parents=True)
+    torch.save({"state_dict": {}, "global_step": 2, "loops": WritesMarker(root / "marker")},
+               run / "checkpoints" / "last.ckpt")
+    return Case(["pretrain", "--resume", str(run), "--accelerator", "cpu"],
+                r"last\.ckpt was refused: it contains a pickled Python object \([\w.]+\)",
+                [root / "marker", run / "encoder.safetensors", run / "summary.json"], in_child=True)
+
+
+@kind("pretrain")
+def resume_folder_without_run(root: Path) -> Case:
+    (root / "empty").mkdir(parents=True)
+    return Case(["pretrain", "--resume", str(root / "empty"), "--accelerator", "cpu"],
+                r"--resume .*empty: this folder holds no pretraining run to resume \(expected config\.yaml "
+                r"and checkpoints/last\.ckpt", [root / "empty" / "config.yaml"])
