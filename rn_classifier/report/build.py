@@ -1,0 +1,286 @@
+"""``build_report``: stats.json + predictions + run folders → report.html and report.json.
+
+The HTML is rendered from the report.json content alone (Jinja2 template
+``templates/report.html``): every number shown is either copied from ``stats.json`` (AUCs, CIs,
+p-values, thresholds, operating points, calibration, decision curves) or computed here once and
+stored in ``report.json`` (cohort counts, ROC confidence bands, referral curves, attention focus),
+never in the template. Figures are PNGs drawn from those same numbers and inlined as base64, so
+the file opens anywhere without a network (a USB stick is enough).
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from .. import __version__, atomic
+from ..errors import InputError
+from . import figures
+from .pseudonym import Pseudonymizer, scrub_paths
+from .sources import ReportSources, find_sources, resolve_data_path
+
+FORMAT, VERSION = "rn-classifier/report", 1
+COHORT_TITLES = {"oof": "Cross-validation (out-of-fold)", "internal_test": "Internal test",
+                 "external": "External"}
+UNCERTAINTY_COHORTS = ("internal_test", "external")
+
+
+def _models(stats: dict) -> list[str]:
+    ordered = [stats["reference"]]
+    for info in stats["cohorts"].values():
+        ordered += [m for m in info["models"] if m not in ordered]
+    return ordered
+
+
+def _run_description(run_dir: Path) -> dict:
+    from ..config import load_config
+    from ..finetune.config import FinetuneConfig
+
+    cfg = load_config(FinetuneConfig, run_dir / "config.yaml")
+    kind = ("clinical-only logistic regression" if cfg.model.kind == "clinical" else
+            f"{cfg.model.arch} ViT, {'self-supervised pretrained' if cfg.model.pretrained else 'random init (supervised)'}"
+            + {"late": " + clinical (late fusion)", "intermediate": " + clinical (intermediate fusion)"}.get(cfg.fusion.kind, ""))
+    return {"description": kind, "n_folds": cfg.cv.n_folds, "test_fraction": cfg.cv.test_fraction,
+            "clinical_columns": dict(cfg.clinical), "crop_size": list(cfg.model.crop_size),
+            "epochs": cfg.train.epochs, "cfg": cfg}
+
+
+def _centres_and_missing(sources: ReportSources, descriptions: dict) -> dict:
+    """Centres and missing clinical values per cohort, from the manifests the runs name."""
+    from ..data.manifest import load_manifest
+
+    out = {}
+    for name, info in descriptions.items():
+        cfg = info["cfg"]
+        for part, value in (("internal", cfg.data.internal_manifest), ("external", cfg.data.external_manifest)):
+            if part in out:
+                continue
+            path = resolve_data_path(value, sources.finetune_runs[name], sources.root, None)
+            if path is None or not path.is_file():
+                continue
+            df = load_manifest(path)
+            columns = sorted({c for d in descriptions.values() for c in d["clinical_columns"]} & set(df.columns))
+            out[part] = {"centres": {str(k): int(v) for k, v in df["center"].value_counts().items()},
+                         "n_cases": int(len(df)), "n_patients": int(df["patient_id"].nunique()),
+                         "missing_clinical": {c: int(df[c].isna().sum()) for c in columns}}
+    return out
+
+
+def _roc_bands(table: pd.DataFrame, stats: dict) -> dict:
+    from ..stats.roc_band import roc_confidence_band
+
+    settings = stats.get("settings", {})
+    bands: dict = {}
+    for cohort, info in stats["cohorts"].items():
+        bands[cohort] = {}
+        for model in info["models"]:
+            part = table[(table["model"] == model) & (table["cohort"] == cohort)]
+            if part["y_true"].nunique() < 2:
+                continue
+            bands[cohort][model] = roc_confidence_band(
+                part["y_true"].to_numpy(), part["y_prob"].to_numpy(), part["patient_id"].astype(str).to_numpy(),
+                n_boot=int(settings.get("n_boot", 1000)), conf_level=float(settings.get("conf_level", 0.95)),
+                seed=int(settings.get("seed", 0)))
+    return bands
+
+
+def _uncertainty(table: pd.DataFrame, stats: dict, pseudo: Pseudonymizer) -> dict:
+    from ..stats.referral import referral_curve
+
+    out: dict = {"referral": {}, "cases": []}
+    thresholds = stats.get("thresholds") or {}
+    for cohort in UNCERTAINTY_COHORTS:
+        if cohort not in stats["cohorts"]:
+            continue
+        out["referral"][cohort] = {}
+        for model in stats["cohorts"][cohort]["models"]:
+            part = table[(table["model"] == model) & (table["cohort"] == cohort)]
+            if part["y_std"].notna().all() and part["y_true"].nunique() == 2:
+                out["referral"][cohort][model] = referral_curve(
+                    part["y_true"].to_numpy(), part["y_prob"].to_numpy(), part["y_std"].to_numpy())
+    reference = stats["reference"]
+    t = (thresholds.get(reference) or {}).get("threshold")
+    rows = table[(table["model"] == reference) & table["cohort"].isin(UNCERTAINTY_COHORTS)]
+    for _, r in rows.sort_values(["cohort", "y_std"], ascending=[True, False]).iterrows():
+        called = None if t is None else int(r["y_prob"] >= t)
+        out["cases"].append({"case": pseudo.case(r["case_id"]), "patient": pseudo.patient(r["patient_id"]),
+                             "cohort": r["cohort"], "y_true": int(r["y_true"]), "y_prob": float(r["y_prob"]),
+                             "y_std": None if pd.isna(r["y_std"]) else float(r["y_std"]),
+                             "called_rn": called,
+                             "correct": None if called is None else called == int(r["y_true"])})
+    out["model"] = reference
+    return out
+
+
+def _tripod(report: dict) -> list[dict]:
+    """TRIPOD+AI (Collins et al., BMJ 2024) items this run can state by itself."""
+    stats_settings = report["settings"]
+    cohorts = report["cohorts"]
+    sizes = "; ".join(f"{COHORT_TITLES.get(c, c)}: {v['n_cases']} lesions from {v['n_patients']} patients "
+                      f"({v['n_positive']} radiation necrosis, {v['n_negative']} progression)"
+                      for c, v in cohorts.items())
+    sources = report["provenance"]["data"]
+    centre_text = "; ".join(f"{part}: " + ", ".join(f"{k} (n={v})" for k, v in info["centres"].items())
+                            for part, info in sources.items()) or "not recorded in the run folder"
+    missing = "; ".join(f"{part}: " + (", ".join(f"{c} {n}" for c, n in info["missing_clinical"].items())
+                                       or "no clinical columns used")
+                        for part, info in sources.items()) or "manifests not found from the run folder"
+    models = "; ".join(f"{m}: {d}" for m, d in report["model_descriptions"].items())
+    folds = sorted({d["n_folds"] for d in report["run_settings"].values()})
+    return [
+        {"item": "Source of data", "text": ("SYNTHETIC cohort generated by rn_classifier.data.synth — "
+                                            "not patient data. " if report["synthetic"] else "") + f"Centres: {centre_text}."},
+        {"item": "Outcome", "text": "Radiation necrosis (1) vs. tumour progression (0) per lesion and time point."},
+        {"item": "Sample size", "text": sizes + "."},
+        {"item": "Missing data", "text": f"Missing clinical values per column: {missing}. Numeric values are "
+                 "imputed with the training-fold median, categorical ones as their own category; the "
+                 "imputation is fitted on training folds only."},
+        {"item": "Model type and predictors", "text": models + "."},
+        {"item": "Validation", "text": f"Patient-level split: internal cross-validation ({', '.join(map(str, folds))} "
+                 "folds, out-of-fold predictions), a held-out internal test set and an external cohort from a "
+                 "second centre; held-out predictions are the mean of the fold models. The decision threshold "
+                 "is frozen on internal out-of-fold predictions; nothing is tuned on the external cohort."},
+        {"item": "Performance measures", "text": f"AUC with DeLong {round(100 * stats_settings['conf_level'])} % CI "
+                 f"and patient-clustered bootstrap CI ({stats_settings['n_boot']} replicates); paired DeLong "
+                 "tests against the reference model with Holm adjustment; sensitivity, specificity, PPV, NPV "
+                 "with Wilson intervals at the frozen threshold; decision curves."},
+        {"item": "Calibration", "text": f"Brier score, ECE ({stats_settings['n_bins']} equal-width bins), "
+                 "calibration slope and intercept (logistic recalibration), reliability diagrams."},
+    ]
+
+
+def assemble(sources: ReportSources, pseudo: Pseudonymizer, attention_dir: Path | None) -> dict:
+    """Everything the report shows, as JSON-ready data (the content of report.json)."""
+    from ..stats.predictions import read_predictions
+    from .gallery import attention_gallery
+
+    stats = sources.stats
+    models = _models(stats)
+    table = read_predictions(sources.prediction_files)
+    table = table[table["model"].isin(models)]
+    missing = sorted(set(models) - set(table["model"]))
+    if missing:
+        raise InputError(f"stats.json lists model(s) {missing} whose predictions.csv was not found under "
+                         f"{sources.root}")
+    synthetic = bool(stats.get("synthetic")) or bool(sources.provenance.get("synthetic"))
+    descriptions = {}
+    for name, run in sources.finetune_runs.items():
+        if name in models:
+            try:
+                descriptions[name] = _run_description(run)
+            except InputError:
+                continue
+    provenance = sources.provenance or stats.get("provenance", {})
+    clean = scrub_paths if pseudo.enabled else (lambda text: text)
+    cohorts = {c: {"n_cases": i["n_cases"], "n_positive": i["n_positive"],
+                   "n_negative": i["n_cases"] - i["n_positive"], "n_patients": i["n_patients"],
+                   "title": COHORT_TITLES.get(c, c)} for c, i in stats["cohorts"].items()}
+    report = {
+        "format": FORMAT, "version": VERSION, "synthetic": synthetic, "pseudonymized": pseudo.enabled,
+        "generated": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "generator": f"rn-classifier {__version__}",
+        "reference": stats["reference"], "models": models, "settings": stats.get("settings", {}),
+        "threshold_rule": stats.get("threshold_rule"),
+        "provenance": {
+            "git_sha": provenance.get("git_sha"), "date": provenance.get("date"),
+            "versions": provenance.get("versions", {}),
+            "stats_git_sha": stats.get("provenance", {}).get("git_sha"),
+            "stats_date": stats.get("provenance", {}).get("date"),
+            "config_name": sources.config_name, "config": clean(sources.config_text),
+            "inputs": [str(p.relative_to(sources.root)) if p.is_relative_to(sources.root) else p.name
+                       for p in sources.prediction_files],
+            "stats_file": (str(sources.stats_path.relative_to(sources.root))
+                           if sources.stats_path.is_relative_to(sources.root) else sources.stats_path.name),
+            "data": _centres_and_missing(sources, descriptions),
+            "pseudonyms": pseudo.salt_source if pseudo.enabled else None,
+        },
+        "cohorts": cohorts,
+        "model_descriptions": {m: d["description"] for m, d in descriptions.items()},
+        "run_settings": {m: {k: v for k, v in d.items() if k != "cfg"} for m, d in descriptions.items()},
+        "roc_bands": _roc_bands(table, stats),
+        "uncertainty": _uncertainty(table, stats, pseudo),
+        "attention": attention_gallery(sources, table, stats, pseudo, attention_dir),
+    }
+    report["tripod"] = _tripod(report)
+    return report
+
+
+def _fmt(value, digits: int = 3) -> str:
+    if value is None or (isinstance(value, float) and not np.isfinite(value)):
+        return "—"
+    return f"{value:.{digits}f}"
+
+
+def _fmt_p(value) -> str:
+    if value is None:
+        return "—"
+    return "< 0.001" if value < 0.001 else f"{value:.3f}"
+
+
+def _fmt_ci(ci, digits: int = 3) -> str:
+    if not ci or ci[0] is None or ci[1] is None:
+        return "—"
+    separator = " to " if min(ci) < 0 else "–"     # "−0.3–−0.1" would be unreadable
+    return f"{ci[0]:.{digits}f}{separator}{ci[1]:.{digits}f}"
+
+
+def render(report: dict, stats: dict) -> str:
+    """The HTML text: template + report + stats, figures drawn from their numbers."""
+    import jinja2
+
+    env = jinja2.Environment(loader=jinja2.PackageLoader("rn_classifier.report", "templates"),
+                             autoescape=jinja2.select_autoescape(["html"]), undefined=jinja2.StrictUndefined)
+    env.filters.update(fmt=_fmt, fmt_p=_fmt_p, fmt_ci=_fmt_ci,
+                       pct=lambda v: "—" if v is None else f"{100 * v:.1f} %")
+    colours = figures.colour_map(report["models"])
+    synthetic = report["synthetic"]
+    plots = {}
+    for cohort, info in stats["cohorts"].items():
+        title = COHORT_TITLES.get(cohort, cohort)
+        plots[cohort] = {
+            "roc": figures.data_uri(figures.roc_figure(info, report["roc_bands"].get(cohort, {}), colours,
+                                                       f"ROC — {title}", synthetic)),
+            "reliability": figures.data_uri(figures.reliability_figure(info, colours, f"Reliability — {title}",
+                                                                       synthetic)),
+            "decision": figures.data_uri(figures.decision_figure(info, colours, f"Decision curve — {title}",
+                                                                 synthetic)),
+        }
+    referral = {c: figures.data_uri(figures.referral_figure(curves, colours, f"Referral — {COHORT_TITLES[c]}",
+                                                            synthetic))
+                for c, curves in report["uncertainty"]["referral"].items() if curves}
+    template = env.get_template("report.html")
+    return template.render(report=report, stats=stats, plots=plots, referral=referral,
+                           cohort_titles=COHORT_TITLES, colours=colours)
+
+
+def _without_images(value):
+    if isinstance(value, dict):
+        return {k: _without_images(v) for k, v in value.items() if k != "image"}
+    if isinstance(value, list):
+        return [_without_images(v) for v in value]
+    return value
+
+
+def build_report(run_dir: str | os.PathLike, out: str | os.PathLike | None = None,
+                 pseudonymize: bool = False, stats: str | os.PathLike | None = None) -> Path:
+    """Write ``report.html`` (default ``RUN_DIR/report/report.html``), ``report.json`` beside it and
+    the gallery's attention NIfTI files in ``attention/`` beside it; returns the HTML path.
+
+    run_dir: a study run folder, or a single fine-tuning run folder with ``stats`` given.
+    pseudonymize: salted-hash case and patient ids, absolute paths reduced to file names.
+    """
+    sources = find_sources(run_dir, stats)
+    out = Path(out) if out else sources.root / "report" / "report.html"
+    if out.suffix.lower() not in (".html", ".htm"):
+        raise InputError(f"--out {out}: the report is an HTML file; give a name ending in .html")
+    pseudo = Pseudonymizer(pseudonymize)
+    report = assemble(sources, pseudo, attention_dir=out.parent / "attention")
+    html = render(report, sources.stats)
+    atomic.write_json(out.with_name("report.json"), _without_images(report))
+    atomic.write_text(out, html)
+    return out

@@ -1,0 +1,26 @@
+"""Command ``rn-classifier report`` (run folder → report.html + report.json)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("report")
+    def report_cmd(
+        run_dir: Annotated[Path, typer.Argument(help="study run folder, or a fine-tuning run folder with --stats")],
+        out: Annotated[Optional[Path], typer.Option(help="HTML file to write (default RUN_DIR/report/report.html)")] = None,
+        stats: Annotated[Optional[Path], typer.Option(help="stats.json (default RUN_DIR/compare/stats.json)")] = None,
+        pseudonymize: Annotated[bool, typer.Option(
+            "--pseudonymize", help="salted-hash case/patient ids, no absolute paths (salt: $RN_PSEUDONYM_SALT "
+                                   "or random; never written)")] = False,
+    ):
+        """External-validation report: provenance, AUC table with DeLong/Holm, ROC / calibration /
+        decision curves, frozen-threshold operating points, uncertainty, attention gallery, TRIPOD+AI."""
+        from . import build_report
+
+        path = build_report(run_dir, out=out, pseudonymize=pseudonymize, stats=stats)
+        typer.echo(f"wrote {path} and {path.with_name('report.json')}")

@@ -1,0 +1,156 @@
+"""Attention over the held-out cases: focus numbers for every case and a gallery of examples.
+
+The maps come from the fine-tuning run of one image model (the reference model when it is an
+image model), recomputed with :mod:`rn_classifier.explain` on the cached crops the model was
+evaluated on (centre crop of the lesion-centred cache crop, as in fine-tuning's evaluation), for
+the ``internal_test`` and ``external`` cases. Focus numbers are computed on the crop (training
+spacing); the gallery shows RN and progression cases, each correctly and wrongly classified at the
+frozen threshold (the most confident examples of each group). Crop maps are saved as NIfTI with
+the crop's world affine (they overlay the original image in 3D Slicer).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from ..errors import InputError
+from .figures import data_uri
+from .sources import ReportSources, resolve_data_path
+
+GALLERY_COHORTS = ("internal_test", "external")
+GROUPS = (("RN, correct", 1, True), ("RN, wrong", 1, False),
+          ("progression, correct", 0, True), ("progression, wrong", 0, False))
+
+
+def _choose_model(sources: ReportSources, reference: str):
+    from ..predict.trained_run import TrainedRun
+
+    names = [reference] + [m for m in sources.finetune_runs if m != reference]
+    reasons = []
+    for name in names:
+        if name not in sources.finetune_runs:
+            continue
+        try:
+            run = TrainedRun(sources.finetune_runs[name])
+        except InputError as exc:
+            reasons.append(f"{name}: {exc}")
+            continue
+        if run.uses_images:
+            return run, reasons
+    return None, reasons or ["no fine-tuned image model in the run folder"]
+
+
+def _summary(values: list[float]) -> dict:
+    v = np.asarray([x for x in values if x is not None], dtype=float)
+    if v.size == 0:
+        return {"n": 0, "median": None, "q1": None, "q3": None}
+    q1, med, q3 = np.percentile(v, [25, 50, 75])
+    return {"n": int(v.size), "median": float(med), "q1": float(q1), "q3": float(q3)}
+
+
+def attention_gallery(sources: ReportSources, predictions: pd.DataFrame, stats: dict,
+                      pseudo, out_dir: Path | None, per_group: int = 2) -> dict:
+    """Focus numbers of every held-out case of one image model, and the gallery (report.json part)."""
+    from ..data.cache import CropCache
+    from ..data.manifest import load_manifest
+    from ..explain.figures import overlay_png
+    from ..explain.focus import attention_focus
+    from ..explain.geometry import Grid, crop_affine, save_map_nifti, upsample_to_crop
+    from ..explain.maps import AttentionMaps
+
+    run, reasons = _choose_model(sources, stats["reference"])
+    if run is None:
+        return {"available": False, "reason": "; ".join(reasons)}
+    image_run = run.image_run if run.kind == "late" else run
+    threshold = (stats.get("thresholds") or {}).get(run.name, {}).get("threshold")
+    prep = image_run.preprocessing
+    data = image_run.cfg.data
+    caches, manifests = {}, {}
+    for cohort, cache_value, manifest_value, part in (
+            ("internal_test", data.internal_cache, data.internal_manifest, "internal"),
+            ("external", data.external_cache, data.external_manifest, "external")):
+        path = resolve_data_path(cache_value, image_run.run_dir, sources.root, sources.root / "cache" / part)
+        if path is not None:
+            caches[cohort] = CropCache(path)
+        if run.clinical_spec:
+            mpath = resolve_data_path(manifest_value, image_run.run_dir, sources.root, None)
+            if mpath is not None:
+                manifests[cohort] = load_manifest(mpath, clinical=run.clinical_spec).set_index("case_id", drop=False)
+    rows = predictions[(predictions["model"] == run.name) & predictions["cohort"].isin(list(caches))]
+    if rows.empty:
+        return {"available": False, "model": run.name,
+                "reason": "the preprocess caches of the held-out cohorts were not found "
+                          f"(looked for {data.internal_cache} and {data.external_cache}, and in "
+                          f"{sources.root.name}/cache/)"}
+    cases = []
+    for _, row in rows.iterrows():
+        cache = caches[row["cohort"]]
+        index = int(cache.rows_for([row["case_id"]])[0])
+        full = cache[index]
+        size = np.asarray(prep.crop_size)
+        start = (np.asarray(full.shape[1:]) - size) // 2
+        crop = full[:, start[0]:start[0] + size[0], start[1]:start[1] + size[1], start[2]:start[2] + size[2]]
+        clinical = None
+        if run.clinical_spec:
+            table = manifests.get(row["cohort"])
+            if table is None:
+                return {"available": False, "model": run.name,
+                        "reason": f"{run.name} needs the clinical values of the cases; manifest not found"}
+            clinical = table.loc[[row["case_id"]], list(run.clinical_spec)].reset_index(drop=True)
+        result = run.predict(crop, clinical, with_attention=True)
+        maps = AttentionMaps.mean(result.maps)
+        cls_crop = upsample_to_crop(maps.cls_mean, crop.shape[1:])
+        rollout_crop = upsample_to_crop(maps.rollout, crop.shape[1:])
+        lesion = crop[1] > 0.5
+        affine_text = cache.index.loc[index, "affine"] if "affine" in cache.index.columns else None
+        affine = (crop_affine(np.asarray(json.loads(affine_text), float).reshape(4, 4), start)
+                  if isinstance(affine_text, str) else None)
+        prob = float(row["y_prob"])
+        called = None if threshold is None else int(prob >= threshold)
+        cases.append({"case": pseudo.case(row["case_id"]), "patient": pseudo.patient(row["patient_id"]),
+                      "cohort": row["cohort"], "y_true": int(row["y_true"]), "y_prob": prob,
+                      "y_std": None if pd.isna(row.get("y_std")) else float(row["y_std"]),
+                      "called_rn": called, "correct": None if called is None else called == int(row["y_true"]),
+                      "focus": attention_focus(cls_crop, lesion, prep.spacing),
+                      "focus_rollout": attention_focus(rollout_crop, lesion, prep.spacing),
+                      "_crop": crop, "_map": cls_crop, "_affine": affine})
+    gallery = []
+    for title, label, correct in GROUPS:
+        group = [c for c in cases if c["y_true"] == label and c["correct"] is correct]
+        # most confident first: far from the threshold
+        group.sort(key=lambda c: -abs(c["y_prob"] - (threshold or 0.5)))
+        for c in group[:per_group]:
+            lesion = c["_crop"][1] > 0.5
+            center = np.argwhere(lesion).mean(axis=0) if lesion.any() else np.asarray(lesion.shape) / 2
+            png = overlay_png(c["_crop"][0], c["_map"], lesion, prep.spacing, center,
+                              f"{c['case']} ({c['cohort']}): true {'RN' if label else 'progression'}, "
+                              f"P(RN) {c['y_prob']:.2f}")
+            entry = {k: v for k, v in c.items() if not k.startswith("_")}
+            entry.update(group=title, image=data_uri(png))
+            if out_dir is not None and c["_affine"] is not None:
+                name = f"{c['case']}_attention.nii.gz"
+                save_map_nifti(c["_map"], Grid(tuple(c["_map"].shape), c["_affine"]), out_dir / name,
+                               f"{run.name} CLS attention (crop)")
+                entry["nifti"] = f"attention/{name}"
+            gallery.append(entry)
+    per_case = [{k: v for k, v in c.items() if not k.startswith("_")} for c in cases]
+    summary = {}
+    for cohort in GALLERY_COHORTS:
+        part = [c for c in cases if c["cohort"] == cohort]
+        if part:
+            summary[cohort] = {
+                "n_cases": len(part),
+                "in_mask": _summary([c["focus"]["in_mask"] for c in part]),
+                "in_margin": _summary([c["focus"]["in_margin"] for c in part]),
+                "mask_fraction": _summary([c["focus"]["mask_fraction"] for c in part]),
+                "enrichment": _summary([c["focus"]["enrichment"] for c in part]),
+                "rollout_in_mask": _summary([c["focus_rollout"]["in_mask"] for c in part]),
+            }
+    return {"available": True, "model": run.name, "image_model": image_run.name,
+            "map": "last-layer class-token attention, mean over heads and fold models",
+            "margin_mm": cases[0]["focus"]["margin_mm"] if cases else None,
+            "threshold": threshold, "summary": summary, "gallery": gallery, "cases": per_case}
