@@ -36,6 +36,7 @@ COMMAND_MODULES = [
     "rn_classifier.stats.commands",
     "rn_classifier.finetune.commands",
     "rn_classifier.predict.commands",
+    "rn_classifier.report.commands",
 ]
 
 for _name in COMMAND_MODULES:
