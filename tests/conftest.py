@@ -31,3 +31,12 @@ def brain1(real_data_dir) -> dict[str, Path]:
     case = real_data_dir / "pyradiomics_brain1"
     return {"image": case / "brain1_image.nrrd", "mask": case / "brain1_label.nrrd",
             "baseline": case / "baseline_brain1.csv"}
+
+
+@pytest.fixture(scope="session")
+def tiny_study(tmp_path_factory) -> Path:
+    """A trained SYNTHETIC study run folder (3 tiny models, compare/stats.json), built once per session
+    (tests/builders.py: tiny_study_run); used by the report, predict and attention tests."""
+    from builders import tiny_study_run
+
+    return tiny_study_run(tmp_path_factory.mktemp("tiny_study") / "run")
