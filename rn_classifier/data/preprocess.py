@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import multiprocessing
 import os
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
@@ -184,7 +185,10 @@ def preprocess(manifest_path: str | os.PathLike, out: str | os.PathLike,
                                           shape=(len(rows), n_channels, *size))
         jobs = ((row, cfg, labelled) for row in rows)
         if cfg.workers > 1:
-            pool = ProcessPoolExecutor(max_workers=cfg.workers)
+            # spawn, not fork: a forked child of a process that already ran torch (OpenMP
+            # threads) can deadlock on a lock held by a thread that does not exist in the child
+            pool = ProcessPoolExecutor(max_workers=cfg.workers,
+                                       mp_context=multiprocessing.get_context("spawn"))
             iterator = pool.map(_worker, jobs, chunksize=4)
         else:
             pool, iterator = None, map(_worker, jobs)

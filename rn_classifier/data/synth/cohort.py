@@ -281,8 +281,9 @@ def _run_task(task):
 def _run_all(tasks: list, workers: int) -> list:
     if workers <= 1 or len(tasks) <= 1:
         return [_run_task(t) for t in tasks]
-    # fork: workers inherit the loaded template instead of each re-reading it
-    ctx = multiprocessing.get_context("fork")
+    # spawn, not fork: a forked child of a process that already ran torch (OpenMP threads, e.g.
+    # the study runner or a test session) can deadlock; each worker loads the template once
+    ctx = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
         return list(pool.map(_run_task, tasks, chunksize=max(1, len(tasks) // (8 * workers))))
 
