@@ -1,0 +1,166 @@
+"""``rn-classifier predict`` with a tiny model trained on a SYNTHETIC cohort (session fixture).
+
+Checks: the fold models reload to the run's own predictions; a new NIfTI case and the real brain1
+NRRD scan (0.78 × 0.78 × 6.5 mm, LPS) give every output with the image's grid and affine; the
+threshold is the one frozen on out-of-fold predictions; bad inputs are refused with one clear
+message and nothing written.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import nibabel as nib
+import numpy as np
+import pandas as pd
+import pytest
+from builders import head_volume, save_nifti, sphere
+
+from rn_classifier.cli import main
+from rn_classifier.data.cache import CropCache
+from rn_classifier.errors import InputError
+from rn_classifier.explain.geometry import stored_grid
+from rn_classifier.predict import TrainedRun, frozen_threshold, predict_case
+
+
+@pytest.fixture(scope="module")
+def ssl_run(tiny_study):
+    return TrainedRun(tiny_study / "finetune" / "ssl_vit")
+
+
+@pytest.fixture(scope="module")
+def new_case(tmp_path_factory):
+    """A head with one lesion on an LAS grid with 1 × 1 × 3 mm voxels (not the training grid)."""
+    folder = tmp_path_factory.mktemp("new_case")
+    affine = np.array([[-1.0, 0, 0, 30.0], [0, 1.0, 0, -40.0], [0, 0, 3.0, -20.0], [0, 0, 0, 1]])
+    shape = (70, 76, 24)
+    image = head_volume(shape, seed=3)
+    lesion = sphere(shape, (30, 40, 12), 5)
+    image[lesion] = 1500
+    mask = np.where(lesion, 11, 0).astype(np.int16)
+    mask[sphere(shape, (30, 40, 12), 2)] = 12
+    return {"image": save_nifti(image, folder / "t1ce.nii.gz", affine),
+            "mask": save_nifti(mask, folder / "mask.nii.gz", affine), "affine": affine, "shape": shape}
+
+
+def test_fold_models_reload_to_the_runs_own_predictions(tiny_study, ssl_run):
+    """Held-out predictions recomputed from the saved fold models equal predictions.csv."""
+    preds = pd.read_csv(tiny_study / "finetune" / "ssl_vit" / "predictions.csv", dtype={"case_id": str})
+    external = preds[preds["cohort"] == "external"].head(3)
+    cache = CropCache(tiny_study / "cohort" / "cache" / "external")
+    for _, row in external.iterrows():
+        crop = cache[int(cache.rows_for([row["case_id"]])[0])]
+        out = ssl_run.predict(crop, None, with_attention=True)
+        assert out.probs.mean() == pytest.approx(row["y_prob"], abs=1e-5)
+        assert out.probs.std() == pytest.approx(row["y_std"], abs=1e-5)
+        assert len(out.maps) == ssl_run.n_folds and out.maps[0].cls_heads.shape == (3, 4, 4, 4)
+
+
+def test_threshold_comes_from_stats_or_the_same_function_on_the_runs_oof(tiny_study, ssl_run, tmp_path):
+    stats = json.loads((tiny_study / "compare" / "stats.json").read_text())
+    from_stats = frozen_threshold(ssl_run)
+    assert from_stats["value"] == stats["thresholds"]["ssl_vit"]["threshold"]
+    assert "stats.json" in from_stats["source"] and from_stats["chosen_on"] == "oof"
+    alone = tmp_path / "alone" / "ssl_vit"                   # no study around it: no compare/stats.json
+    shutil.copytree(tiny_study / "finetune" / "ssl_vit", alone)
+    own = frozen_threshold(TrainedRun(alone))
+    assert own["value"] == pytest.approx(from_stats["value"]) and "predictions.csv" in own["source"]
+
+
+def test_predict_writes_every_output_on_the_images_grid(ssl_run, new_case, tmp_path):
+    result = predict_case(ssl_run.run_dir, new_case["image"], new_case["mask"], tmp_path / "out",
+                          mask_labels=[11, 12], run=ssl_run)
+    written = json.loads((tmp_path / "out" / "prediction.json").read_text())
+    assert written["probability_rn"] == pytest.approx(result["probability_rn"])
+    assert 0.0 <= written["probability_rn"] <= 1.0
+    assert written["probability_rn"] == pytest.approx(np.mean(written["fold_probabilities"]))
+    assert written["fold_spread_sd"] == pytest.approx(np.std(written["fold_probabilities"]))
+    assert written["synthetic_model"] is True and "SYNTHETIC" in written["warning"]
+    expected = "radiation necrosis" if written["probability_rn"] >= written["threshold"]["value"] else "tumour progression"
+    assert written["decision"] == expected
+    assert written["model"]["name"] == "ssl_vit" and written["model"]["rn_classifier_version"]
+    for name in ("attention.nii.gz", "attention_rollout.nii.gz"):
+        img = nib.load(str(tmp_path / "out" / name))
+        np.testing.assert_allclose(img.affine, new_case["affine"], atol=1e-5)
+        assert img.shape == new_case["shape"] and np.asarray(img.dataobj).max() > 0
+    png = (tmp_path / "out" / "attention.png").read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 1000
+    focus = written["attention"]["focus"]
+    assert 0 < focus["in_mask"] <= focus["in_margin"] <= 1
+    assert str(tmp_path) not in json.dumps(written)          # file names only, no machine paths
+
+
+@pytest.mark.real_data
+def test_predict_on_real_brain1_scan(ssl_run, brain1, tmp_path):
+    result = predict_case(ssl_run.run_dir, brain1["image"], brain1["mask"], tmp_path / "brain1", run=ssl_run)
+    grid = stored_grid(brain1["image"])
+    img = nib.load(str(tmp_path / "brain1" / "attention.nii.gz"))
+    np.testing.assert_allclose(img.affine, grid.affine, atol=1e-4)      # LPS header → RAS affine
+    assert img.shape == (256, 256, 25)
+    assert result["input"]["stored_spacing_mm"] == pytest.approx([0.7812, 0.7812, 6.5], abs=1e-3)
+    assert (tmp_path / "brain1" / "attention.png").stat().st_size > 1000
+    # the attention lies around the lesion: the map is non-zero on the lesion's voxels
+    attention = np.asarray(img.dataobj)
+    label = stored_grid(brain1["mask"])
+    np.testing.assert_allclose(label.affine, grid.affine, atol=1e-4)
+    import SimpleITK as sitk
+
+    lesion = np.transpose(sitk.GetArrayFromImage(sitk.ReadImage(str(brain1["mask"]))), (2, 1, 0)) > 0
+    assert attention[lesion].mean() > 0
+
+
+def test_cli_predict(ssl_run, new_case, tmp_path, capsys):
+    rc = main(["predict", "--model", str(ssl_run.run_dir), "--image", str(new_case["image"]),
+               "--mask", str(new_case["mask"]), "--mask-labels", "11,12", "--out", str(tmp_path / "cli")])
+    captured = capsys.readouterr()
+    assert rc == 0 and "P(radiation necrosis)" in captured.out and "SYNTHETIC" in captured.err
+    assert (tmp_path / "cli" / "prediction.json").is_file()
+
+
+def _bad_image(tmp_path, affine, image=None):
+    shape = (40, 40, 20)
+    image = head_volume(shape) if image is None else image
+    mask = sphere(shape, (20, 20, 10), 4).astype(np.int16)
+    return (save_nifti(image, tmp_path / "img.nii.gz", affine), save_nifti(mask, tmp_path / "msk.nii.gz", affine))
+
+
+@pytest.mark.parametrize("problem, affine, image, expected", [
+    ("thick slices", np.diag([1.0, 1.0, 10.0, 1.0]), None, "too coarse"),
+    ("oblique", np.array([[0.7071, -0.7071, 0, 0], [0.7071, 0.7071, 0, 0], [0, 0, 1.0, 0], [0, 0, 0, 1]]),
+     None, "oblique"),
+    ("label map as image", np.eye(4), sphere((40, 40, 20), (20, 20, 10), 8).astype(np.int16), "distinct intensities"),
+    ("constant image", np.eye(4), np.full((40, 40, 20), 7, np.int16), "distinct intensities"),
+])
+def test_images_that_cannot_reach_the_training_setting_are_refused(ssl_run, tmp_path, problem, affine,
+                                                                   image, expected):
+    img, msk = _bad_image(tmp_path, affine, image)
+    with pytest.raises(InputError, match=expected):
+        predict_case(ssl_run.run_dir, img, msk, tmp_path / "out", run=ssl_run)
+    assert not (tmp_path / "out").exists()
+
+
+def test_wrong_mask_labels_are_refused_listing_the_values_present(ssl_run, new_case, tmp_path):
+    with pytest.raises(InputError, match=r"lesion label\(s\) \[3\].*\[11, 12\]"):
+        predict_case(ssl_run.run_dir, new_case["image"], new_case["mask"], tmp_path / "out",
+                     mask_labels=[3], run=ssl_run)
+    assert not (tmp_path / "out").exists()
+
+
+def test_clinical_values_are_checked_against_the_model(tiny_study, ssl_run, new_case, tmp_path):
+    with pytest.raises(InputError, match="uses no clinical data"):
+        predict_case(ssl_run.run_dir, new_case["image"], new_case["mask"], tmp_path / "o", clinical=["age=60"],
+                     run=ssl_run)
+    clinical = TrainedRun(tiny_study / "finetune" / "clinical")
+    args = (clinical.run_dir, new_case["image"], new_case["mask"], tmp_path / "o")
+    with pytest.raises(InputError, match="no clinical column 'weight'.*age \\(numeric\\), sex \\(categorical\\)"):
+        predict_case(*args, clinical=["weight=70"], run=clinical)
+    with pytest.raises(InputError, match="age is numeric"):
+        predict_case(*args, clinical=["age=old"], run=clinical)
+    with pytest.raises(InputError, match="unknown category for sex.*'F', 'M'"):
+        predict_case(*args, clinical=["sex=X"], run=clinical)
+    assert not (tmp_path / "o").exists()
+    result = predict_case(*args, clinical=["age=71", "sex=F"], run=clinical)
+    assert result["clinical"]["given"] == {"age": 71.0, "sex": "F"} and result["attention"]["available"] is False
+    partial = predict_case(*args, clinical=["sex=M"], run=clinical)
+    assert partial["clinical"]["imputed_by_model"] == ["age"]
