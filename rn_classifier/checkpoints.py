@@ -6,7 +6,11 @@ rn-classifier reads (resume, fine-tuning from a checkpoint, evaluation) goes thr
 strings and plain containers are accepted, and anything else is refused *before* it runs.
 
 ``WeightsOnlyCheckpointIO`` plugs the same loader into Lightning (``Trainer(plugins=[...])``), so
-``trainer.fit(ckpt_path=...)`` resumes through it as well.
+``trainer.fit(ckpt_path=...)`` resumes through it as well. It also writes checkpoints atomically
+beside their final name (:mod:`rn_classifier.atomic`), flushed to disk before the rename: a
+process killed while writing never replaces the previous good ``last.ckpt``. (Lightning's own
+writer stages the file in the system temporary folder; when that is another filesystem than the
+run folder, as on most clusters, the final step is a copy onto ``last.ckpt``, not a rename.)
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from typing import Any
 import torch
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 
+from .atomic import atomic_path
 from .errors import InputError
 
 
@@ -58,7 +63,16 @@ def load_checkpoint(path: str | os.PathLike, map_location: Any = "cpu") -> dict[
 
 
 class WeightsOnlyCheckpointIO(TorchCheckpointIO):
-    """Lightning checkpoint IO whose loading goes through :func:`load_checkpoint`."""
+    """Lightning checkpoint IO: loading through :func:`load_checkpoint`, saving atomically."""
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], path, storage_options=None) -> None:
+        if storage_options is not None or "://" in str(path):  # remote storage: Lightning's writer
+            return super().save_checkpoint(checkpoint, path, storage_options)
+        with atomic_path(path) as tmp:  # ".last.ckpt.<random>.tmp": no *.ckpt glob matches it
+            with open(tmp, "wb") as f:
+                torch.save(checkpoint, f)
+                f.flush()
+                os.fsync(f.fileno())  # on disk before the rename makes it the checkpoint
 
     def load_checkpoint(self, path, map_location=None, weights_only=None) -> dict[str, Any]:
         # Lightning's default map_location keeps storages where they are; "cpu" is equivalent for
