@@ -11,6 +11,9 @@ beside their final name (:mod:`rn_classifier.atomic`), flushed to disk before th
 process killed while writing never replaces the previous good ``last.ckpt``. (Lightning's own
 writer stages the file in the system temporary folder; when that is another filesystem than the
 run folder, as on most clusters, the final step is a copy onto ``last.ckpt``, not a rename.)
+The paths Lightning's ``ModelCheckpoint`` keeps in a checkpoint are stored relative to the
+checkpoint's folder and made absolute again on loading: a checkpoint passed to another group
+carries no path of this machine, and a run folder that moved still resumes.
 """
 
 from __future__ import annotations
@@ -62,12 +65,36 @@ def load_checkpoint(path: str | os.PathLike, map_location: Any = "cpu") -> dict[
     return checkpoint
 
 
+_CALLBACK_PATH_KEYS = ("dirpath", "best_model_path", "kth_best_model_path", "last_model_path")
+
+
+def _map_callback_paths(checkpoint: dict[str, Any], fn) -> dict[str, Any]:
+    """A copy of ``checkpoint`` whose ModelCheckpoint states have their paths mapped by ``fn``."""
+    callbacks = checkpoint.get("callbacks")
+    if not isinstance(callbacks, dict):
+        return checkpoint
+    mapped = {}
+    for key, state in callbacks.items():
+        if isinstance(state, dict) and "dirpath" in state and isinstance(state.get("best_k_models"), dict):
+            state = dict(state)
+            for name in _CALLBACK_PATH_KEYS:
+                if isinstance(state.get(name), str) and state[name]:
+                    state[name] = fn(state[name])
+            state["best_k_models"] = {fn(p) if isinstance(p, str) else p: v
+                                      for p, v in state["best_k_models"].items()}
+        mapped[key] = state
+    return {**checkpoint, "callbacks": mapped}
+
+
 class WeightsOnlyCheckpointIO(TorchCheckpointIO):
     """Lightning checkpoint IO: loading through :func:`load_checkpoint`, saving atomically."""
 
     def save_checkpoint(self, checkpoint: dict[str, Any], path, storage_options=None) -> None:
         if storage_options is not None or "://" in str(path):  # remote storage: Lightning's writer
             return super().save_checkpoint(checkpoint, path, storage_options)
+        folder = os.path.realpath(os.path.dirname(os.path.abspath(path)))
+        checkpoint = _map_callback_paths(
+            checkpoint, lambda p: os.path.relpath(p, folder) if os.path.isabs(p) else p)
         with atomic_path(path) as tmp:  # ".last.ckpt.<random>.tmp": no *.ckpt glob matches it
             with open(tmp, "wb") as f:
                 torch.save(checkpoint, f)
@@ -77,5 +104,8 @@ class WeightsOnlyCheckpointIO(TorchCheckpointIO):
     def load_checkpoint(self, path, map_location=None, weights_only=None) -> dict[str, Any]:
         # Lightning's default map_location keeps storages where they are; "cpu" is equivalent for
         # a resume (the strategy moves the state to the module's device afterwards).
-        return load_checkpoint(path, map_location="cpu" if map_location is None or callable(map_location)
-                               else map_location)
+        checkpoint = load_checkpoint(path, map_location="cpu" if map_location is None or callable(map_location)
+                                     else map_location)
+        folder = os.path.realpath(os.path.dirname(os.path.abspath(path)))
+        return _map_callback_paths(
+            checkpoint, lambda p: p if os.path.isabs(p) or "://" in p else os.path.realpath(os.path.join(folder, p)))
