@@ -101,6 +101,7 @@ def test_kill_9_mid_epoch_then_resume_ends_with_the_uninterrupted_weights(tmp_pa
 
     resumed = _cli("pretrain", "--resume", str(killed), "--accelerator", "cpu", cwd=tmp_path)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "dirpath has changed" not in resumed.stderr  # Lightning's checkpoint bookkeeping came back
     a, b = _weights(tmp_path / "straight"), _weights(killed)
     assert load_checkpoint(killed / "checkpoints" / "last.ckpt")["global_step"] == 6
     assert a.keys() == b.keys()
