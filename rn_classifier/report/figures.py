@@ -25,14 +25,14 @@ def _figure(width=5.0, height=4.2):
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    fig = Figure(figsize=(width, height), dpi=90)
+    fig = Figure(figsize=(width, height), dpi=80, layout="tight")
     FigureCanvasAgg(fig)
     return fig
 
 
 def _png(fig) -> bytes:
     buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", bbox_inches="tight")
+    fig.savefig(buffer, format="png")
     return buffer.getvalue()
 
 

@@ -60,7 +60,10 @@ def find_sources(run_dir: str | Path, stats: str | Path | None = None) -> Report
                          "(keys 'cohorts' and 'reference' are missing)")
     if single_run:
         runs = [root]
-        files = [root / "predictions.csv"]
+        # the other models stats.json compares (it records the predictions files it read)
+        recorded = [Path(p) for p in stats_data.get("inputs", [])]
+        recorded = [p if p.is_absolute() else stats_path.parent / p for p in recorded]
+        files = list({p.resolve(): p for p in [root / "predictions.csv", *recorded] if p.is_file()}.values())
         config_path = root / "config.yaml"
     else:
         runs = sorted(p.parent for p in (root / "finetune").glob("*/config.yaml"))

@@ -1,0 +1,241 @@
+"""``rn-classifier report`` on a trained tiny SYNTHETIC study (session fixture ``tiny_study``).
+
+The HTML parses, every image is a non-empty inlined PNG, nothing is loaded from the network, every
+number of the tables equals stats.json (the statistics) or report.json (what the report adds),
+the seven sections are there, synthetic data is labelled, and --pseudonymize leaves no case id,
+patient id, salt or machine path behind.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+from html.parser import HTMLParser
+
+import pytest
+
+from rn_classifier.cli import main
+from rn_classifier.errors import InputError
+from rn_classifier.report import build_report
+from rn_classifier.report.pseudonym import Pseudonymizer, scrub_paths
+
+SECTIONS = ["provenance", "auc", "curves", "threshold", "uncertainty", "attention", "tripod"]
+STATS_TABLES = ("auc-table", "auc-bootstrap-table", "drop-table", "threshold-table", "calibration-table",
+                "operating-table")
+REPORT_TABLES = ("focus-table", "case-table", "referral-table", "cohort-table")
+NUMBER = re.compile(r"(?<![\w.])-?\d+\.\d+")
+
+
+class ReportParser(HTMLParser):
+    """Collects section ids, images and table rows (cell text + attributes) of the report."""
+
+    def __init__(self):
+        super().__init__(convert_charrefs=True)
+        self.sections, self.images, self.links, self.tables = [], [], [], []
+        self._table = self._row = self._cell = None
+        self.open_tags = []
+
+    def handle_starttag(self, tag, attrs):
+        attrs = dict(attrs)
+        if tag not in ("img", "br", "meta", "input"):
+            self.open_tags.append(tag)
+        if tag == "h2":
+            self.sections.append(attrs.get("id"))
+        elif tag == "img":
+            self.images.append(attrs)
+        elif tag in ("a", "link", "script"):
+            self.links.append(attrs)
+        elif tag == "table":
+            self._table = {"id": attrs.get("id"), "class": attrs.get("class", ""),
+                           "cohort": attrs.get("data-cohort"), "rows": []}
+            self.tables.append(self._table)
+        elif tag == "tr" and self._table is not None:
+            self._row = []
+            self._table["rows"].append(self._row)
+        elif tag in ("td", "th") and self._row is not None:
+            self._cell = {"attrs": attrs, "text": ""}
+            self._row.append(self._cell)
+
+    def handle_endtag(self, tag):
+        if self.open_tags and self.open_tags[-1] == tag:
+            self.open_tags.pop()
+        else:
+            raise AssertionError(f"unbalanced </{tag}>, open: {self.open_tags[-5:]}")
+        if tag in ("td", "th"):
+            self._cell = None
+        elif tag == "table":
+            self._table = None
+
+    def handle_data(self, data):
+        if self._cell is not None:
+            self._cell["text"] += data
+
+
+def _numbers(value, out: set[str]) -> set[str]:
+    """Every float in a JSON value, formatted as the report formats them (3 and 2 decimals, %)."""
+    if isinstance(value, dict):
+        for v in value.values():
+            _numbers(v, out)
+    elif isinstance(value, list):
+        for v in value:
+            _numbers(v, out)
+    elif isinstance(value, (int, float)) and not isinstance(value, bool):
+        for digits in (3, 2, 1):
+            out.add(f"{value:.{digits}f}")
+        out.add(f"{100 * value:.1f}")
+    return out
+
+
+@pytest.fixture(scope="module")
+def report(tiny_study, tmp_path_factory):
+    out = build_report(tiny_study, out=tmp_path_factory.mktemp("report") / "report.html")
+    html = out.read_text()
+    parser = ReportParser()
+    parser.feed(html)
+    parser.close()
+    return {"html": html, "parser": parser, "json": json.loads(out.with_name("report.json").read_text()),
+            "stats": json.loads((tiny_study / "compare" / "stats.json").read_text()), "path": out}
+
+
+def test_html_parses_with_all_seven_sections(report):
+    parser = report["parser"]
+    assert parser.sections == SECTIONS
+    assert parser.open_tags == []
+    assert report["json"]["format"] == "rn-classifier/report"
+
+
+def test_every_image_is_a_non_empty_inlined_png_and_nothing_comes_from_the_network(report):
+    images = report["parser"].images
+    assert len(images) >= 3 * 3 + 1 + 1            # 3 figures per cohort, referral, gallery
+    for img in images:
+        prefix, _, payload = img["src"].partition(",")
+        assert prefix == "data:image/png;base64"
+        png = base64.b64decode(payload, validate=True)
+        assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 1000
+    assert not re.search(r"(src|href)=\"(https?:)?//", report["html"])
+    assert not report["parser"].links                 # no scripts, stylesheets or links to load
+
+
+def test_auc_table_equals_stats_json(report):
+    stats = report["stats"]
+    table = next(t for t in report["parser"].tables if t["id"] == "auc-table")
+    checked = 0
+    for row in table["rows"]:
+        for cell in row:
+            model, cohort = cell["attrs"].get("data-model"), cell["attrs"].get("data-cohort")
+            if not model:
+                continue
+            info = stats["cohorts"][cohort]
+            if "auc" in cell["attrs"].get("class", "").split():
+                entry = info["models"][model]
+                lo, hi = entry["auc_ci"]
+                assert cell["text"].strip() == f"{entry['auc']:.3f} [{lo:.3f}–{hi:.3f}]"
+            else:
+                comp = [c for c in info["comparisons"] if c["model"] == model]
+                if model == stats["reference"]:
+                    assert cell["text"].strip() == "—"
+                else:
+                    p, holm = comp[0]["p_value"], comp[0]["p_holm"]
+                    fmt = lambda v: "< 0.001" if v < 0.001 else f"{v:.3f}"  # noqa: E731
+                    assert cell["text"].strip() == f"{fmt(p)} ({fmt(holm)})"
+            checked += 1
+    n_models = len({m for c in stats["cohorts"].values() for m in c["models"]})
+    assert checked == 2 * n_models * len(stats["cohorts"])
+
+
+def test_every_number_in_the_tables_comes_from_stats_or_report_json(report):
+    from_stats = _numbers(report["stats"], set())
+    from_report = _numbers(report["json"], set()) | from_stats
+    seen = {"stats": 0, "report": 0}
+    for table in report["parser"].tables:
+        names = {table["id"], *table["class"].split()}
+        source = "stats" if names & set(STATS_TABLES) else "report" if names & set(REPORT_TABLES) else None
+        if source is None:
+            continue
+        allowed = from_stats if source == "stats" else from_report
+        for row in table["rows"]:
+            for cell in row:
+                for number in NUMBER.findall(cell["text"]):
+                    assert number.lstrip("-") in allowed or number in allowed, (table["id"] or table["class"], cell["text"])
+                    seen[source] += 1
+    assert seen["stats"] > 50 and seen["report"] > 20
+
+
+def test_operating_points_and_thresholds_are_the_frozen_ones(report):
+    stats = report["stats"]
+    for cohort, info in stats["cohorts"].items():
+        table = next(t for t in report["parser"].tables
+                     if "operating-table" in t["class"] and t["cohort"] == cohort)
+        rows = {r[0]["text"].split()[0]: r for r in table["rows"][1:]}
+        for model, entry in info["models"].items():
+            cells = [c["text"] for c in rows[model]]
+            assert cells[1].startswith(f"{entry['sensitivity']:.3f}") if entry["sensitivity"] is not None else True
+            c = entry["confusion"]
+            assert [int(x) for x in cells[5:9]] == [c["tp"], c["fn"], c["fp"], c["tn"]]
+
+
+def test_synthetic_data_is_labelled_everywhere(report):
+    html = report["html"]
+    assert 'id="synthetic-banner"' in html and report["json"]["synthetic"] is True
+    assert "<title>rn-classifier report — SYNTHETIC DATA</title>" in html
+    assert html.count("SYNTHETIC") >= 10
+
+
+def test_report_json_holds_the_reports_own_numbers(report, tiny_study):
+    data, stats = report["json"], report["stats"]
+    for cohort, info in stats["cohorts"].items():
+        assert data["cohorts"][cohort]["n_cases"] == info["n_cases"]
+        assert data["cohorts"][cohort]["n_negative"] == info["n_cases"] - info["n_positive"]
+    band = data["roc_bands"]["external"]["ssl_vit"]
+    assert all(lo <= hi for lo, hi in zip(band["tpr_lower"], band["tpr_upper"]))
+    referral = data["uncertainty"]["referral"]["external"]["ssl_vit"]
+    assert referral["auc"][0] == pytest.approx(stats["cohorts"]["external"]["models"]["ssl_vit"]["auc"])
+    att = data["attention"]
+    assert att["available"] and att["model"] == "ssl_vit"
+    assert len(att["cases"]) == stats["cohorts"]["internal_test"]["n_cases"] + stats["cohorts"]["external"]["n_cases"]
+    assert all("image" not in g for g in att["gallery"])        # images live in the HTML only
+    for g in att["gallery"]:
+        assert (report["path"].parent / g["nifti"]).is_file()
+    assert [t["item"] for t in data["tripod"]][:3] == ["Source of data", "Outcome", "Sample size"]
+
+
+def test_pseudonymized_report_leaks_no_ids_salt_or_paths(tiny_study, tmp_path, monkeypatch):
+    import pandas as pd
+
+    monkeypatch.setenv("RN_PSEUDONYM_SALT", "s3cret-salt-value")
+    first = build_report(tiny_study, out=tmp_path / "a" / "report.html", pseudonymize=True)
+    preds = pd.concat(pd.read_csv(p, dtype=str) for p in (tiny_study / "finetune").glob("*/predictions.csv"))
+    for path in (first, first.with_name("report.json")):
+        text = path.read_text()
+        assert not any(cid in text for cid in preds["case_id"].unique())
+        assert not any(pid in text for pid in preds["patient_id"].unique())
+        assert "s3cret-salt-value" not in text and str(tmp_path) not in text and str(tiny_study) not in text
+    a = json.loads(first.with_name("report.json").read_text())
+    again = Pseudonymizer(True)                         # same salt from the environment: same ids
+    held = preds[preds["cohort"] != "oof"].drop_duplicates("case_id")
+    assert {again.case(c) for c in held["case_id"]} == {c["case"] for c in a["uncertainty"]["cases"]}
+    assert Pseudonymizer(True, salt="other").case("INT-000_L0") != again.case("INT-000_L0")
+    assert all(re.fullmatch(r"case-[0-9a-f]{10}", c["case"]) for c in a["uncertainty"]["cases"])
+    gallery_ids = {g["case"] for g in a["attention"]["gallery"]}
+    assert gallery_ids <= {c["case"] for c in a["uncertainty"]["cases"]}   # one pseudonym per case
+    assert not any(f.name.startswith(("INT", "EXT")) for f in (first.parent / "attention").iterdir())
+
+
+def test_single_finetune_run_with_stats_and_cli(tiny_study, tmp_path, capsys):
+    out = tmp_path / "single.html"
+    rc = main(["report", str(tiny_study / "finetune" / "ssl_vit"), "--stats",
+               str(tiny_study / "compare" / "stats.json"), "--out", str(out)])
+    assert rc == 0 and out.is_file() and out.with_name("report.json").is_file()
+    assert "wrote" in capsys.readouterr().out
+
+
+def test_missing_stats_is_one_clear_error(tiny_study, tmp_path):
+    with pytest.raises(InputError, match="stats.json does not exist.*--stats"):
+        build_report(tiny_study / "finetune" / "ssl_vit", out=tmp_path / "r.html")
+    assert not (tmp_path / "r.html").exists()
+
+
+def test_scrub_paths_keeps_only_the_last_component():
+    text = "data:\n  internal_cache: /home/dr/molab/cache/internal\n  split: C:\\Users\\dr\\split.csv\nname: ssl_vit"
+    assert scrub_paths(text) == "data:\n  internal_cache: …/internal\n  split: …/split.csv\nname: ssl_vit"
