@@ -27,7 +27,12 @@ test-slow: $(STAMP)
 	$(BIN)/python -m pytest -q -m slow
 
 bench: $(STAMP)
-	@for f in benchmarks/*.py; do echo "== $$f"; $(BIN)/python $$f --record || exit 1; done
+	@for f in benchmarks/*.py; do echo "== $$f"; \
+	  if grep -q -- '"--record"' $$f; then $(BIN)/python $$f --record || exit 1; \
+	  else out=$$($(BIN)/python $$f) || exit 1; echo "$$out"; \
+	    printf '\n## %s — %s (printed figures, recorded by make bench)\n\n- machine:%s, %s cores, %s\n\n```\n%s\n```\n' \
+	      "$$(date -u '+%Y-%m-%d %H:%M')" "$${f#benchmarks/}" "$$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2)" \
+	      "$$(nproc)" "$$(uname -sm)" "$$out" >> benchmarks/RESULTS.md; fi; done
 
 clean:
 	rm -rf $(DEMO_OUT) .pytest_cache
