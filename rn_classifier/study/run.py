@@ -1,0 +1,559 @@
+"""``run_study``: the whole study from one config, stage by stage, resumable.
+
+Run folder (``RUN``; the contract is /work/notes/STUDY_LAYOUT.md)::
+
+    study.yaml             the resolved study config
+    provenance.json        git SHA, package versions, date, synthetic: true|false
+    stages.json            per stage: key (settings + upstream keys), status, seconds
+    cohort/                synth or import output: cohort/manifests/{internal,external,unlabeled}.csv
+    cache/<cohort>/        preprocess caches
+    split.csv              the patient-level split every model uses (internal test + CV folds)
+    pretrain/              pretraining run (encoder.json + encoder.safetensors inside)
+    finetune/<model>/      one fine-tuning run per model (<model> = model column of predictions.csv)
+    radiomics/             radiomics run
+    label_efficiency/      with label fractions: runs per model and fraction, curve.csv + curve.json
+    compare/stats.json     every predictions.csv compared with the reference model
+    report/                report.html, report.json (rn_classifier.report)
+
+Stages run in that order. A stage is skipped when stages.json records it ``done`` with the
+same key; a stage whose key changed has its folder replaced; an interrupted stage resumes
+(pretraining from its last checkpoint, fine-tuning at fold granularity).
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import shutil
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import pandas as pd
+
+from .. import atomic
+from ..config import load_config, save_config, to_dict
+from ..errors import ConfigError, InputError
+from .config import StudyConfig, resolve_path, validate_study
+from .stages import StageBook, file_fingerprint, stage_key
+
+COHORTS = ("internal", "external", "unlabeled")
+SPLIT_FILE = "split.csv"
+
+
+def load_study_config(path: str | os.PathLike | None, overrides: Sequence[str] = ()) -> StudyConfig:
+    """The study YAML (``configs/study/*.yaml``) with dotted overrides, validated."""
+    p = resolve_path(str(path)) if path is not None else None
+    return validate_study(load_config(StudyConfig, p, overrides))
+
+
+def _is_rank_zero() -> bool:
+    from lightning.fabric.utilities.rank_zero import _get_rank
+
+    return (_get_rank() or 0) == 0
+
+
+def _absolute_paths(manifest: Path, out: Path) -> pd.DataFrame:
+    """Copy a manifest with image / mask paths made absolute (they are relative to the file)."""
+    df = pd.read_csv(manifest, dtype=str, keep_default_na=False)
+    for column in ("image", "mask"):
+        if column in df.columns:
+            df[column] = [str((manifest.parent / p).resolve()) if p and not Path(p).is_absolute() else p
+                          for p in df[column]]
+    atomic.write_csv(out, df)
+    return df
+
+
+def _files_fingerprint(manifest: Path) -> dict:
+    """What a real-data manifest points at: the manifest's content and each file's size/mtime."""
+    import hashlib
+
+    df = pd.read_csv(manifest, dtype=str, keep_default_na=False)
+    h = hashlib.sha256()
+    for column in ("image", "mask"):
+        for p in df.get(column, []):
+            if not p:
+                continue
+            f = Path(p) if Path(p).is_absolute() else manifest.parent / p
+            try:
+                st = f.stat()
+                h.update(f"{p}:{st.st_size}:{int(st.st_mtime)}".encode())
+            except OSError:
+                h.update(f"{p}:missing".encode())   # check-data lists it
+    return {**file_fingerprint(manifest), "files": h.hexdigest()[:16]}
+
+
+class Study:
+    """One study run: its config, its folder, its stage book. ``run()`` does everything."""
+
+    def __init__(self, cfg: StudyConfig, out: str | os.PathLike, echo: Callable[[str], None] = print,
+                 progress: bool = False):
+        self.cfg = validate_study(copy.deepcopy(cfg))
+        self.out = Path(out)
+        self.echo = echo
+        self.progress = progress
+        self.book: StageBook | None = None
+        self.keys: dict[str, str] = {}
+
+    # -- paths -----------------------------------------------------------------------------
+    def manifest(self, cohort: str) -> Path:
+        return self.out / "cohort" / "manifests" / f"{cohort}.csv"
+
+    def cache(self, cohort: str) -> Path:
+        return self.out / "cache" / cohort
+
+    def has(self, cohort: str) -> bool:
+        return self.manifest(cohort).is_file()
+
+    @property
+    def split_path(self) -> Path:
+        return self.out / SPLIT_FILE
+
+    def finetune_models(self) -> dict:
+        """Enabled models, image models before the late-fusion models that stack on them."""
+        from ..finetune.config import FinetuneConfig, validate_config
+
+        models = {}
+        for name, entry in self.cfg.finetune.models.items():
+            if not entry.enabled:
+                continue
+            cfg = load_config(FinetuneConfig, resolve_path(entry.config),
+                              [*self.cfg.finetune.set, *entry.set])
+            cfg.name = name
+            cfg.cv.n_folds, cfg.cv.test_fraction, cfg.cv.seed = (
+                self.cfg.split.n_folds, self.cfg.split.test_fraction, self.cfg.split.seed)
+            models[name] = cfg
+        late = [n for n, c in models.items() if c.fusion.kind == "late"]
+        ordered = {n: c for n, c in models.items() if n not in late}
+        ordered.update({n: models[n] for n in late})
+        return ordered
+
+    # -- stages ----------------------------------------------------------------------------
+    def stage_cohort(self) -> None:
+        d = self.cfg.data
+        if d.source == "synth":
+            settings = {"source": "synth", **to_dict(d.synth)}
+            settings.pop("workers")
+        else:
+            settings = {"source": d.source}
+            for name in COHORTS:
+                src = getattr(d, name)
+                if d.source == "molab" and src.root:
+                    settings[name] = {"root": str(Path(src.root).resolve()),
+                                      "labels": file_fingerprint(resolve_path(src.labels)),
+                                      "clinical": (file_fingerprint(resolve_path(src.clinical))
+                                                   if src.clinical else None),
+                                      "center": src.center, "columns": src.columns}
+                elif src.manifest:
+                    settings[name] = _files_fingerprint(resolve_path(src.manifest))
+        key = stage_key(settings)
+
+        def work(stale: bool):
+            if d.source == "synth":
+                from ..data.synth import make_synthetic_cohort
+
+                self.echo(f"  writing the SYNTHETIC {d.synth.preset} cohort (seed {d.synth.seed})")
+                info = make_synthetic_cohort(self.out / "cohort", preset=d.synth.preset,
+                                             seed=d.synth.seed, pool_size=d.synth.pool_size,
+                                             workers=d.synth.workers, separation=d.synth.separation)
+                return {"synthetic": True, "counts": info["counts"]}
+            folder = self.out / "cohort" / "manifests"
+            if folder.exists():
+                shutil.rmtree(folder)
+            folder.mkdir(parents=True)
+            counts = {}
+            for name in COHORTS:
+                src = getattr(d, name)
+                if d.source == "molab" and src.root:
+                    from ..data.molab import import_molab
+
+                    df = import_molab(resolve_path(src.root), resolve_path(src.labels),
+                                      resolve_path(src.clinical) if src.clinical else None,
+                                      center=src.center, out=folder / f"{name}.molab.csv",
+                                      column_map=str(resolve_path(src.columns)) if src.columns else None)
+                    df = _absolute_paths(folder / f"{name}.molab.csv", self.manifest(name))
+                    (folder / f"{name}.molab.csv").unlink()
+                elif src.manifest:
+                    df = _absolute_paths(resolve_path(src.manifest), self.manifest(name))
+                else:
+                    continue
+                counts[name] = len(df)
+            return {"synthetic": False, "counts": counts}
+
+        self.book.run("cohort", key, work)
+        self.keys["cohort"] = self.book.token("cohort")
+
+    def _clinical_spec(self) -> dict:
+        spec = {}
+        for cfg in self.finetune_models().values():
+            if cfg.model.kind == "clinical" or cfg.fusion.kind != "none":
+                spec.update(dict(cfg.clinical))
+        return spec
+
+    def stage_check(self) -> None:
+        from ..data.check import check_manifest
+        from ..errors import DataIntegrityError
+
+        clinical = self._clinical_spec()
+        key = stage_key({"clinical": clinical}, [self.keys["cohort"]])
+
+        def work(stale: bool):
+            counts = {}
+            for name in COHORTS:
+                if not self.has(name):
+                    continue
+                df, problems = check_manifest(self.manifest(name),
+                                              clinical=clinical if name != "unlabeled" else None)
+                if problems:
+                    raise DataIntegrityError(str(self.manifest(name)), problems)
+                counts[name] = len(df)
+                self.echo(f"  {name}: {len(df)} cases OK")
+            return {"cases": counts}
+
+        self.book.run("check-data", key, work)
+
+    def stage_preprocess(self) -> None:
+        from ..data.preprocess import PreprocessConfig, preprocess
+
+        cfg = load_config(PreprocessConfig, resolve_path(self.cfg.preprocess.config), self.cfg.preprocess.set)
+        key = stage_key(to_dict(cfg), [self.keys["cohort"]])
+
+        def work(stale: bool):
+            detail = {}
+            for name in COHORTS:
+                if not self.has(name):
+                    continue
+                meta = preprocess(self.manifest(name), self.cache(name), cfg, progress=self.progress)
+                detail[name] = {"n": meta["n"], "crop_size": meta["crop_size"]}
+                self.echo(f"  {name}: {meta['n']} crops {meta['crop_size']} at {meta['spacing']} mm")
+            return detail
+
+        self.book.run("preprocess", key, work)
+        self.keys["preprocess"] = self.book.token("preprocess")
+
+    def stage_split(self) -> None:
+        from ..data.manifest import load_manifest
+        from ..data.split import make_split, save_split
+
+        s = self.cfg.split
+        key = stage_key(to_dict(s), [self.keys["cohort"]])
+
+        def work(stale: bool):
+            internal = load_manifest(self.manifest("internal"))
+            split = make_split(internal, test_fraction=s.test_fraction, n_folds=s.n_folds, seed=s.seed)
+            save_split(split, self.split_path)
+            counts = split.groupby("part")["patient_id"].nunique().to_dict()
+            self.echo(f"  patients per part {counts}, {s.n_folds} folds")
+            return {"patients": {k: int(v) for k, v in counts.items()}}
+
+        self.book.run("split", key, work)
+        self.keys["split"] = self.book.token("split")
+
+    def external_centers(self) -> list[str]:
+        if not self.has("external"):
+            return []
+        df = pd.read_csv(self.manifest("external"), dtype=str, keep_default_na=False)
+        return sorted(set(df["center"]))
+
+    def pretrain_config(self):
+        from ..pretrain.config import PretrainConfig
+
+        p = self.cfg.pretrain
+        cfg = load_config(PretrainConfig, resolve_path(p.config), p.set)
+        cfg.data.pool_cache = str(self.cache("unlabeled"))
+        if p.exclude_external_center:
+            cfg.data.exclude_centers = sorted(set(cfg.data.exclude_centers) | set(self.external_centers()))
+        if cfg.data.include_internal_train or cfg.monitor.every_n_epochs > 0:
+            cfg.data.internal_cache = str(self.cache("internal"))
+            cfg.data.split = str(self.split_path)
+        if p.max_steps is not None:
+            cfg.trainer.max_steps = p.max_steps
+        return cfg
+
+    def _pretrain_settings(self, cfg) -> dict:
+        d = to_dict(cfg)
+        for k in ("pool_cache", "internal_cache", "split", "num_workers", "pin_memory"):
+            d["data"].pop(k, None)
+        return d
+
+    def stage_pretrain(self) -> None:
+        p = self.cfg.pretrain
+        run_dir = self.out / "pretrain"
+        if not p.enabled:
+            if p.encoder:
+                self.keys["pretrain"] = stage_key(file_fingerprint(
+                    Path(resolve_path(p.encoder)) / "encoder.json"
+                    if Path(resolve_path(p.encoder), "encoder.json").is_file() else resolve_path(p.encoder)))
+            else:
+                self.keys["pretrain"] = stage_key("none")
+            return
+        if not self.has("unlabeled"):
+            raise ConfigError("pretrain.enabled is true but the study has no unlabeled pool "
+                              "(data.unlabeled.manifest); give one or set pretrain.enabled=false "
+                              "with pretrain.encoder=PATH")
+        cfg = self.pretrain_config()
+        upstream = [self.keys["preprocess"]] + ([self.keys["split"]] if cfg.data.split else [])
+        key = stage_key(self._pretrain_settings(cfg), upstream)
+
+        def work(stale: bool):
+            from ..pretrain.run import CONFIG_NAME, LAST_CHECKPOINT, run_pretraining
+
+            if stale and run_dir.exists():
+                self.echo(f"  settings changed: replacing {run_dir}")
+                shutil.rmtree(run_dir)
+            resume = None
+            if (run_dir / CONFIG_NAME).is_file():
+                if (run_dir / LAST_CHECKPOINT).is_file() and not (run_dir / "encoder.json").is_file():
+                    resume = run_dir
+                    self.echo(f"  resuming from {run_dir / LAST_CHECKPOINT}")
+                elif not (run_dir / "encoder.json").is_file():
+                    shutil.rmtree(run_dir)   # started, no checkpoint yet: start again
+            if not (run_dir / "encoder.json").is_file():
+                devices: int | str = p.devices if p.devices == "auto" else int(p.devices)
+                run_pretraining(cfg if resume is None else None, out=None if resume else run_dir,
+                                devices=devices, accelerator=p.accelerator, resume=resume,
+                                num_nodes=p.num_nodes)
+            if not (run_dir / "encoder.json").is_file():
+                raise InputError(f"pretraining in {run_dir} stopped before exporting the encoder; "
+                                 "run the study again to resume it")
+            import json
+
+            summary = json.loads((run_dir / "summary.json").read_text())
+            return {k: summary.get(k) for k in ("method", "architecture", "global_step", "epochs")}
+
+        self.book.run("pretrain", key, work)
+        self.keys["pretrain"] = self.book.token("pretrain")
+
+    def encoder_dir(self) -> Path | None:
+        p = self.cfg.pretrain
+        if p.enabled:
+            return self.out / "pretrain"
+        return resolve_path(p.encoder) if p.encoder else None
+
+    def _finetune_settings(self, cfg) -> dict:
+        d = to_dict(cfg)
+        for k in ("internal_manifest", "external_manifest", "internal_cache", "external_cache", "split"):
+            d["data"].pop(k, None)
+        d["model"].pop("pretrained", None)
+        d["fusion"].pop("image_run", None)
+        d["train"].pop("num_workers", None)
+        d["train"].pop("progress_bar", None)
+        return d
+
+    def fill_finetune_paths(self, cfg, manifest: Path | None = None, split: Path | None = None):
+        cfg = copy.deepcopy(cfg)
+        cfg.data.internal_manifest = str(manifest or self.manifest("internal"))
+        cfg.data.internal_cache = str(self.cache("internal"))
+        if self.has("external"):
+            cfg.data.external_manifest = str(self.manifest("external"))
+            cfg.data.external_cache = str(self.cache("external"))
+        else:
+            cfg.data.external_manifest = cfg.data.external_cache = None
+        cfg.data.split = str(split or self.split_path)
+        return cfg
+
+    def _uses_encoder(self, cfg) -> bool:
+        return cfg.model.kind == "vit" and cfg.model.pretrained is not None
+
+    def stage_finetune(self) -> dict[str, Path]:
+        """Every fine-tuned model; returns {model: predictions.csv}."""
+        from ..finetune.run import run_finetune
+
+        models = self.finetune_models()
+        image_model = next((n for n, c in models.items() if c.model.kind == "vit"
+                            and c.fusion.kind == "none" and c.model.pretrained is not None), None)
+        outputs = {}
+        for name, base in models.items():
+            cfg = self.fill_finetune_paths(base)
+            upstream = [self.keys["preprocess"], self.keys["split"]]
+            encoder = None
+            if self._uses_encoder(cfg):
+                encoder = self.encoder_dir()
+                if encoder is None:
+                    raise ConfigError(f"finetune.models.{name} needs an encoder: enable pretrain or "
+                                      "set pretrain.encoder")
+                upstream.append(self.keys["pretrain"])
+            if cfg.fusion.kind == "late" and cfg.fusion.image_run is None and image_model:
+                cfg.fusion.image_run = str(self.out / "finetune" / image_model)
+                upstream.append(self.keys[f"finetune:{image_model}"])
+            key = stage_key(self._finetune_settings(cfg), upstream)
+            run_dir = self.out / "finetune" / name
+
+            def work(stale: bool, cfg=cfg, run_dir=run_dir, encoder=encoder):
+                if stale and run_dir.exists():
+                    self.echo(f"  settings changed: replacing {run_dir}")
+                    shutil.rmtree(run_dir)
+                summary = run_finetune(cfg, run_dir, encoder_dir=encoder, echo=lambda m: self.echo("  " + m))
+                if not summary.get("complete"):
+                    raise InputError(f"fine-tuning {run_dir} did not complete every fold")
+                return {"auc": {c: v["auc"] for c, v in summary["cohorts"].items()}}
+
+            detail = self.book.run(f"finetune:{name}", key, work)
+            self.keys[f"finetune:{name}"] = self.book.token(f"finetune:{name}")
+            if detail and detail.get("auc"):
+                self.echo("  AUC " + ", ".join(f"{c} {a:.3f}" for c, a in detail["auc"].items()
+                                               if a is not None))
+            outputs[name] = run_dir / "predictions.csv"
+        return outputs
+
+    def stage_radiomics(self) -> dict[str, Path]:
+        if not self.cfg.radiomics.enabled:
+            return {}
+        from ..baselines.commands import run_radiomics
+        from ..baselines.radiomics_config import RadiomicsConfig
+
+        r = self.cfg.radiomics
+        cfg = load_config(RadiomicsConfig, resolve_path(r.config), r.set)
+        settings = to_dict(cfg)
+        settings.get("extraction", {}).pop("workers", None)
+        key = stage_key(settings, [self.keys["cohort"], self.keys["split"]])
+        run_dir = self.out / "radiomics"
+
+        def work(stale: bool):
+            summary = run_radiomics(resolve_path(r.config), self.manifest("internal"), run_dir,
+                                    external=self.manifest("external") if self.has("external") else None,
+                                    split=self.split_path, overrides=list(r.set), progress=self.progress)
+            return {"auc": summary["auc"], "skipped": summary["skipped"]}
+
+        detail = self.book.run("radiomics", key, work)
+        self.keys["radiomics"] = self.book.token("radiomics")
+        if detail and detail.get("auc"):
+            self.echo("  AUC " + ", ".join(f"{c} {a:.3f}" for c, a in detail["auc"].items() if a is not None))
+        return {cfg.name: run_dir / "predictions.csv"}
+
+    def stage_label_efficiency(self, outputs: dict[str, Path]) -> None:
+        le = self.cfg.label_efficiency
+        if not le.fractions:
+            return
+        from .label_efficiency import run_label_efficiency
+
+        models = self.finetune_models()
+        chosen = {m: models[m] for m in le.models}
+        upstream = [self.keys[f"finetune:{m}"] for m in chosen]
+        if any(self._uses_encoder(c) for c in chosen.values()):
+            upstream.append(self.keys["pretrain"])
+        settings = {"fractions": sorted(le.fractions), "models": list(le.models), "seed": le.seed,
+                    "n_boot": le.n_boot, "conf_level": self.cfg.compare.conf_level}
+        key = stage_key(settings, upstream)
+
+        def work(stale: bool):
+            return run_label_efficiency(self, chosen, outputs, stale=stale)
+
+        self.book.run("label_efficiency", key, work)
+        self.keys["label_efficiency"] = self.book.token("label_efficiency")
+
+    def stage_compare(self, predictions: dict[str, Path]) -> dict:
+        from ..stats.compare import CompareSettings, run_compare
+
+        c = self.cfg.compare
+        if c.reference not in predictions:
+            raise ConfigError(f"compare.reference {c.reference!r} is not one of the study's models "
+                              f"{sorted(predictions)}")
+        settings = CompareSettings(n_boot=c.n_boot, seed=c.seed, conf_level=c.conf_level,
+                                   n_bins=c.n_bins, recalibrate=c.recalibrate)
+        upstream = [self.keys[f"finetune:{m}"] if f"finetune:{m}" in self.keys else self.keys["radiomics"]
+                    for m in predictions]
+        key = stage_key({**to_dict(c), "models": sorted(predictions)}, upstream)
+        out = self.out / "compare" / "stats.json"
+
+        def work(stale: bool):
+            out.parent.mkdir(parents=True, exist_ok=True)
+            run_compare([predictions[m] for m in predictions], out, c.reference, settings)
+            return {"stats": str(out.relative_to(self.out))}
+
+        self.book.run("compare", key, work)
+        self.keys["compare"] = self.book.token("compare")
+        import json
+
+        return json.loads(out.read_text())
+
+    def stage_report(self) -> Path | None:
+        if not self.cfg.report.enabled:
+            return None
+        try:
+            from ..report import build_report
+        except ImportError as exc:
+            build_report = None
+            missing = str(exc)
+        key = stage_key({"available": build_report is not None,
+                         "pseudonymize": self.cfg.report.pseudonymize}, sorted(self.keys.values()))
+
+        def work(stale: bool):
+            if build_report is None:
+                self.echo(f"  the report module is missing (rn_classifier.report: {missing}); "
+                          "no report.html this time — the study runs it when it is installed")
+                return {"report": None}
+            path = build_report(self.out, pseudonymize=self.cfg.report.pseudonymize)
+            return {"report": str(Path(path))}
+
+        detail = self.book.run("report", key, work) or {}
+        return Path(detail["report"]) if detail.get("report") else None
+
+    def model_names(self) -> list[str]:
+        names = list(self.finetune_models())
+        if self.cfg.radiomics.enabled:
+            from ..baselines.radiomics_config import RadiomicsConfig
+
+            names.append(load_config(RadiomicsConfig, resolve_path(self.cfg.radiomics.config),
+                                     self.cfg.radiomics.set).name)
+        return names
+
+    def check_reference(self) -> None:
+        names = self.model_names()
+        if self.cfg.compare.reference not in names:
+            raise ConfigError(f"compare.reference {self.cfg.compare.reference!r} is not one of the "
+                              f"study's models {names}")
+
+    # -- the whole study -------------------------------------------------------------------
+    def write_header(self) -> None:
+        self.out.mkdir(parents=True, exist_ok=True)
+        save_config(self.cfg, self.out / "study.yaml")
+
+    def write_provenance(self) -> None:
+        from ..provenance import run_provenance
+
+        detail = self.book.previous("cohort") or {}
+        synthetic = bool((detail.get("detail") or {}).get("synthetic", self.cfg.data.source == "synth"))
+        atomic.write_json(self.out / "provenance.json", {**run_provenance(), "study": self.cfg.name,
+                                                         "synthetic": synthetic})
+
+    def run(self) -> dict:
+        if not _is_rank_zero():
+            return self._run_as_worker_rank()
+        self.write_header()
+        self.check_reference()
+        self.book = StageBook(self.out, echo=self.echo)
+        self.stage_cohort()
+        self.write_provenance()
+        self.stage_check()
+        self.stage_preprocess()
+        self.stage_split()
+        self.stage_pretrain()
+        predictions = self.stage_finetune()
+        predictions.update(self.stage_radiomics())
+        self.stage_label_efficiency(predictions)
+        stats = self.stage_compare(predictions)
+        report = self.stage_report()
+        return {"run": self.out, "stats": stats, "report": report, "ran": self.book.ran,
+                "skipped": self.book.skipped, "timings": self.book.timings()}
+
+    def _run_as_worker_rank(self) -> dict:
+        """A DDP worker rank re-running the command (Lightning's launcher): join pretraining only."""
+        from ..pretrain.run import LAST_CHECKPOINT, run_pretraining
+
+        p = self.cfg.pretrain
+        run_dir = self.out / "pretrain"
+        devices: int | str = p.devices if p.devices == "auto" else int(p.devices)
+        if (run_dir / LAST_CHECKPOINT).is_file() and not (run_dir / "encoder.json").is_file():
+            run_pretraining(None, resume=run_dir, devices=devices, accelerator=p.accelerator,
+                            num_nodes=p.num_nodes)
+        else:
+            run_pretraining(self.pretrain_config(), out=run_dir, devices=devices,
+                            accelerator=p.accelerator, num_nodes=p.num_nodes)
+        return {"run": self.out, "worker_rank": True}
+
+
+def run_study(cfg: StudyConfig, out: str | os.PathLike, echo: Callable[[str], None] = print,
+              progress: bool = False) -> dict:
+    """Run (or resume) the study of ``cfg`` in ``out``; returns ``{"run", "stats", "report",
+    "ran", "skipped", "timings"}`` (stage names that did work / were up to date; seconds per stage)."""
+    return Study(cfg, out, echo=echo, progress=progress).run()
