@@ -29,6 +29,13 @@ _WRITE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
 _CREATE_ERRNOS = _WRITE_ERRNOS | {errno.EACCES, errno.EPERM, errno.EROFS}
 
 
+def make_output_dir(folder: str | os.PathLike) -> Path:
+    """Create ``folder`` (and its parents) for outputs; OutputError when it cannot be written."""
+    folder = Path(folder)
+    _check_writable_dir(folder)
+    return folder
+
+
 def _check_writable_dir(folder: Path) -> None:
     try:
         folder.mkdir(parents=True, exist_ok=True)
@@ -110,6 +117,22 @@ def atomic_dir(final: str | os.PathLike) -> Iterator[Path]:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def reserve_space(path: str | os.PathLike) -> None:
+    """Allocate the disk blocks of an already sized (sparse) file, e.g. one about to be filled
+    through a memory map: a full disk then fails here with an OSError (ENOSPC, turned into an
+    OutputError inside :func:`atomic_path` / :func:`atomic_dir`) instead of killing the process
+    with SIGBUS when the map first touches a block that cannot be allocated."""
+    with open(path, "r+b") as f:
+        size = os.fstat(f.fileno()).st_size
+        try:
+            os.posix_fallocate(f.fileno(), 0, size)
+        except OSError as exc:
+            if exc.errno not in (errno.EOPNOTSUPP, errno.EINVAL, errno.ENOSYS):  # not supported here
+                raise
+        except AttributeError:  # no posix_fallocate on this platform
+            pass
 
 
 def write_text(path: str | os.PathLike, text: str) -> Path:
