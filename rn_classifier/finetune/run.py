@@ -235,8 +235,7 @@ def run_finetune(cfg: FinetuneConfig, out: str | os.PathLike, encoder_dir: str |
     if encoder_dir is not None:
         cfg.model.pretrained = str(encoder_dir)
     validate_config(cfg)
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    out = atomic.make_output_dir(out)
     run_meta = out / "run.json"
     if run_meta.is_file():
         import json
