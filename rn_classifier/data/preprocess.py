@@ -183,6 +183,7 @@ def preprocess(manifest_path: str | os.PathLike, out: str | os.PathLike,
     with atomic.atomic_dir(out) as tmp:
         crops = np.lib.format.open_memmap(tmp / CROPS_FILE, mode="w+", dtype=np.float16,
                                           shape=(len(rows), n_channels, *size))
+        atomic.reserve_space(tmp / CROPS_FILE)  # a full disk: one error now, not SIGBUS mid-way
         jobs = ((row, cfg, labelled) for row in rows)
         if cfg.workers > 1:
             # spawn, not fork: a forked child of a process that already ran torch (OpenMP
