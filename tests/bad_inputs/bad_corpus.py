@@ -657,13 +657,19 @@ def output_folder_not_writable(root: Path) -> Case:
     return case
 
 
+def _out_inside_a_file(case: Case, root: Path, rest: str) -> Case:
+    """Point the case's --out below an existing regular file."""
+    (root / "results.txt").write_text("an existing file where an output folder should be\n")
+    out = root / "results.txt" / rest
+    case.argv[case.argv.index("--out") + 1] = str(out)
+    case.outputs = [out]
+    return case
+
+
 @kind("output")
 def output_folder_is_a_file(root: Path) -> Case:
     case = split_case(root, cohort_table(12, "INT"), r"cannot create output folder .*results\.txt: (Not a directory|File exists)")
-    (root / "results.txt").write_text("an existing file where the output folder should be\n")
-    case.argv[case.argv.index("--out") + 1] = str(root / "results.txt" / "split.csv")
-    case.outputs = [root / "results.txt" / "split.csv"]
-    return case
+    return _out_inside_a_file(case, root, "split.csv")
 
 
 @kind("output")
@@ -673,6 +679,31 @@ def disk_full_while_writing_cache(root: Path) -> Case:
     case = preprocess_case(root, "")
     case.expect = r"cannot write .*cache: the file size limit was reached .*nothing was written under that name"
     case.not_in_message, case.file_size_limit = [], 64 * 1024
+    return case
+
+
+@kind("output")
+def run_folder_is_a_file(root: Path) -> Case:
+    case = finetune_clinical_case(root, r"cannot create output folder .*results\.txt/run: (Not a directory|File exists)")
+    return _out_inside_a_file(case, root, "run")
+
+
+@kind("output")
+def disk_full_reserving_cache(root: Path) -> Case:
+    """The disk has no room for the crop cache: refused when its blocks are reserved, before any
+    crop is computed (a memory map on a full disk would otherwise die with SIGBUS)."""
+    import errno
+    import os
+
+    case = preprocess_case(root, "")
+    case.expect = r"cannot write .*cache: the disk is full \(\[Errno 28\]"
+    case.not_in_message = []
+
+    def setup(monkeypatch) -> None:
+        def no_space(fd, offset, length):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        monkeypatch.setattr(os, "posix_fallocate", no_space)
+    case.setup = setup
     return case
 
 
