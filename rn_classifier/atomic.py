@@ -13,6 +13,7 @@ import contextlib
 import errno
 import json
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -117,6 +118,20 @@ def atomic_dir(final: str | os.PathLike) -> Iterator[Path]:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+# mkstemp's names in atomic_path: ".<final name>.<8 random characters>.tmp"
+_LEFTOVER = re.compile(r"^\..+\.[a-z0-9_]{8}\.tmp$")
+
+
+def remove_leftovers(folder: str | os.PathLike) -> list[Path]:
+    """Delete the temporary files a killed writer left in ``folder`` (a checkpoint cut off mid-write
+    can be gigabytes); returns what was removed. Call it only where no writer is running."""
+    folder = Path(folder)
+    removed = [p for p in folder.iterdir() if p.is_file() and _LEFTOVER.match(p.name)] if folder.is_dir() else []
+    for path in removed:
+        path.unlink(missing_ok=True)
+    return removed
 
 
 def reserve_space(path: str | os.PathLike) -> None:
