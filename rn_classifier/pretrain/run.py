@@ -69,6 +69,8 @@ def resolve_run(cfg: PretrainConfig | None, out: str | os.PathLike | None, max_s
         if out is not None and Path(out).resolve() != run.resolve():
             raise InputError(f"--resume {run} continues in its own folder; drop --out {out}")
         saved = load_config(PretrainConfig, run / CONFIG_NAME)
+        if _is_rank_zero():  # a checkpoint the killed run was writing: never complete, never used
+            atomic.remove_leftovers(ckpt.parent)
         if max_steps is not None and max_steps != saved.trainer.max_steps:
             raise InputError(f"--max-steps {max_steps} differs from the resumed run's trainer.max_steps "
                              f"({saved.trainer.max_steps}); a resumed run keeps its schedule")
