@@ -99,6 +99,9 @@ def test_kill_9_mid_epoch_then_resume_ends_with_the_uninterrupted_weights(tmp_pa
     assert not (killed / "encoder.safetensors").exists() and not (killed / "summary.json").exists()
     assert not list((killed / "checkpoints").glob(".*")), "a temporary checkpoint was left behind"
 
+    # what a kill during a checkpoint write leaves (see the test below); the resume removes it
+    leftover = killed / "checkpoints" / ".last.ckpt.k1ll3d_x.tmp"
+    leftover.write_bytes(b"PK\x03\x04" + bytes(1000))
     resumed = _cli("pretrain", "--resume", str(killed), "--accelerator", "cpu", cwd=tmp_path)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert "dirpath has changed" not in resumed.stderr  # Lightning's checkpoint bookkeeping came back
@@ -108,6 +111,7 @@ def test_kill_9_mid_epoch_then_resume_ends_with_the_uninterrupted_weights(tmp_pa
     different = [k for k in a if not torch.equal(a[k], b[k])]
     assert not different, f"tensors differ after kill -9 and --resume: {different[:5]}"
     assert (killed / "encoder.safetensors").is_file()
+    assert not leftover.exists()
 
 
 CHECKPOINT_WRITER = """
@@ -136,6 +140,11 @@ def test_process_killed_while_writing_a_checkpoint_keeps_the_previous_one(tmp_pa
     checkpoint = load_checkpoint(path)
     assert checkpoint["global_step"] == 2 and torch.equal(checkpoint["state_dict"]["w"], torch.zeros(4096))
     assert sorted(p.name for p in path.parent.iterdir() if not p.name.startswith(".")) == ["last.ckpt"]
+    from rn_classifier.atomic import remove_leftovers
+
+    (path.parent / ".notes.txt").write_text("a user's hidden file stays")
+    assert len(remove_leftovers(path.parent)) == 1        # the cut-off write, nothing else
+    assert sorted(p.name for p in path.parent.iterdir()) == [".notes.txt", "last.ckpt"]
 
 
 def test_checkpoint_save_is_atomic_in_process_and_readable_by_others(tmp_path):
