@@ -47,6 +47,9 @@ def register(app: typer.Typer) -> None:
         typer.echo(f"{result['model']['name']}: P(radiation necrosis) = {result['probability_rn']:.3f} "
                    f"(fold SD {result['fold_spread_sd']:.3f}); threshold {result['threshold']['value']:.3f} "
                    f"→ {result['decision']}")
+        if result.get("clinical") and result["clinical"]["imputed_by_model"]:
+            typer.secho("clinical values not given, imputed by the model as in training: "
+                        + ", ".join(result["clinical"]["imputed_by_model"]), fg=typer.colors.YELLOW, err=True)
         for warning in result.get("warnings", []):
             typer.secho(f"warning: {warning}", fg=typer.colors.YELLOW, err=True)
         typer.echo(f"wrote {out / 'prediction.json'}")

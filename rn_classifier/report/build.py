@@ -57,6 +57,8 @@ def _centres_and_missing(sources: ReportSources, descriptions: dict) -> dict:
     out = {}
     for name, info in descriptions.items():
         cfg = info["cfg"]
+        if cfg is None:
+            continue
         for part, value in (("internal", cfg.data.internal_manifest), ("external", cfg.data.external_manifest)):
             if part in out:
                 continue
@@ -64,7 +66,8 @@ def _centres_and_missing(sources: ReportSources, descriptions: dict) -> dict:
             if path is None or not path.is_file():
                 continue
             df = load_manifest(path)
-            columns = sorted({c for d in descriptions.values() for c in d["clinical_columns"]} & set(df.columns))
+            columns = sorted({c for d in descriptions.values() for c in d.get("clinical_columns", {})}
+                             & set(df.columns))
             out[part] = {"centres": {str(k): int(v) for k, v in df["center"].value_counts().items()},
                          "n_cases": int(len(df)), "n_patients": int(df["patient_id"].nunique()),
                          "missing_clinical": {c: int(df[c].isna().sum()) for c in columns}}
@@ -175,6 +178,12 @@ def assemble(sources: ReportSources, pseudo: Pseudonymizer, attention_dir: Path 
                 descriptions[name] = _run_description(run)
             except InputError:
                 continue
+    for path in sources.prediction_files:      # models without a fine-tuning run (radiomics)
+        folder = path.parent
+        for model in set(table.loc[table["source"] == str(path), "model"]) - set(descriptions):
+            kind = "radiomics baseline (pyradiomics features, classical classifier)" if (
+                folder.name == "radiomics" or (folder / "selected_features.csv").is_file()) else "model"
+            descriptions[model] = {"description": f"{kind}; run folder {folder.name}/", "cfg": None}
     provenance = sources.provenance or stats.get("provenance", {})
     clean = scrub_paths if pseudo.enabled else (lambda text: text)
     cohorts = {c: {"n_cases": i["n_cases"], "n_positive": i["n_positive"],
@@ -201,7 +210,8 @@ def assemble(sources: ReportSources, pseudo: Pseudonymizer, attention_dir: Path 
         },
         "cohorts": cohorts,
         "model_descriptions": {m: d["description"] for m, d in descriptions.items()},
-        "run_settings": {m: {k: v for k, v in d.items() if k != "cfg"} for m, d in descriptions.items()},
+        "run_settings": {m: {k: v for k, v in d.items() if k != "cfg"} for m, d in descriptions.items()
+                         if d["cfg"] is not None},
         "roc_bands": _roc_bands(table, stats),
         "uncertainty": _uncertainty(table, stats, pseudo),
         "attention": attention_gallery(sources, table, stats, pseudo, attention_dir),

@@ -1,0 +1,122 @@
+"""Latency of ``rn-classifier predict`` on the real brain1 scan (goal: < 3 s on a 2-core CPU).
+
+Case: ``../shared/data/pyradiomics_brain1`` (NRRD, 256 × 256 × 25 voxels of 0.78 × 0.78 × 6.5 mm,
+LPS) with its lesion mask. Model: a demo-trained fine-tuning run (``--model``, default
+``demo_run/finetune/ssl_vit`` from ``make demo``); when it does not exist, a tiny model is trained
+first on a small SYNTHETIC cohort (tests/builders.py, about half a minute; not timed).
+
+What is timed, in one run:
+  in-process, warm : ``predict_case`` with the run's fold models already loaded (best and median
+                     of --repeats): read, resample, normalise, crop, every fold model with attention
+                     recorded, maps mapped back to the image grid, NIfTI + PNG written;
+  in-process, first: the first call, including the lazy imports (torch, MONAI, timm, Lightning,
+                     matplotlib) and loading the fold models;
+  command line     : a fresh ``rn-classifier predict`` process, wall clock (Python start-up and
+                     importing torch / MONAI / timm included).
+The goal applies to the in-process figures (a service or notebook keeps the interpreter); the
+command-line figure is printed beside it so the import cost is visible.
+
+Usage: python benchmarks/predict_latency.py [--model RUN_DIR] [--repeats 5] [--record]
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+GOAL_S = 3.0
+
+
+def brain1() -> tuple[Path, Path]:
+    root = Path(os.environ.get("RN_TEST_DATA", REPO.parent / "shared" / "data")) / "pyradiomics_brain1"
+    image, mask = root / "brain1_image.nrrd", root / "brain1_label.nrrd"
+    if not image.is_file():
+        sys.exit(f"brain1 not found at {root} (set RN_TEST_DATA to the folder holding pyradiomics_brain1/)")
+    return image, mask
+
+
+def demo_model(requested: str | None, scratch: Path) -> tuple[Path, str]:
+    default = REPO / "demo_run" / "finetune" / "ssl_vit"
+    path = Path(requested) if requested else default
+    if (path / "config.yaml").is_file():
+        return path, f"{path.name} (run folder given)" if requested else "demo_run/finetune/ssl_vit"
+    if requested:
+        sys.exit(f"--model {path}: not a fine-tuning run folder (config.yaml missing)")
+    sys.path.insert(0, str(REPO / "tests"))
+    from builders import tiny_study_run
+
+    print("demo_run/finetune/ssl_vit not found: training a tiny ssl_vit on a small SYNTHETIC cohort "
+          "(not timed) ...", flush=True)
+    return tiny_study_run(scratch / "study") / "finetune" / "ssl_vit", \
+        "tiny ssl_vit (vit3d_tiny_p8, 32³, 3 folds) trained on a SYNTHETIC cohort by tests/builders.py"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", help="fine-tuning run folder (default demo_run/finetune/ssl_vit)")
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--record", action="store_true", help="append the figures to benchmarks/RESULTS.md")
+    args = parser.parse_args()
+    from rn_classifier.provenance import machine_description
+
+    machine = machine_description()
+    image, mask = brain1()
+    with tempfile.TemporaryDirectory() as tmp:
+        scratch = Path(tmp)
+        model_dir, model_note = demo_model(args.model, scratch)
+        t0 = time.perf_counter()
+        from rn_classifier.predict import TrainedRun, predict_case
+        imports = time.perf_counter() - t0
+
+        t0 = time.perf_counter()
+        run = TrainedRun(model_dir)
+        predict_case(model_dir, image, mask, scratch / "first", run=run)
+        first = time.perf_counter() - t0
+        warm = []
+        for k in range(args.repeats):
+            t0 = time.perf_counter()
+            result = predict_case(model_dir, image, mask, scratch / f"warm{k}", run=run)
+            warm.append(time.perf_counter() - t0)
+
+        env = dict(os.environ, OMP_NUM_THREADS=os.environ.get("OMP_NUM_THREADS", "1"))
+        cli = [sys.executable, "-m", "rn_classifier.cli", "predict", "--model", str(model_dir),
+               "--image", str(image), "--mask", str(mask), "--out", str(scratch / "cli")]
+        t0 = time.perf_counter()
+        done = subprocess.run(cli, capture_output=True, text=True, env=env, cwd=REPO)
+        command = time.perf_counter() - t0
+        if done.returncode != 0:
+            sys.exit(f"rn-classifier predict failed:\n{done.stderr}")
+
+    best, median = min(warm), statistics.median(warm)
+    lines = [
+        f"- machine: {machine}; torch threads {__import__('torch').get_num_threads()}",
+        f"- model: {model_note}; {run.n_folds} fold models, crop {list(run.preprocessing.crop_size)} "
+        f"at {list(run.preprocessing.spacing)} mm",
+        f"- case: brain1 (NRRD 256 × 256 × 25, 0.78 × 0.78 × 6.5 mm, LPS), P(RN) = {result['probability_rn']:.3f}",
+        f"- in-process, warm: best {best:.2f} s, median {median:.2f} s of {len(warm)} "
+        f"(goal < {GOAL_S:g} s: {'met' if median < GOAL_S else 'NOT met'})",
+        f"- in-process, first call: {first:.2f} s (imports torch, MONAI, timm, SimpleITK, matplotlib and "
+        f"Lightning — the classifier classes live in rn_classifier.finetune.module — and loads the fold models)",
+        f"- command line, fresh process: {command:.2f} s wall (of which importing rn_classifier.predict "
+        f"in this process took {imports:.2f} s; torch/MONAI/timm imports dominate)",
+    ]
+    print("\n".join(lines))
+    if args.record:
+        stamp = dt.datetime.now().strftime("%Y-%m-%d %H:%M")
+        with open(Path(__file__).with_name("RESULTS.md"), "a") as fh:
+            fh.write(f"\n## {stamp} — predict_latency.py (predict on brain1)\n\n" + "\n".join(lines) + "\n")
+        print("appended to benchmarks/RESULTS.md")
+
+
+if __name__ == "__main__":
+    main()
