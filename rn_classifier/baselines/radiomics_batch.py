@@ -94,9 +94,11 @@ class FeatureCache:
 
     def store(self, key: str, task: Task, features: Mapping[str, float]) -> None:
         case_id, image_path, mask_path, mask_labels = task
-        atomic.write_json(self._path(key), {"case_id": case_id, "image": image_path,
-                                            "mask": mask_path, "mask_labels": list(mask_labels),
-                                            "features": dict(features)})
+        # file names only: the key already pins the files' contents, and a run folder that is
+        # shared must not carry this machine's folders
+        atomic.write_json(self._path(key), {"case_id": case_id, "image": os.path.basename(image_path),
+                                            "mask": os.path.basename(mask_path),
+                                            "mask_labels": list(mask_labels), "features": dict(features)})
 
 
 def _extract_task(extractor, task: Task) -> tuple[str, dict[str, float] | None, str | None]:
