@@ -67,6 +67,7 @@ def run_radiomics(config: str | os.PathLike | None, manifest: str | os.PathLike,
     from ..data.manifest import check_disjoint_ids, load_manifest
     from ..data.split import check_split, load_split, make_split, save_split
     from ..predictions import write_predictions
+    from ..privacy import scrub_paths
     from ..provenance import run_provenance
     from .radiomics_batch import extract_cohort, resolve_workers
     from .radiomics_config import RadiomicsConfig, validate_config
@@ -145,7 +146,7 @@ def run_radiomics(config: str | os.PathLike | None, manifest: str | os.PathLike,
     atomic.write_csv(out / "features.csv", table)
     atomic.write_csv(out / "selected_features.csv", result.selected)
     write_predictions(predictions, out / "predictions.csv")
-    atomic.write_csv(out / "skipped.csv", skipped)
+    atomic.write_csv(out / "skipped.csv", skipped.assign(reason=skipped["reason"].map(scrub_paths)))
     atomic.write_json(out / "summary.json", summary)
     return summary
 
