@@ -141,8 +141,9 @@ def tiny_encoder_export(folder, crop=32, spacing=2.0) -> Path:
 def tiny_study_run(root, crop=32, n_boot=200) -> Path:
     """A study run folder (STUDY_LAYOUT.md) with 3 fine-tuned models and compare/stats.json.
 
-    ``ssl_vit`` (random "pretrained" export), ``supervised_vit`` and ``clinical`` on
-    :func:`write_crop_cohort`, 3 folds, 1 epoch each; reference model ``ssl_vit``.
+    ``ssl_vit`` (random "pretrained" export), ``supervised_vit``, ``clinical`` and
+    ``ssl_vit_clinical_late`` (stacked on the ``ssl_vit`` run) on :func:`write_crop_cohort`,
+    3 folds, 1 epoch each; reference model ``ssl_vit``.
     """
     import json
 
@@ -164,9 +165,10 @@ def tiny_study_run(root, crop=32, n_boot=200) -> Path:
     split = root / "finetune" / "clinical" / "split.csv"
     for config, extra in (("clinical", []),
                           ("ssl", [f"data.split={split}"]),
-                          ("supervised", [f"data.split={split}"])):
+                          ("supervised", [f"data.split={split}"]),
+                          ("ssl_clinical_late", [f"fusion.image_run={root / 'finetune' / 'ssl_vit'}"])):
         cfg = load_config(FinetuneConfig, configs / f"{config}_demo.yaml", common + extra)
-        if config == "clinical":
+        if cfg.clinical:
             cfg.clinical = {"age": "numeric", "sex": "categorical"}
         run_finetune(cfg, root / "finetune" / cfg.name,
                      encoder_dir=encoder if config == "ssl" else None, echo=lambda line: None)

@@ -22,6 +22,7 @@ from rn_classifier.data.cache import CropCache
 from rn_classifier.errors import InputError
 from rn_classifier.explain.geometry import stored_grid
 from rn_classifier.predict import TrainedRun, frozen_threshold, predict_case
+from rn_classifier.predict.inputs import prepare_case
 
 
 @pytest.fixture(scope="module")
@@ -164,3 +165,19 @@ def test_clinical_values_are_checked_against_the_model(tiny_study, ssl_run, new_
     assert result["clinical"]["given"] == {"age": 71.0, "sex": "F"} and result["attention"]["available"] is False
     partial = predict_case(*args, clinical=["sex=M"], run=clinical)
     assert partial["clinical"]["imputed_by_model"] == ["age"]
+
+
+def test_late_fusion_predicts_with_its_image_runs_attention(tiny_study, new_case, tmp_path):
+    late = TrainedRun(tiny_study / "finetune" / "ssl_vit_clinical_late")
+    assert late.kind == "late" and late.image_run.name == "ssl_vit"
+    result = predict_case(late.run_dir, new_case["image"], new_case["mask"], tmp_path / "late",
+                          mask_labels=[11, 12], clinical=["age=66", "sex=M"], run=late)
+    crop = prepare_case(new_case["image"], new_case["mask"], [11, 12], late.preprocessing).crop
+    image = late.image_run.predict(crop, None, with_attention=False)
+    from rn_classifier.finetune.clinical_model import LogisticModelJSON
+
+    frame = pd.DataFrame([{"age": 66.0, "sex": "M"}])
+    expected = [LogisticModelJSON.load(d / "late_fusion.json").predict_proba(frame.assign(image_logit=logit))[0]
+                for d, logit in zip(late.fold_dirs, image.logits)]
+    assert result["fold_probabilities"] == pytest.approx(expected)
+    assert result["attention"]["available"] and (tmp_path / "late" / "attention.nii.gz").is_file()

@@ -54,7 +54,7 @@ def overlay_png(image: np.ndarray, attention: np.ndarray, lesion: np.ndarray, sp
         ax.imshow(cut(image), cmap="gray", vmin=vmin, vmax=vmax, origin="lower", aspect=aspect,
                   interpolation="nearest")
         heat = np.ma.masked_less_equal(cut(attention), 0.0)
-        shown = ax.imshow(heat, cmap="inferno", vmin=amin, vmax=amax, alpha=0.5, origin="lower",
+        shown = ax.imshow(heat, cmap="inferno", vmin=amin, vmax=amax, alpha=0.4, origin="lower",
                           aspect=aspect, interpolation="bilinear")
         outline = cut(lesion.astype(np.float32))
         if outline.any():

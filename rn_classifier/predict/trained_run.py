@@ -91,12 +91,14 @@ class TrainedRun:
                              "predict once every fold is trained")
         self.image_run: TrainedRun | None = None
         if self.kind == "late":
-            image_dir = self.provenance.get("image_run") or str(self.run_dir / "image_model")
-            image_dir = Path(image_dir)
-            if not image_dir.is_absolute() and not image_dir.is_dir():
-                image_dir = self.run_dir / image_dir
-            if not image_dir.is_dir() and (self.run_dir / "image_model").is_dir():
-                image_dir = self.run_dir / "image_model"
+            recorded = Path(self.provenance.get("image_run") or self.run_dir / "image_model")
+            # as recorded; else, for a moved study folder, inside this run or beside it by name
+            candidates = [recorded, self.run_dir / recorded, self.run_dir / "image_model",
+                          self.run_dir.parent / recorded.name]
+            image_dir = next((c for c in candidates if (c / "config.yaml").is_file()), None)
+            if image_dir is None:
+                raise InputError(f"late-fusion run {self.run_dir}: its image run {recorded.name} was not "
+                                 f"found (looked at {recorded} and beside the run folder)")
             self.image_run = TrainedRun(image_dir)
             if self.image_run.n_folds != self.n_folds:
                 raise InputError(f"late-fusion run {self.run_dir} has {self.n_folds} folds but its image "
