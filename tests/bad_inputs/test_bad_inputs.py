@@ -30,6 +30,12 @@ def test_corpus_has_enough_kinds_across_stages():
                                         "compare", "config", "output", "pretrain"}
 
 
+def test_corpus_is_generated_not_committed():
+    """Only code lives in tests/bad_inputs: every bad file is written by its kind at test time."""
+    here = Path(__file__).parent
+    assert all(p.suffix == ".py" for p in here.iterdir() if p.is_file())
+
+
 def _run_in_child(case: Case, cwd: Path) -> tuple[int, str]:
     """The command in a child process, whose files may not grow beyond ``case.file_size_limit``
     (Python ignores SIGXFSZ, so a write past it fails with EFBIG part-way, like on a full disk)."""
@@ -68,7 +74,7 @@ def test_bad_input_gives_one_clear_error_and_no_output(kind, tmp_path, monkeypat
         assert err.count("error:") == 1, err
     assert re.search(case.expect, err, flags=re.DOTALL), f"expected /{case.expect}/ in:\n{err}"
     for text in case.not_in_message:
-        assert text not in err, f"the message names {text!r}, which is fine:\n{err}"
+        assert text not in err, f"the message names {text!r}, which is not the bad input:\n{err}"
     for out in case.outputs:
         assert not out.exists(), f"{out} was written although the command failed"
     assert not _leftovers(tmp_path), f"temporary files left behind: {_leftovers(tmp_path)}"
