@@ -180,3 +180,29 @@ def tiny_study_run(root, crop=32, n_boot=200) -> Path:
          "versions": {"rn-classifier": "0.1.0"}}))
     (root / "study.yaml").write_text("name: tiny test study\nreference: ssl_vit\n")
     return root
+
+
+def write_dicom_series(array_zyx, spacing, origin, folder) -> Path:
+    """A minimal MR DICOM series (one file per slice, axial) of a (Z, Y, X) int16 array, via
+    SimpleITK; ``spacing``/``origin`` in SimpleITK's (x, y, z) LPS convention."""
+    import SimpleITK as sitk
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    image = sitk.GetImageFromArray(np.asarray(array_zyx, dtype=np.int16))
+    image.SetSpacing(tuple(float(s) for s in spacing))
+    image.SetOrigin(tuple(float(o) for o in origin))
+    writer = sitk.ImageFileWriter()
+    writer.KeepOriginalImageUIDOn()
+    series = "1.2.826.0.1.3680043.2.1125.7.1"
+    for i in range(image.GetDepth()):
+        slice_ = image[:, :, i]
+        position = "\\".join(str(v) for v in image.TransformIndexToPhysicalPoint((0, 0, i)))
+        for tag, value in (("0008|0060", "MR"), ("0020|000e", series), ("0020|000d", series + ".1"),
+                           ("0020|0037", "1\\0\\0\\0\\1\\0"), ("0020|0032", position),
+                           ("0020|0013", str(i)), ("0028|0030", f"{spacing[1]}\\{spacing[0]}"),
+                           ("0018|0050", str(spacing[2]))):
+            slice_.SetMetaData(tag, value)
+        writer.SetFileName(str(folder / f"{i:03d}.dcm"))
+        writer.Execute(slice_)
+    return folder

@@ -15,7 +15,7 @@ import nibabel as nib
 import numpy as np
 import pandas as pd
 import pytest
-from builders import head_volume, save_nifti, sphere
+from builders import head_volume, save_nifti, sphere, write_dicom_series
 
 from rn_classifier.cli import main
 from rn_classifier.data.cache import CropCache
@@ -181,3 +181,19 @@ def test_late_fusion_predicts_with_its_image_runs_attention(tiny_study, new_case
                 for d, logit in zip(late.fold_dirs, image.logits)]
     assert result["fold_probabilities"] == pytest.approx(expected)
     assert result["attention"]["available"] and (tmp_path / "late" / "attention.nii.gz").is_file()
+
+
+def test_predict_reads_a_dicom_series(ssl_run, tmp_path):
+    from rn_classifier.data.ingest import load_volume
+
+    head = head_volume((20, 64, 60), seed=5)                     # (Z, Y, X) as DICOM slices
+    head[sphere(head.shape, (10, 30, 28), 4)] = 1500
+    series = write_dicom_series(head, (1.0, 1.0, 2.5), (40.0, -30.0, 10.0), tmp_path / "series")
+    volume = load_volume(series)                                  # RAS grid it is read into
+    lesion = sphere(volume.shape, np.argwhere(volume.array >= 1500).mean(axis=0), 4)
+    mask = save_nifti(lesion.astype(np.uint8), tmp_path / "mask.nii.gz", volume.affine)
+    result = predict_case(ssl_run.run_dir, series, mask, tmp_path / "out", run=ssl_run)
+    saved = nib.load(str(tmp_path / "out" / "attention.nii.gz"))
+    np.testing.assert_allclose(saved.affine, volume.affine, atol=1e-5)   # the series' own world grid
+    assert saved.shape == volume.shape and np.asarray(saved.dataobj)[lesion].min() > 0
+    assert result["input"]["image"] == "series"
