@@ -158,7 +158,15 @@ def load_volume(path: str | os.PathLike) -> Volume:
     array = np.asarray(array)
     if array.ndim != 3:
         raise InputError(f"{p}: expected a 3D volume, found shape {array.shape}")
-    return Volume(array=array, affine=np.asarray(affine, dtype=float), path=str(p))
+    if not (np.issubdtype(array.dtype, np.integer) or np.issubdtype(array.dtype, np.floating)
+            or array.dtype == np.bool_):
+        raise InputError(f"{p}: voxels are of type {array.dtype}; expected one real number per voxel "
+                         "(integer or floating point), not complex, RGB or structured values")
+    affine = np.asarray(affine, dtype=float)
+    if not np.isfinite(affine).all():
+        raise InputError(f"{p}: the voxel-to-world matrix (affine) holds NaN or infinite values; "
+                         "expected a finite affine (check the header's qform / sform)")
+    return Volume(array=array, affine=affine, path=str(p))
 
 
 def geometry_mismatch(image: Volume, mask: Volume, atol_mm: float = 1e-3) -> str | None:
@@ -179,7 +187,12 @@ def geometry_mismatch(image: Volume, mask: Volume, atol_mm: float = 1e-3) -> str
 
 def missing_lesion_codes(mask: Volume, labels) -> str | None:
     """Describe the listed lesion codes absent from ``mask``, or None when all are present."""
-    present = {int(v) for v in np.unique(np.asarray(mask.array)) if v != 0}
+    values = np.unique(np.asarray(mask.array))
+    fractional = values[values != np.round(values)] if np.issubdtype(values.dtype, np.floating) else []
+    if len(fractional):
+        return (f"mask {mask.path} holds non-integer values (e.g. {float(fractional[0]):g}); expected "
+                "integer lesion codes (resampled or smoothed with a non-nearest interpolation?)")
+    present = {int(v) for v in values if v != 0}
     missing = [int(code) for code in labels if int(code) not in present]
     if not missing:
         return None
