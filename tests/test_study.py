@@ -1,0 +1,184 @@
+"""The study runner: the whole chain on the SYNTHETIC `mini` cohort with one-epoch budgets
+(configs/study/tiny.yaml), resume bookkeeping, label-efficiency subsets, bad config input.
+
+One run of the study (about a minute on 2 cores) is shared by the tests of this module; the
+tests that run it again change only cheap stages.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from rn_classifier.errors import ConfigError, InputError
+from rn_classifier.study.commands import parse_fractions
+from rn_classifier.study.label_efficiency import subset_split
+from rn_classifier.study.run import Study, load_study_config
+from rn_classifier.study.stages import StageBook, stage_key
+
+TINY = "configs/study/tiny.yaml"
+MODELS = ("ssl_vit", "ssl_vit_clinical_late", "ssl_vit_clinical_intermediate", "supervised_vit",
+          "clinical")
+
+
+def _run(out: Path, overrides=(), fractions=None) -> tuple[dict, list[str]]:
+    cfg = load_study_config(TINY, list(overrides))
+    if fractions is not None:
+        cfg.label_efficiency.fractions = fractions
+    lines: list[str] = []
+    return Study(cfg, out, echo=lines.append).run(), lines
+
+
+@pytest.fixture(scope="module")
+def study(tmp_path_factory):
+    out = tmp_path_factory.mktemp("study") / "run"
+    result, lines = _run(out, fractions=[0.5, 1.0])
+    return {"out": out, "result": result, "lines": lines}
+
+
+def test_every_stage_writes_its_folder_of_the_run_layout(study):
+    out = study["out"]
+    for cohort in ("internal", "external", "unlabeled"):
+        assert (out / "cohort" / "manifests" / f"{cohort}.csv").is_file()
+        assert (out / "cache" / cohort).is_dir()
+    assert (out / "pretrain" / "encoder.json").is_file()
+    for model in MODELS:
+        preds = pd.read_csv(out / "finetune" / model / "predictions.csv")
+        assert set(preds["model"]) == {model}
+        assert set(preds["cohort"]) == {"oof", "internal_test", "external"}
+    assert (out / "radiomics" / "predictions.csv").is_file()
+    stats = json.loads((out / "compare" / "stats.json").read_text())
+    assert stats["reference"] == "ssl_vit_clinical_late" and stats["synthetic"] is True
+    assert set(stats["cohorts"]["external"]["models"]) == {*MODELS, "radiomics"}
+    assert json.loads((out / "provenance.json").read_text())["synthetic"] is True
+    assert (out / "study.yaml").is_file()
+    stages = json.loads((out / "stages.json").read_text())["stages"]
+    assert all(entry["status"] == "done" for entry in stages.values())
+    assert {"cohort", "check-data", "preprocess", "split", "pretrain", "radiomics",
+            "label_efficiency", "compare", "report"} <= set(stages)
+
+
+def test_every_model_uses_the_one_split_of_the_run(study):
+    out = study["out"]
+    split = pd.read_csv(out / "split.csv", dtype=str)
+    test_cases = set(split.loc[split["part"] == "internal_test", "case_id"])
+    for model in [*MODELS, "radiomics"]:
+        folder = out / ("finetune" if model != "radiomics" else "") / (model if model != "radiomics" else "radiomics")
+        preds = pd.read_csv(folder / "predictions.csv", dtype={"case_id": str})
+        assert set(preds.loc[preds["cohort"] == "internal_test", "case_id"]) == test_cases
+
+
+def test_a_second_run_does_no_work(study):
+    result, lines = _run(study["out"], fractions=[0.5, 1.0])
+    assert result["ran"] == []
+    assert "finetune:ssl_vit" in result["skipped"] and "pretrain" in result["skipped"]
+
+
+def test_label_efficiency_curve_keeps_the_test_sets_and_shrinks_training(study):
+    out = study["out"]
+    curve = pd.read_csv(out / "label_efficiency" / "curve.csv")
+    assert set(curve["model"]) == {"ssl_vit", "supervised_vit"}
+    assert set(curve["fraction"]) == {0.5, 1.0}
+    assert set(curve["cohort"]) == {"internal_test", "external"}
+    # the same test cases at every fraction, fewer training patients at 0.5
+    assert curve.groupby("cohort")["n_cases"].nunique().eq(1).all()
+    per_fraction = curve.groupby("fraction")["n_train_patients"].first()
+    assert per_fraction[0.5] < per_fraction[1.0]
+    assert np.isfinite(curve["auc"]).all()
+    meta = json.loads((out / "label_efficiency" / "curve.json").read_text())
+    assert meta["synthetic"] is True and meta["reference"] == "ssl_vit"
+    assert (out / meta["runs"]["supervised_vit"]["0.50"] / "predictions.csv").is_file()
+
+
+def test_subsets_are_nested_by_patient_with_both_classes_in_every_fold():
+    rng = np.random.default_rng(0)
+    patients = [f"P{i:02d}" for i in range(40)]
+    rows = []
+    for i, p in enumerate(patients):
+        for lesion in range(1 + i % 3):
+            rows.append({"case_id": f"{p}_L{lesion}", "patient_id": p,
+                         "part": "internal_test" if i < 8 else "train", "fold": -1 if i < 8 else i % 4,
+                         "label": int(rng.random() < 0.4)})
+    split = pd.DataFrame(rows)
+    labels = split.set_index("case_id")["label"]
+    kept = {f: subset_split(split, labels, f, seed=0) for f in (0.1, 0.25, 0.5, 1.0)}
+    for small, large in ((0.1, 0.25), (0.25, 0.5), (0.5, 1.0)):
+        assert set(kept[small]["patient_id"]) <= set(kept[large]["patient_id"])
+    for f, sub in kept.items():
+        assert set(sub.loc[sub["part"] == "internal_test", "case_id"]) == \
+            set(split.loc[split["part"] == "internal_test", "case_id"])
+        # whole patients only
+        per_patient = split.groupby("patient_id").size()
+        assert (sub.groupby("patient_id").size() == per_patient[sub["patient_id"].unique()]).all()
+        train = sub[sub["part"] == "train"]
+        for _, fold in train.groupby("fold"):
+            assert set(labels[fold["case_id"]]) == {0, 1}
+    assert kept[0.1]["patient_id"].nunique() < kept[0.5]["patient_id"].nunique()
+
+
+def test_stage_keys_change_with_settings_and_upstream():
+    base = stage_key({"a": 1}, ["u1"])
+    assert base == stage_key({"a": 1}, ["u1"])
+    assert base != stage_key({"a": 2}, ["u1"])
+    assert base != stage_key({"a": 1}, ["u2"])
+
+
+def test_a_failed_stage_is_recorded_and_run_again(tmp_path):
+    book = StageBook(tmp_path, echo=lambda m: None)
+    with pytest.raises(RuntimeError):
+        book.run("x", "k1", lambda stale: (_ for _ in ()).throw(RuntimeError("boom")))
+    assert json.loads((tmp_path / "stages.json").read_text())["stages"]["x"]["status"] == "failed"
+    seen = []
+    book.run("x", "k1", lambda stale: seen.append(stale))
+    assert seen == [False]          # same key: resumed, not replaced
+    book.run("x", "k2", lambda stale: seen.append(stale))
+    assert seen == [False, True]    # other key: outputs replaced
+
+
+def test_bad_study_config_is_one_clear_error(tmp_path):
+    with pytest.raises(ConfigError, match="data.source must be one of"):
+        load_study_config(TINY, ["data.source=dicom"])
+    with pytest.raises(ConfigError, match="data.internal.manifest"):
+        load_study_config(TINY, ["data.source=manifests"])
+    with pytest.raises(ConfigError, match="label_efficiency.fractions"):
+        load_study_config(TINY, ["label_efficiency.fractions=[0.0,1.0]"])
+    with pytest.raises(ConfigError, match="compare.reference 'nope'"):
+        Study(load_study_config(TINY, ["compare.reference=nope"]), tmp_path / "run").run()
+    with pytest.raises(InputError, match="label-fractions"):
+        parse_fractions("0.1,abc")
+    with pytest.raises(InputError, match="label-fractions"):
+        parse_fractions("0.5,1.5")
+    assert parse_fractions("0.1,0.25,0.5,1.0") == [0.1, 0.25, 0.5, 1.0]
+
+
+# The two tests below change the shared run in place (a run folder is not meant to be moved:
+# fine-tuning runs record their absolute input paths), so they come last.
+def test_an_interrupted_stage_resumes_and_reruns_what_reads_it(study):
+    out = study["out"]
+    # supervised_vit "stopped" after its first fold: fold 1 and the run's outputs are missing
+    run_dir = out / "finetune" / "supervised_vit"
+    shutil.rmtree(run_dir / "folds" / "fold_1")
+    (run_dir / "predictions.csv").unlink()
+    book = json.loads((out / "stages.json").read_text())
+    book["stages"]["finetune:supervised_vit"]["status"] = "running"
+    (out / "stages.json").write_text(json.dumps(book))
+
+    result, lines = _run(out, fractions=[0.5, 1.0])
+    assert result["ran"][0] == "finetune:supervised_vit"
+    assert "compare" in result["ran"] and "finetune:ssl_vit" in result["skipped"]
+    assert "pretrain" in result["skipped"] and "radiomics" in result["skipped"]
+    assert (run_dir / "predictions.csv").is_file()
+    assert not any("fold 0: training" in line for line in lines)    # fold 0 was kept
+
+
+def test_a_changed_model_config_reruns_only_that_model_and_what_follows(study):
+    out = study["out"]
+    result, _ = _run(out, ["finetune.models.clinical.set=[logistic.C=0.5]"], fractions=[0.5, 1.0])
+    assert result["ran"] == ["finetune:clinical", "compare", "report"]
+    config = (out / "finetune" / "clinical" / "config.yaml").read_text()
+    assert "C: 0.5" in config
