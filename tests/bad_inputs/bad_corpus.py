@@ -280,6 +280,46 @@ def all_zero_image(root: Path) -> Case:
 
 
 @kind("preprocess")
+def complex_voxels(root: Path) -> Case:
+    def write(d: Path) -> Path:
+        return save_nifti(lesion_image_and_mask()[0].astype(np.complex64), d / "BAD-01.nii.gz", AFFINE)
+    return preprocess_case(root, r"BAD-01\.nii\.gz: voxels are of type complex64; expected one real number "
+                                 r"per voxel", bad_image=write)
+
+
+@kind("preprocess")
+def rgb_voxels(root: Path) -> Case:
+    def write(d: Path) -> Path:
+        d.mkdir(parents=True, exist_ok=True)
+        grey = lesion_image_and_mask()[0].astype(np.uint8)
+        rgb = np.stack([grey] * 3, axis=-1).view([("R", "u1"), ("G", "u1"), ("B", "u1")]).reshape(SHAPE)
+        nib.save(nib.Nifti1Image(rgb, AFFINE), str(d / "BAD-01.nii.gz"))
+        return d / "BAD-01.nii.gz"
+    return preprocess_case(root, r"BAD-01\.nii\.gz: voxels are of type \[\('R', 'u1'\).*expected one real "
+                                 r"number per voxel", bad_image=write)
+
+
+@kind("preprocess")
+def affine_not_finite(root: Path) -> Case:
+    nan_origin = AFFINE.copy()
+    nan_origin[0, 3] = np.nan
+    return preprocess_case(root, r"BAD-01\.nii\.gz: the voxel-to-world matrix \(affine\) holds NaN or "
+                                 r"infinite values",
+                           bad_image=lambda d: save_nifti(lesion_image_and_mask()[0], d / "BAD-01.nii.gz", nan_origin))
+
+
+@kind("preprocess")
+def mask_values_not_integers(root: Path) -> Case:
+    """A mask resampled with linear interpolation: fractional codes at the lesion's border."""
+    def write(d: Path) -> Path:
+        mask = lesion_image_and_mask()[1].astype(np.float32)
+        mask[mask == 11] = 10.5
+        return save_nifti(mask, d / "BAD-01.nii.gz", AFFINE)
+    return preprocess_case(root, r"mask .*BAD-01\.nii\.gz holds non-integer values \(e\.g\. 10\.5\); "
+                                 r"expected integer lesion codes", bad_mask=write)
+
+
+@kind("preprocess")
 def huge_nifti_header(root: Path) -> Case:
     """A 352-byte NIfTI whose header declares 5000³ voxels: refused from the header, before any
     voxel is read (reading would fail as truncated, with another message)."""
