@@ -85,6 +85,11 @@ def test_predict_writes_every_output_on_the_images_grid(ssl_run, new_case, tmp_p
         img = nib.load(str(tmp_path / "out" / name))
         np.testing.assert_allclose(img.affine, new_case["affine"], atol=1e-5)
         assert img.shape == new_case["shape"] and np.asarray(img.dataobj).max() > 0
+    heads = nib.load(str(tmp_path / "out" / "attention_heads.nii.gz"))
+    assert heads.shape == (*new_case["shape"], 3)
+    np.testing.assert_allclose(np.asarray(heads.dataobj).mean(axis=-1),
+                               np.asarray(nib.load(str(tmp_path / "out" / "attention.nii.gz")).dataobj),
+                               rtol=1e-5, atol=1e-9)                 # the map is the head mean
     png = (tmp_path / "out" / "attention.png").read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 1000
     focus = written["attention"]["focus"]

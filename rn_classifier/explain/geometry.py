@@ -124,10 +124,13 @@ def stored_grid(path: str | os.PathLike, fallback: Grid | None = None) -> Grid:
 
 
 def save_map_nifti(array: np.ndarray, grid: Grid, path: str | os.PathLike, description: str) -> Path:
-    """Write a float32 map on ``grid`` as NIfTI (sform and qform = the grid's affine), atomically."""
+    """Write a float32 map on ``grid`` as NIfTI (sform and qform = the grid's affine), atomically.
+
+    array: ``grid.shape``, or ``(*grid.shape, K)`` for K maps in one file (e.g. one per head).
+    """
     from .. import atomic
 
-    if tuple(array.shape) != tuple(grid.shape):
+    if tuple(array.shape[:3]) != tuple(grid.shape) or array.ndim not in (3, 4):
         raise ValueError(f"map shape {array.shape} differs from its grid {grid.shape}")
     img = nib.Nifti1Image(np.asarray(array, dtype=np.float32), grid.affine)
     img.header.set_sform(grid.affine, code=1)   # scanner-anatomical world, as the image

@@ -9,6 +9,7 @@ Writes into ``out``::
     attention.nii.gz         last-layer class-token attention (head mean, fold mean) on the
                              image's stored voxel grid and affine (opens aligned in 3D Slicer)
     attention_rollout.nii.gz attention rollout, same grid
+    attention_heads.nii.gz   last-layer class-token attention of each head (4th axis), same grid
     attention.png            axial / coronal / sagittal overlays through the lesion, mask contour
 
 Every output is computed before anything is written, and each file is written atomically, with
@@ -89,6 +90,10 @@ def predict_case(model_dir: str | os.PathLike, image: str | os.PathLike, mask: s
                                      f"rn-classifier {run.name} CLS attention")
         files["attention_rollout.nii.gz"] = ("map", crop_to_grid(rollout_crop, case.crop_affine, grid),
                                              grid, f"rn-classifier {run.name} attention rollout")
+        heads = np.stack([crop_to_grid(upsample_to_crop(h, crop_shape), case.crop_affine, grid)
+                          for h in maps.cls_heads], axis=-1)
+        files["attention_heads.nii.gz"] = ("map", heads, grid,
+                                           f"rn-classifier {run.name} CLS attention per head (4th axis)")
         peak = np.unravel_index(int(np.argmax(cls_crop)), cls_crop.shape)
         attention = {
             "available": True,
@@ -100,7 +105,7 @@ def predict_case(model_dir: str | os.PathLike, image: str | os.PathLike, mask: s
             "peak_world_ras_mm": [round(float(v), 2) for v in
                                   case.crop_affine[:3, :3] @ np.asarray(peak, float) + case.crop_affine[:3, 3]],
             "files": {"cls": "attention.nii.gz", "rollout": "attention_rollout.nii.gz",
-                      "overlay": "attention.png"},
+                      "cls_per_head": "attention_heads.nii.gz", "overlay": "attention.png"},
         }
     prediction = {
         "format": FORMAT, "version": VERSION,
