@@ -239,3 +239,16 @@ def test_missing_stats_is_one_clear_error(tiny_study, tmp_path):
 def test_scrub_paths_keeps_only_the_last_component():
     text = "data:\n  internal_cache: /home/dr/molab/cache/internal\n  split: C:\\Users\\dr\\split.csv\nname: ssl_vit"
     assert scrub_paths(text) == "data:\n  internal_cache: …/internal\n  split: …/split.csv\nname: ssl_vit"
+
+
+def test_missing_caches_give_a_report_that_says_why(tiny_study, tmp_path):
+    import shutil
+
+    study = tmp_path / "moved"
+    shutil.copytree(tiny_study, study, ignore=shutil.ignore_patterns("cache", "report"))
+    for config in (study / "finetune").glob("*/config.yaml"):        # the caches are gone
+        config.write_text(config.read_text().replace(str(tiny_study), str(study)))
+    out = build_report(study, out=tmp_path / "r" / "report.html", pseudonymize=True)
+    data = json.loads(out.with_name("report.json").read_text())
+    assert data["attention"]["available"] is False and "cache" in data["attention"]["reason"]
+    assert str(tmp_path) not in out.read_text() and "Attention maps not available" in out.read_text()

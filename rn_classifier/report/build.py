@@ -65,7 +65,10 @@ def _centres_and_missing(sources: ReportSources, descriptions: dict) -> dict:
             path = resolve_data_path(value, sources.finetune_runs[name], sources.root, None)
             if path is None or not path.is_file():
                 continue
-            df = load_manifest(path)
+            try:
+                df = load_manifest(path)
+            except InputError:          # a manifest whose images moved: counts come from stats only
+                continue
             columns = sorted({c for d in descriptions.values() for c in d.get("clinical_columns", {})}
                              & set(df.columns))
             out[part] = {"centres": {str(k): int(v) for k, v in df["center"].value_counts().items()},
@@ -157,10 +160,24 @@ def _tripod(report: dict) -> list[dict]:
     ]
 
 
+def _attention(sources: ReportSources, table: pd.DataFrame, stats: dict, pseudo: Pseudonymizer,
+               attention_dir: Path | None) -> dict:
+    """The attention section; a run folder whose models or caches cannot be read gives a
+    section that says why instead of no report at all."""
+    from .gallery import attention_gallery
+
+    try:
+        section = attention_gallery(sources, table, stats, pseudo, attention_dir)
+    except InputError as exc:
+        section = {"available": False, "reason": str(exc)}
+    if not section["available"] and pseudo.enabled:
+        section["reason"] = scrub_paths(section["reason"])
+    return section
+
+
 def assemble(sources: ReportSources, pseudo: Pseudonymizer, attention_dir: Path | None) -> dict:
     """Everything the report shows, as JSON-ready data (the content of report.json)."""
     from ..stats.predictions import read_predictions
-    from .gallery import attention_gallery
 
     stats = sources.stats
     models = _models(stats)
@@ -214,7 +231,7 @@ def assemble(sources: ReportSources, pseudo: Pseudonymizer, attention_dir: Path 
                          if d["cfg"] is not None},
         "roc_bands": _roc_bands(table, stats),
         "uncertainty": _uncertainty(table, stats, pseudo),
-        "attention": attention_gallery(sources, table, stats, pseudo, attention_dir),
+        "attention": _attention(sources, table, stats, pseudo, attention_dir),
     }
     report["tripod"] = _tripod(report)
     return report
