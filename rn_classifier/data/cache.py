@@ -40,19 +40,32 @@ class CropCache:
             if not (self.folder / name).is_file():
                 raise InputError(f"{self.folder} is not a preprocess cache: {name} is missing "
                                  "(run `rn-classifier preprocess MANIFEST --out CACHE` first)")
-        self.meta = json.loads((self.folder / META_FILE).read_text())
-        if self.meta.get("version") != CACHE_VERSION:
-            raise InputError(f"{self.folder}: cache version {self.meta.get('version')} is not the "
+        try:
+            self.meta = json.loads((self.folder / META_FILE).read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise InputError(f"{self.folder / META_FILE} is not valid JSON ({exc}); rebuild the cache "
+                             "with `rn-classifier preprocess`") from None
+        if not isinstance(self.meta, dict) or self.meta.get("version") != CACHE_VERSION:
+            found = self.meta.get("version") if isinstance(self.meta, dict) else None
+            raise InputError(f"{self.folder}: cache version {found} is not the "
                              f"supported version {CACHE_VERSION}; rebuild it with `preprocess`")
         self.index = pd.read_csv(self.folder / INDEX_FILE, dtype={"case_id": str, "patient_id": str,
                                                                   "center": str})
         self.index["label"] = pd.to_numeric(self.index["label"], errors="coerce").astype("Int64")
         self._crops = None  # opened lazily, so a cache pickles cheaply into loader workers
+        _ = self.crops      # ... but checked now: a damaged file is one error here, not in a worker
+        self._crops = None
 
     @property
     def crops(self) -> np.ndarray:
         if self._crops is None:
-            self._crops = np.load(self.folder / CROPS_FILE, mmap_mode="r")
+            try:  # allow_pickle stays False: an object array is refused, never unpickled
+                self._crops = np.load(self.folder / CROPS_FILE, mmap_mode="r")
+            except (ValueError, OSError, EOFError) as exc:
+                why = ("it holds pickled objects, which are never loaded (they could run code)"
+                       if "pickled" in str(exc) else f"{exc}; the file may be truncated")
+                raise InputError(f"{self.folder / CROPS_FILE} is not a readable crop array ({why}); "
+                                 "rebuild the cache with `rn-classifier preprocess`") from None
             if self._crops.shape[0] != len(self.index):
                 raise InputError(f"{self.folder}: crops.npy holds {self._crops.shape[0]} crops but "
                                  f"index.csv lists {len(self.index)}; rebuild the cache")
