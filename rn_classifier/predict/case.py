@@ -27,7 +27,7 @@ import numpy as np
 
 from .. import __version__, atomic
 from ..errors import InputError
-from .inputs import parse_clinical, prepare_case
+from .inputs import CaseInput, parse_clinical, prepare_case
 from .trained_run import TrainedRun, frozen_threshold
 
 FORMAT = "rn-classifier/prediction"
@@ -54,11 +54,6 @@ def predict_case(model_dir: str | os.PathLike, image: str | os.PathLike, mask: s
     run: an already loaded :class:`TrainedRun` (reused across calls, e.g. in a benchmark).
     Returns the content of ``prediction.json``.
     """
-    from ..explain.focus import attention_focus
-    from ..explain.geometry import Grid, crop_to_grid, save_map_nifti, stored_grid, upsample_to_crop
-    from ..explain.figures import overlay_png
-    from ..explain.maps import AttentionMaps
-
     started = time.perf_counter()
     run = run or TrainedRun(model_dir)
     out = Path(out)
@@ -70,43 +65,8 @@ def predict_case(model_dir: str | os.PathLike, image: str | os.PathLike, mask: s
     case = prepare_case(image, mask, mask_labels, prep) if run.uses_images else None
     result = run.predict(case.crop if case else None, frame, with_attention=True)
     prob = float(result.probs.mean())
-    files: dict[str, bytes | tuple] = {}
-    attention: dict = {"available": False}
-    if result.maps:
-        maps = AttentionMaps.mean(result.maps)
-        crop_shape = case.crop.shape[1:]
-        cls_crop = upsample_to_crop(maps.cls_mean, crop_shape)
-        rollout_crop = upsample_to_crop(maps.rollout, crop_shape)
-        lesion_crop = case.crop[1] > 0.5
-        grid = stored_grid(image, fallback=Grid(case.image.shape, case.image.affine))
-        ras = Grid(case.image.shape, case.image.affine)
-        cls_image = crop_to_grid(cls_crop, case.crop_affine, ras)
-        center = np.argwhere(case.lesion).mean(axis=0)
-        title = (f"{run.name}: P(RN) = {prob:.2f}; last-layer CLS attention, mean of "
-                 f"{len(result.maps)} fold models" + (" — SYNTHETIC-TRAINED MODEL" if run.synthetic else ""))
-        files["attention.png"] = overlay_png(case.image.array, cls_image, case.lesion,
-                                             case.image.spacing, center, title)
-        files["attention.nii.gz"] = ("map", crop_to_grid(cls_crop, case.crop_affine, grid), grid,
-                                     f"rn-classifier {run.name} CLS attention")
-        files["attention_rollout.nii.gz"] = ("map", crop_to_grid(rollout_crop, case.crop_affine, grid),
-                                             grid, f"rn-classifier {run.name} attention rollout")
-        heads = np.stack([crop_to_grid(upsample_to_crop(h, crop_shape), case.crop_affine, grid)
-                          for h in maps.cls_heads], axis=-1)
-        files["attention_heads.nii.gz"] = ("map", heads, grid,
-                                           f"rn-classifier {run.name} CLS attention per head (4th axis)")
-        peak = np.unravel_index(int(np.argmax(cls_crop)), cls_crop.shape)
-        attention = {
-            "available": True,
-            "map": "last-layer class-token attention, mean over heads and fold models",
-            "focus": attention_focus(cls_crop, lesion_crop, case.spacing),
-            "focus_rollout": attention_focus(rollout_crop, lesion_crop, case.spacing),
-            "focus_per_head": [attention_focus(upsample_to_crop(h, crop_shape), lesion_crop,
-                                               case.spacing)["in_mask"] for h in maps.cls_heads],
-            "peak_world_ras_mm": [round(float(v), 2) for v in
-                                  case.crop_affine[:3, :3] @ np.asarray(peak, float) + case.crop_affine[:3, 3]],
-            "files": {"cls": "attention.nii.gz", "rollout": "attention_rollout.nii.gz",
-                      "cls_per_head": "attention_heads.nii.gz", "overlay": "attention.png"},
-        }
+    files, attention = ({}, {"available": False}) if not result.maps else \
+        attention_outputs(run, case, result.maps, image, prob)
     prediction = {
         "format": FORMAT, "version": VERSION,
         "synthetic_model": run.synthetic,
@@ -137,6 +97,8 @@ def predict_case(model_dir: str | os.PathLike, image: str | os.PathLike, mask: s
     if case is not None and not case.lesion_inside_crop:
         prediction["warnings"] = [f"the lesion extends beyond the {list(prep.crop_size)}-voxel crop "
                                   "the model sees; only its central part was used"]
+    from ..explain.geometry import save_map_nifti
+
     for name, payload in files.items():
         if isinstance(payload, bytes):
             with atomic.atomic_path(out / name, suffix=".png") as tmp:
@@ -147,3 +109,52 @@ def predict_case(model_dir: str | os.PathLike, image: str | os.PathLike, mask: s
     prediction["seconds"] = round(time.perf_counter() - started, 3)
     atomic.write_json(out / "prediction.json", prediction)
     return prediction
+
+
+def attention_outputs(run: TrainedRun, case: CaseInput, fold_maps: list, image, prob: float
+                      ) -> tuple[dict, dict]:
+    """Fold-mean attention maps → (files to write, the ``attention`` part of prediction.json).
+
+    Maps are upsampled from the patch grid to the crop, focus numbers are computed on the crop
+    (training spacing), and the maps are sampled onto the grid the image file is stored on.
+    """
+    from ..explain.figures import overlay_png
+    from ..explain.focus import attention_focus
+    from ..explain.geometry import Grid, crop_to_grid, stored_grid, upsample_to_crop
+    from ..explain.maps import AttentionMaps
+
+    maps = AttentionMaps.mean(fold_maps)
+    crop_shape = case.crop.shape[1:]
+    cls_crop = upsample_to_crop(maps.cls_mean, crop_shape)
+    rollout_crop = upsample_to_crop(maps.rollout, crop_shape)
+    heads_crop = [upsample_to_crop(h, crop_shape) for h in maps.cls_heads]
+    lesion_crop = case.crop[1] > 0.5
+    ras = Grid(case.image.shape, case.image.affine)          # the grid the image was read into
+    grid = stored_grid(image, fallback=ras)                   # the grid the file is stored on
+    title = (f"{run.name}: P(RN) = {prob:.2f}; last-layer CLS attention, mean of {len(fold_maps)} "
+             "fold models" + (" — SYNTHETIC-TRAINED MODEL" if run.synthetic else ""))
+    files = {
+        "attention.png": overlay_png(case.image.array, crop_to_grid(cls_crop, case.crop_affine, ras),
+                                     case.lesion, case.image.spacing,
+                                     np.argwhere(case.lesion).mean(axis=0), title),
+        "attention.nii.gz": ("map", crop_to_grid(cls_crop, case.crop_affine, grid), grid,
+                             f"rn-classifier {run.name} CLS attention"),
+        "attention_rollout.nii.gz": ("map", crop_to_grid(rollout_crop, case.crop_affine, grid), grid,
+                                     f"rn-classifier {run.name} attention rollout"),
+        "attention_heads.nii.gz": ("map", np.stack([crop_to_grid(h, case.crop_affine, grid)
+                                                    for h in heads_crop], axis=-1), grid,
+                                   f"rn-classifier {run.name} CLS attention per head (4th axis)"),
+    }
+    peak = np.unravel_index(int(np.argmax(cls_crop)), cls_crop.shape)
+    attention = {
+        "available": True,
+        "map": "last-layer class-token attention, mean over heads and fold models",
+        "focus": attention_focus(cls_crop, lesion_crop, case.spacing),
+        "focus_rollout": attention_focus(rollout_crop, lesion_crop, case.spacing),
+        "focus_per_head": [attention_focus(h, lesion_crop, case.spacing)["in_mask"] for h in heads_crop],
+        "peak_world_ras_mm": [round(float(v), 2) for v in
+                              case.crop_affine[:3, :3] @ np.asarray(peak, float) + case.crop_affine[:3, 3]],
+        "files": {"cls": "attention.nii.gz", "rollout": "attention_rollout.nii.gz",
+                  "cls_per_head": "attention_heads.nii.gz", "overlay": "attention.png"},
+    }
+    return files, attention
