@@ -63,7 +63,8 @@ class CropCache:
                 self._crops = np.load(self.folder / CROPS_FILE, mmap_mode="r")
             except (ValueError, OSError, EOFError) as exc:
                 why = ("it holds pickled objects, which are never loaded (they could run code)"
-                       if "pickled" in str(exc) else f"{exc}; the file may be truncated")
+                       if "pickled" in str(exc) or "Python objects" in str(exc)
+                       else f"{exc}; the file may be truncated")
                 raise InputError(f"{self.folder / CROPS_FILE} is not a readable crop array ({why}); "
                                  "rebuild the cache with `rn-classifier preprocess`") from None
             if self._crops.shape[0] != len(self.index):
