@@ -756,6 +756,43 @@ def disk_full_while_writing_json(root: Path) -> Case:
     return case
 
 
+# -- preprocess caches (read by pretraining and fine-tuning) --------------------------------------
+
+def pretrain_cache_case(root: Path, damage: Callable[[Path], None], expect: str) -> Case:
+    from pretrain_fakes import make_pool_cache
+
+    pool = make_pool_cache(root / "pool", n=4)
+    damage(pool)
+    case = pretrain_config_case(root, "", expect, "--set", f"data.pool_cache={pool}")
+    return case
+
+
+@kind("pretrain")
+def cache_crops_truncated(root: Path) -> Case:
+    return pretrain_cache_case(root, lambda c: _truncate(c / "crops.npy", 0.3),
+                               r"pool/crops\.npy is not a readable crop array \(.*the file may be truncated\); "
+                               r"rebuild the cache")
+
+
+@kind("pretrain")
+def cache_crops_pickled(root: Path) -> Case:
+    """A crops.npy holding pickled objects (one of them a payload) is refused, never unpickled."""
+    def damage(cache: Path) -> None:
+        payload = np.empty(2, dtype=object)
+        payload[0] = WritesMarker(cache.parent / "marker")
+        np.save(cache / "crops.npy", payload, allow_pickle=True)
+    case = pretrain_cache_case(root, damage, r"pool/crops\.npy is not a readable crop array \(it holds pickled "
+                                             r"objects, which are never loaded")
+    case.outputs.append(root / "marker")
+    return case
+
+
+@kind("pretrain")
+def cache_meta_not_json(root: Path) -> Case:
+    return pretrain_cache_case(root, lambda c: (c / "meta.json").write_text("{spacing: [2, 2, 2]"),
+                               r"pool/meta\.json is not valid JSON")
+
+
 # -- checkpoints --------------------------------------------------------------------------------
 
 @kind("pretrain")
