@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from omegaconf import DictConfig, OmegaConf
-from omegaconf.errors import OmegaConfBaseException
+from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
 
 from . import atomic
 from .errors import ConfigError
@@ -27,6 +27,9 @@ T = TypeVar("T")
 def _describe(exc: OmegaConfBaseException) -> str:
     key = getattr(exc, "full_key", None) or getattr(exc, "key", None)
     msg = str(exc).splitlines()[0]
+    owner = getattr(exc, "object_type", None)
+    if isinstance(exc, ConfigKeyError) and dataclasses.is_dataclass(owner):  # a misspelt key
+        msg += f"; expected one of {[f.name for f in dataclasses.fields(owner)]}"
     return f"key '{key}': {msg}" if key else msg
 
 
