@@ -85,7 +85,7 @@ def process_case(row: dict, cfg: PreprocessConfig, labelled: bool) -> tuple[np.n
     try:
         image = load_volume(row["image_path"])
         if not np.isfinite(np.asarray(image.array, dtype=np.float32)).all():
-            raise InputError(f"image {image.path} holds NaN or infinite voxels")
+            raise InputError(f"image {image.path} holds NaN or infinite voxels (expected finite intensities)")
         if labelled:
             mask = load_volume(row["mask_path"])
             mismatch = geometry_mismatch(image, mask)
@@ -96,7 +96,10 @@ def process_case(row: dict, cfg: PreprocessConfig, labelled: bool) -> tuple[np.n
             if missing:
                 raise InputError(missing)
         image = resample(image, cfg.spacing, mode="bilinear")
-        norm = normalise(image.array, cfg.normalisation.method, cfg.normalisation.clip_percentiles)
+        try:
+            norm = normalise(image.array, cfg.normalisation.method, cfg.normalisation.clip_percentiles)
+        except InputError as exc:  # e.g. a blank image: name the file
+            raise InputError(f"image {image.path}: {exc}; expected a T1CE scan") from None
         pad_value = float(norm.min())
         if labelled:
             mask = resample(mask, cfg.spacing, mode="nearest")
