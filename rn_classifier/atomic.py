@@ -41,7 +41,9 @@ def _check_writable_dir(folder: Path) -> None:
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise OutputError(f"cannot create output folder {folder}: {exc.strerror or exc}") from exc
+        blocking = next((p for p in (folder, *folder.parents) if p.exists() and not p.is_dir()), None)
+        why = f"{blocking} is a file, not a folder" if blocking is not None else exc.strerror or exc
+        raise OutputError(f"cannot create output folder {folder}: {why}") from exc
     if not os.access(folder, os.W_OK):
         raise OutputError(f"output folder {folder} is not writable")
 
