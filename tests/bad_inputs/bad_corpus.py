@@ -264,7 +264,7 @@ def _image_with(value: float) -> Callable[[Path], Path]:
 
 @kind("preprocess")
 def nan_voxels(root: Path) -> Case:
-    return preprocess_case(root, r"BAD-01\.nii\.gz holds NaN or infinite voxels", bad_image=_image_with(np.nan))
+    return preprocess_case(root, r"BAD-01\.nii\.gz holds NaN or infinite voxels \(expected finite intensities\)", bad_image=_image_with(np.nan))
 
 
 @kind("preprocess")
@@ -276,7 +276,7 @@ def inf_voxels(root: Path) -> Case:
 def all_zero_image(root: Path) -> Case:
     def write(d: Path) -> Path:
         return save_nifti(np.zeros(SHAPE, np.int16), d / "BAD-01.nii.gz", AFFINE)
-    return preprocess_case(root, r"image has no foreground \(it is constant or all zeros\)", bad_image=write)
+    return preprocess_case(root, r"image .*BAD-01\.nii\.gz: image has no foreground \(it is constant or all zeros\); expected a T1CE scan", bad_image=write)
 
 
 @kind("preprocess")
@@ -651,7 +651,7 @@ def pretrain_config_case(root: Path, text: str, expect: str, *extra: str) -> Cas
 @kind("config")
 def config_unknown_key(root: Path) -> Case:
     """A misspelt key (``lrr``) is refused, never ignored."""
-    return pretrain_config_case(root, "extra:\n  lrr: 0.1\n", r"dino\.yaml: key 'extra': Key 'extra' not in 'PretrainConfig'")
+    return pretrain_config_case(root, "extra:\n  lrr: 0.1\n", r"dino\.yaml: key 'extra': Key 'extra' not in 'PretrainConfig'; expected one of \['name', 'method', 'data', ")
 
 
 @kind("config")
@@ -708,7 +708,7 @@ def _out_inside_a_file(case: Case, root: Path, rest: str) -> Case:
 
 @kind("output")
 def output_folder_is_a_file(root: Path) -> Case:
-    case = split_case(root, cohort_table(12, "INT"), r"cannot create output folder .*results\.txt: (Not a directory|File exists)")
+    case = split_case(root, cohort_table(12, "INT"), r"cannot create output folder .*results\.txt: .*results\.txt is a file, not a folder")
     return _out_inside_a_file(case, root, "split.csv")
 
 
@@ -724,7 +724,7 @@ def disk_full_while_writing_cache(root: Path) -> Case:
 
 @kind("output")
 def run_folder_is_a_file(root: Path) -> Case:
-    case = finetune_clinical_case(root, r"cannot create output folder .*results\.txt/run: (Not a directory|File exists)")
+    case = finetune_clinical_case(root, r"cannot create output folder .*results\.txt/run: .*results\.txt is a file, not a folder")
     return _out_inside_a_file(case, root, "run")
 
 
