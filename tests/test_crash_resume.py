@@ -1,5 +1,6 @@
-"""Crash and resume: a pretraining process killed with SIGKILL resumes to the same weights, and a
-process killed while writing a checkpoint never replaces the previous good one.
+"""Crash and resume: a pretraining process killed with SIGKILL resumes to the same weights, a
+process killed while writing a checkpoint never replaces the previous good one, and fine-tuning
+killed inside a fold resumes at that fold (complete folds are kept) with the same predictions.
 
 Real processes, real SIGKILL: nothing in the dying process gets to clean up. The pretraining runs
 use the shipped ``configs/pretrain/dino_demo.yaml`` made tiny with ``--set``-style overrides
@@ -172,3 +173,89 @@ def test_checkpoint_save_is_atomic_in_process_and_readable_by_others(tmp_path):
             io.save_checkpoint({"global_step": 2}, path)
     assert load_checkpoint(path)["global_step"] == 1
     assert [p.name for p in tmp_path.iterdir()] == ["last.ckpt"]
+
+
+# -- fine-tuning: resume at fold granularity ------------------------------------------------------
+
+FINETUNE_DRIVER = """
+import sys, time
+from pathlib import Path
+import rn_classifier.finetune.run as finetune_run
+from rn_classifier.cli import main
+
+kill_fold, ready = int(sys.argv[1]), Path(sys.argv[2])
+real_trainer = finetune_run.clinical_trainer
+
+def trainer_waiting_in_fold(cfg, cases):      # fold kill_fold announces itself and waits to be killed
+    train = real_trainer(cfg, cases)
+    def fold(k, folder):
+        if k == kill_fold:
+            ready.write_text(str(k))
+            time.sleep(600)
+        return train(k, folder)
+    return fold
+
+finetune_run.clinical_trainer = trainer_waiting_in_fold
+sys.exit(main(sys.argv[3:]))
+"""
+
+CLINICAL_CONFIG = """\
+name: clinical
+data:
+  internal_manifest: internal.csv
+cv:
+  n_folds: 3
+clinical:
+  age: numeric
+  sex: categorical
+model:
+  kind: clinical
+"""
+
+
+def _clinical_cohort(folder: Path) -> Path:
+    import numpy as np
+    import pandas as pd
+
+    rng = np.random.default_rng(0)
+    rows = [{"case_id": f"C{p:03d}", "patient_id": f"P{p:03d}", "center": "INT", "image": f"i/{p}.nii.gz",
+             "mask": f"m/{p}.nii.gz", "mask_labels": "11", "label": p % 2, "age": 55 + 8 * (p % 2) + rng.normal(0, 6),
+             "sex": "FM"[int(rng.integers(2))]} for p in range(18)]
+    pd.DataFrame(rows).to_csv(folder / "internal.csv", index=False)
+    (folder / "clinical.yaml").write_text(CLINICAL_CONFIG)
+    return folder / "clinical.yaml"
+
+
+def test_finetuning_killed_in_a_fold_resumes_at_that_fold(tmp_path, monkeypatch, capsys):
+    import pandas as pd
+
+    from rn_classifier.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    config = _clinical_cohort(tmp_path)
+    assert main(["finetune", "--config", str(config), "--out", "straight"]) == 0
+
+    ready = tmp_path / "ready"
+    victim = subprocess.Popen([sys.executable, "-c", FINETUNE_DRIVER, "1", str(ready), "finetune", "--config",
+                               str(config), "--out", "killed"], cwd=tmp_path, env=_env(),
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while not ready.exists() and victim.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert ready.exists(), victim.communicate()[1][-3000:]
+    victim.send_signal(signal.SIGKILL)
+    assert victim.wait(timeout=60) == -signal.SIGKILL
+    victim.stderr.close()
+
+    folds = tmp_path / "killed" / "folds"
+    assert (folds / "fold_0" / "predictions.csv").is_file()            # complete before the kill
+    assert not (folds / "fold_1" / "predictions.csv").exists()         # killed inside this fold
+    assert not (tmp_path / "killed" / "predictions.csv").exists()
+    fold0 = {p.name: p.stat().st_mtime_ns for p in (folds / "fold_0").iterdir()}
+
+    capsys.readouterr()
+    assert main(["finetune", "--config", str(config), "--out", "killed"]) == 0
+    assert "fold 0: complete" in capsys.readouterr().out
+    assert {p.name: p.stat().st_mtime_ns for p in (folds / "fold_0").iterdir()} == fold0  # not retrained
+    pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "killed" / "predictions.csv"),
+                                  pd.read_csv(tmp_path / "straight" / "predictions.csv"))
