@@ -195,6 +195,18 @@ def write_dicom_series(array_zyx, spacing, origin, folder) -> Path:
     writer = sitk.ImageFileWriter()
     writer.KeepOriginalImageUIDOn()
     series = "1.2.826.0.1.3680043.2.1125.7.1"
+    # GDCM's writer resets the process locale to "C" (text I/O would turn ASCII): restore it
+    import locale
+
+    saved = locale.setlocale(locale.LC_ALL)
+    try:
+        _write_slices(image, writer, series, spacing, folder)
+    finally:
+        locale.setlocale(locale.LC_ALL, saved)
+    return folder
+
+
+def _write_slices(image, writer, series, spacing, folder) -> None:
     for i in range(image.GetDepth()):
         slice_ = image[:, :, i]
         position = "\\".join(str(v) for v in image.TransformIndexToPhysicalPoint((0, 0, i)))
@@ -205,4 +217,3 @@ def write_dicom_series(array_zyx, spacing, origin, folder) -> Path:
             slice_.SetMetaData(tag, value)
         writer.SetFileName(str(folder / f"{i:03d}.dcm"))
         writer.Execute(slice_)
-    return folder

@@ -78,7 +78,8 @@ def test_predict_writes_every_output_on_the_images_grid(ssl_run, new_case, tmp_p
     assert written["probability_rn"] == pytest.approx(np.mean(written["fold_probabilities"]))
     assert written["fold_spread_sd"] == pytest.approx(np.std(written["fold_probabilities"]))
     assert written["synthetic_model"] is True and "SYNTHETIC" in written["warning"]
-    expected = "radiation necrosis" if written["probability_rn"] >= written["threshold"]["value"] else "tumour progression"
+    called_rn = written["probability_rn"] >= written["threshold"]["value"]
+    expected = "radiation necrosis" if called_rn else "tumour progression"
     assert written["decision"] == expected
     assert written["model"]["name"] == "ssl_vit" and written["model"]["rn_classifier_version"]
     for name in ("attention.nii.gz", "attention_rollout.nii.gz"):

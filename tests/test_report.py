@@ -90,12 +90,14 @@ def _numbers(value, out: set[str]) -> set[str]:
 @pytest.fixture(scope="module")
 def report(tiny_study, tmp_path_factory):
     out = build_report(tiny_study, out=tmp_path_factory.mktemp("report") / "report.html")
-    html = out.read_text()
+    html = out.read_text(encoding="utf-8")
     parser = ReportParser()
     parser.feed(html)
     parser.close()
-    return {"html": html, "parser": parser, "json": json.loads(out.with_name("report.json").read_text()),
-            "stats": json.loads((tiny_study / "compare" / "stats.json").read_text()), "path": out}
+    return {"html": html, "parser": parser,
+            "json": json.loads(out.with_name("report.json").read_text(encoding="utf-8")),
+            "stats": json.loads((tiny_study / "compare" / "stats.json").read_text(encoding="utf-8")),
+            "path": out}
 
 
 def test_html_parses_with_all_seven_sections(report):
@@ -157,7 +159,8 @@ def test_every_number_in_the_tables_comes_from_stats_or_report_json(report):
         for row in table["rows"]:
             for cell in row:
                 for number in NUMBER.findall(cell["text"]):
-                    assert number.lstrip("-") in allowed or number in allowed, (table["id"] or table["class"], cell["text"])
+                    where = (table["id"] or table["class"], cell["text"])
+                    assert number.lstrip("-") in allowed or number in allowed, where
                     seen[source] += 1
     assert seen["stats"] > 50 and seen["report"] > 20
 
@@ -207,11 +210,11 @@ def test_pseudonymized_report_leaks_no_ids_salt_or_paths(tiny_study, tmp_path, m
     first = build_report(tiny_study, out=tmp_path / "a" / "report.html", pseudonymize=True)
     preds = pd.concat(pd.read_csv(p, dtype=str) for p in (tiny_study / "finetune").glob("*/predictions.csv"))
     for path in (first, first.with_name("report.json")):
-        text = path.read_text()
+        text = path.read_text(encoding="utf-8")
         assert not any(cid in text for cid in preds["case_id"].unique())
         assert not any(pid in text for pid in preds["patient_id"].unique())
         assert "s3cret-salt-value" not in text and str(tmp_path) not in text and str(tiny_study) not in text
-    a = json.loads(first.with_name("report.json").read_text())
+    a = json.loads(first.with_name("report.json").read_text(encoding="utf-8"))
     again = Pseudonymizer(True)                         # same salt from the environment: same ids
     held = preds[preds["cohort"] != "oof"].drop_duplicates("case_id")
     assert {again.case(c) for c in held["case_id"]} == {c["case"] for c in a["uncertainty"]["cases"]}
@@ -247,8 +250,9 @@ def test_missing_caches_give_a_report_that_says_why(tiny_study, tmp_path):
     study = tmp_path / "moved"
     shutil.copytree(tiny_study, study, ignore=shutil.ignore_patterns("cache", "report"))
     for config in (study / "finetune").glob("*/config.yaml"):        # the caches are gone
-        config.write_text(config.read_text().replace(str(tiny_study), str(study)))
+        config.write_text(config.read_text(encoding="utf-8").replace(str(tiny_study), str(study)))
     out = build_report(study, out=tmp_path / "r" / "report.html", pseudonymize=True)
-    data = json.loads(out.with_name("report.json").read_text())
+    data = json.loads(out.with_name("report.json").read_text(encoding="utf-8"))
     assert data["attention"]["available"] is False and "cache" in data["attention"]["reason"]
-    assert str(tmp_path) not in out.read_text() and "Attention maps not available" in out.read_text()
+    html = out.read_text(encoding="utf-8")
+    assert str(tmp_path) not in html and "Attention maps not available" in html

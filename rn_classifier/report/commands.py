@@ -12,7 +12,8 @@ def register(app: typer.Typer) -> None:
     @app.command("report")
     def report_cmd(
         run_dir: Annotated[Path, typer.Argument(help="study run folder, or a fine-tuning run folder with --stats")],
-        out: Annotated[Optional[Path], typer.Option(help="HTML file to write (default RUN_DIR/report/report.html)")] = None,
+        out: Annotated[Optional[Path], typer.Option(
+            help="HTML file to write (default RUN_DIR/report/report.html)")] = None,
         stats: Annotated[Optional[Path], typer.Option(help="stats.json (default RUN_DIR/compare/stats.json)")] = None,
         pseudonymize: Annotated[bool, typer.Option(
             "--pseudonymize", help="salted-hash case/patient ids, no absolute paths (salt: $RN_PSEUDONYM_SALT "
