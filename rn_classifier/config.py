@@ -86,3 +86,9 @@ def config_hash(cfg: Any) -> str:
 
     text = json.dumps(to_dict(cfg), sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def check_choice(value, key: str, choices: Sequence) -> None:
+    """Refuse a config value outside its allowed set, naming the dotted key and the choices."""
+    if value not in choices:
+        raise ConfigError(f"{key} must be one of {list(choices)}, got {value!r}")

@@ -15,6 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
+from ..config import check_choice
 from ..errors import ConfigError
 
 ON_ERROR = ("fail", "skip")
@@ -93,11 +94,6 @@ class RadiomicsConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
 
 
-def _choice(value, key: str, choices) -> None:
-    if value not in choices:
-        raise ConfigError(f"{key} must be one of {list(choices)}, got {value!r}")
-
-
 def check_pyradiomics_params(params: dict[str, Any], source: str = "extraction.pyradiomics"):
     """Validate a parameter block against pyradiomics' own schema; pass its message on.
 
@@ -127,10 +123,10 @@ def validate_config(cfg: RadiomicsConfig) -> RadiomicsConfig:
     Fills ``extraction.pyradiomics`` with the MOLAB settings when the config leaves it out, so
     the saved config shows the parameters actually used.
     """
-    _choice(cfg.extraction.on_error, "extraction.on_error", ON_ERROR)
-    _choice(cfg.model.selection.method, "model.selection.method", SELECTION_METHODS)
+    check_choice(cfg.extraction.on_error, "extraction.on_error", ON_ERROR)
+    check_choice(cfg.model.selection.method, "model.selection.method", SELECTION_METHODS)
     for name in cfg.model.classifiers:
-        _choice(name, "model.classifiers[]", CLASSIFIERS)
+        check_choice(name, "model.classifiers[]", CLASSIFIERS)
     if not cfg.model.classifiers:
         raise ConfigError(f"model.classifiers must name at least one of {list(CLASSIFIERS)}")
     if cfg.model.class_weight not in (None, "balanced"):

@@ -21,6 +21,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Optional
 
+from ..config import check_choice
 from ..errors import ConfigError
 
 MODEL_KINDS = ("vit", "clinical")
@@ -133,16 +134,11 @@ class FinetuneConfig:
     augment: AugmentConfig = field(default_factory=AugmentConfig)
 
 
-def _choice(value, key: str, choices) -> None:
-    if value not in choices:
-        raise ConfigError(f"{key} must be one of {list(choices)}, got {value!r}")
-
-
 def validate_config(cfg: FinetuneConfig) -> FinetuneConfig:
     """Checks the schema cannot express: choices, combinations, required paths."""
-    _choice(cfg.model.kind, "model.kind", MODEL_KINDS)
-    _choice(cfg.fusion.kind, "fusion.kind", FUSION_KINDS)
-    _choice(cfg.train.balance, "train.balance", BALANCE_MODES)
+    check_choice(cfg.model.kind, "model.kind", MODEL_KINDS)
+    check_choice(cfg.fusion.kind, "fusion.kind", FUSION_KINDS)
+    check_choice(cfg.train.balance, "train.balance", BALANCE_MODES)
     if cfg.logistic.class_weight not in (None, "balanced"):
         raise ConfigError(f"logistic.class_weight must be 'balanced' or null, got {cfg.logistic.class_weight!r}")
     bad = {k: v for k, v in cfg.clinical.items() if v not in CLINICAL_TYPES}

@@ -15,6 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Optional
 
+from ..config import check_choice
 from ..errors import InputError
 
 METHODS = ("dino", "mae")
@@ -151,11 +152,6 @@ class PretrainConfig:
     monitor: MonitorConfig = field(default_factory=MonitorConfig)
 
 
-def _choice(key: str, value: str, choices) -> None:
-    if value not in choices:
-        raise InputError(f"{key} must be one of {list(choices)}, got {value!r}")
-
-
 def _range(key: str, values, low: float, high: float) -> None:
     if len(values) != 2 or not (low < values[0] <= values[1] <= high):
         raise InputError(f"{key} must be [min, max] with {low} < min <= max <= {high}, got {list(values)}")
@@ -182,10 +178,10 @@ def check_config(cfg: PretrainConfig) -> None:
     """Raise ``InputError`` for any setting that cannot train (see the module docstring)."""
     from ..models import model_defaults  # unknown architecture → InputError naming the choices
 
-    _choice("method", cfg.method, METHODS)
-    _choice("trainer.precision", cfg.trainer.precision, PRECISIONS)
-    _choice("monitor.method", cfg.monitor.method, MONITOR_METHODS)
-    _choice("data.augment_on", cfg.data.augment_on, AUGMENT_PLACES)
+    check_choice(cfg.method, "method", METHODS)
+    check_choice(cfg.trainer.precision, "trainer.precision", PRECISIONS)
+    check_choice(cfg.monitor.method, "monitor.method", MONITOR_METHODS)
+    check_choice(cfg.data.augment_on, "data.augment_on", AUGMENT_PLACES)
     defaults = model_defaults(cfg.model.name)
     patch = defaults.get("patch_size", 16)
     patch = patch if isinstance(patch, int) else max(patch)
