@@ -199,6 +199,16 @@ def image_file_missing(root: Path) -> Case:
 
 
 @kind("preprocess")
+def dicom_folder_without_series(root: Path) -> Case:
+    """The manifest points to a folder (read as a DICOM series) that holds no DICOM files."""
+    def write(d: Path) -> Path:
+        (d / "BAD-01").mkdir(parents=True)
+        (d / "BAD-01" / "README.txt").write_text("export failed\n")
+        return d / "BAD-01"
+    return preprocess_case(root, r"images/BAD-01: folder holds no DICOM series", bad_image=write)
+
+
+@kind("preprocess")
 def image_4d(root: Path) -> Case:
     """A 4D series (3 time points) where one 3D T1CE volume is expected."""
     def write(d: Path) -> Path:
@@ -812,6 +822,25 @@ def resume_checkpoint_with_pickle_payload(root: Path) -> Case:
     return Case(["pretrain", "--resume", str(run), "--accelerator", "cpu"],
                 r"last\.ckpt was refused: it contains a pickled Python object \([\w.]+\)",
                 [root / "marker", run / "encoder.safetensors", run / "summary.json"], in_child=True)
+
+
+@kind("pretrain")
+def resume_checkpoint_truncated(root: Path) -> Case:
+    """``pretrain --resume`` of a run whose last.ckpt was cut short (an incomplete copy)."""
+    import torch
+
+    from pretrain_fakes import make_pool_cache, tiny_config
+    from rn_classifier.config import save_config
+
+    pool = make_pool_cache(root / "pool", n=4)
+    run = root / "run"
+    save_config(tiny_config(pool, "dino"), run / "config.yaml")
+    (run / "checkpoints").mkdir(parents=True)
+    torch.save({"state_dict": {"w": torch.zeros(50_000)}, "global_step": 2}, run / "checkpoints" / "last.ckpt")
+    _truncate(run / "checkpoints" / "last.ckpt", 0.5)
+    return Case(["pretrain", "--resume", str(run), "--accelerator", "cpu"],
+                r"checkpoint .*last\.ckpt is not a (readable )?PyTorch checkpoint",
+                [run / "encoder.safetensors", run / "summary.json"], in_child=True)
 
 
 @kind("pretrain")
