@@ -805,23 +805,30 @@ def cache_meta_not_json(root: Path) -> Case:
 
 # -- checkpoints --------------------------------------------------------------------------------
 
-@kind("pretrain")
-def resume_checkpoint_with_pickle_payload(root: Path) -> Case:
-    """``pretrain --resume`` of a run whose last.ckpt was replaced by one carrying a payload."""
+def resume_case(root: Path, checkpoint: dict, expect: str, damage=None) -> Case:
+    """``pretrain --resume`` of a tiny run folder whose last.ckpt is ``checkpoint`` (then damaged)."""
     import torch
 
     from pretrain_fakes import make_pool_cache, tiny_config
     from rn_classifier.config import save_config
 
-    pool = make_pool_cache(root / "pool", n=4)
     run = root / "run"
-    save_config(tiny_config(pool, "dino"), run / "config.yaml")
+    save_config(tiny_config(make_pool_cache(root / "pool", n=4), "dino"), run / "config.yaml")
     (run / "checkpoints").mkdir(parents=True)
-    torch.save({"state_dict": {}, "global_step": 2, "loops": WritesMarker(root / "marker")},
-               run / "checkpoints" / "last.ckpt")
-    return Case(["pretrain", "--resume", str(run), "--accelerator", "cpu"],
-                r"last\.ckpt was refused: it contains a pickled Python object \([\w.]+\)",
-                [root / "marker", run / "encoder.safetensors", run / "summary.json"], in_child=True)
+    torch.save(checkpoint, run / "checkpoints" / "last.ckpt")
+    if damage is not None:
+        damage(run / "checkpoints" / "last.ckpt")
+    return Case(["pretrain", "--resume", str(run), "--accelerator", "cpu"], expect,
+                [run / "encoder.safetensors", run / "summary.json"], in_child=True)
+
+
+@kind("pretrain")
+def resume_checkpoint_with_pickle_payload(root: Path) -> Case:
+    """``pretrain --resume`` of a run whose last.ckpt was replaced by one carrying a payload."""
+    case = resume_case(root, {"state_dict": {}, "global_step": 2, "loops": WritesMarker(root / "marker")},
+                       r"last\.ckpt was refused: it contains a pickled Python object \([\w.]+\)")
+    case.outputs.append(root / "marker")
+    return case
 
 
 @kind("pretrain")
@@ -829,18 +836,9 @@ def resume_checkpoint_truncated(root: Path) -> Case:
     """``pretrain --resume`` of a run whose last.ckpt was cut short (an incomplete copy)."""
     import torch
 
-    from pretrain_fakes import make_pool_cache, tiny_config
-    from rn_classifier.config import save_config
-
-    pool = make_pool_cache(root / "pool", n=4)
-    run = root / "run"
-    save_config(tiny_config(pool, "dino"), run / "config.yaml")
-    (run / "checkpoints").mkdir(parents=True)
-    torch.save({"state_dict": {"w": torch.zeros(50_000)}, "global_step": 2}, run / "checkpoints" / "last.ckpt")
-    _truncate(run / "checkpoints" / "last.ckpt", 0.5)
-    return Case(["pretrain", "--resume", str(run), "--accelerator", "cpu"],
-                r"checkpoint .*last\.ckpt is not a (readable )?PyTorch checkpoint",
-                [run / "encoder.safetensors", run / "summary.json"], in_child=True)
+    return resume_case(root, {"state_dict": {"w": torch.zeros(50_000)}, "global_step": 2},
+                       r"checkpoint .*last\.ckpt is not a (readable )?PyTorch checkpoint",
+                       damage=lambda path: _truncate(path, 0.5))
 
 
 @kind("pretrain")
