@@ -238,9 +238,6 @@ def frozen_threshold(run: TrainedRun, stats_path: str | os.PathLike | None = Non
     with the same function (:func:`rn_classifier.stats.compare.choose_thresholds`: Youden's J on
     the oof predictions, frozen), so both give the same number for the same predictions.
     """
-    from ..stats.compare import THRESHOLD_RULE, choose_thresholds
-    from ..stats.predictions import read_predictions
-
     candidates = [Path(stats_path)] if stats_path else [run.run_dir.parent.parent / "compare" / "stats.json"]
     for path in candidates:
         if not path.is_file():
@@ -252,10 +249,14 @@ def frozen_threshold(run: TrainedRun, stats_path: str | os.PathLike | None = Non
         if chosen and chosen.get("threshold") is not None:
             return {"value": float(chosen["threshold"]), "chosen_on": chosen["threshold_cohort"],
                     "source": f"stats.json of `rn-classifier compare` ({path.parent.name}/{path.name})",
-                    "rule": stats.get("threshold_rule", THRESHOLD_RULE)}
+                    "rule": stats.get("threshold_rule")}
         if stats_path:
             raise InputError(f"--stats {path} holds no threshold for model {run.name!r}; models with "
                              f"thresholds: {sorted((stats.get('thresholds') or {}))}")
+    # imported here: statsmodels and scikit-learn cost seconds of start-up a stats.json does not need
+    from ..stats.compare import THRESHOLD_RULE, choose_thresholds
+    from ..stats.predictions import read_predictions
+
     predictions = run.run_dir / "predictions.csv"
     if not predictions.is_file():
         raise InputError(f"{predictions} is missing: no out-of-fold predictions to freeze a threshold on")
