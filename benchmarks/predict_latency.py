@@ -53,7 +53,12 @@ def demo_model(requested: str | None, scratch: Path) -> tuple[Path, str]:
     default = REPO / "demo_run" / "finetune" / "ssl_vit"
     path = Path(requested) if requested else default
     if (path / "config.yaml").is_file():
-        return path, f"{path.name} (run folder given)" if requested else "demo_run/finetune/ssl_vit"
+        import json
+
+        provenance = path / "provenance.json"
+        synthetic = provenance.is_file() and json.loads(provenance.read_text()).get("synthetic")
+        origin = "run folder given" if requested else "demo_run/finetune/ssl_vit"
+        return path, f"{path.name} ({origin}; trained on {'SYNTHETIC' if synthetic else 'real'} data)"
     if requested:
         sys.exit(f"--model {path}: not a fine-tuning run folder (config.yaml missing)")
     sys.path.insert(0, str(REPO / "tests"))
@@ -96,14 +101,17 @@ def main() -> None:
         env = dict(os.environ, OMP_NUM_THREADS=os.environ.get("OMP_NUM_THREADS", "1"))
         cli = [sys.executable, "-m", "rn_classifier.cli", "predict", "--model", str(model_dir),
                "--image", str(image), "--mask", str(mask), "--out", str(scratch / "cli")]
-        t0 = time.perf_counter()
-        done = subprocess.run(cli, capture_output=True, text=True, env=env, cwd=REPO)
-        command = time.perf_counter() - t0
-        t0 = time.perf_counter()
-        subprocess.run([sys.executable, "-c", IMPORTS], check=True, env=env, cwd=REPO)
-        imports = time.perf_counter() - t0
-        if done.returncode != 0:
-            sys.exit(f"rn-classifier predict failed:\n{done.stderr}")
+        command, imports = [], []
+        for _ in range(2):              # best of 2, alternating: start-up times are noisy on a shared CPU
+            t0 = time.perf_counter()
+            done = subprocess.run(cli, capture_output=True, text=True, env=env, cwd=REPO)
+            command.append(time.perf_counter() - t0)
+            if done.returncode != 0:
+                sys.exit(f"rn-classifier predict failed:\n{done.stderr}")
+            t0 = time.perf_counter()
+            subprocess.run([sys.executable, "-c", IMPORTS], check=True, env=env, cwd=REPO)
+            imports.append(time.perf_counter() - t0)
+        command, imports = min(command), min(imports)
         setting = (f"{run.n_folds} fold models, crop {list(run.preprocessing.crop_size)} at "
                    f"{list(run.preprocessing.spacing)} mm")
 
@@ -115,8 +123,8 @@ def main() -> None:
         f"- in-process, warm: best {best:.2f} s, median {median:.2f} s of {len(warm)} "
         f"(goal < {GOAL_S:g} s: {'met' if median < GOAL_S else 'NOT met'})",
         f"- in-process, first call: {first:.2f} s ({first_note})",
-        f"- command line, fresh process: {command:.2f} s wall; a fresh process importing only what "
-        f"predict needs: {imports:.2f} s",
+        f"- command line, fresh process: {command:.2f} s wall (best of 2); a fresh process importing only "
+        f"what predict needs: {imports:.2f} s (best of 2)",
     ]
     print("\n".join(lines))
     if args.record:
