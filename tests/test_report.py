@@ -32,7 +32,7 @@ class ReportParser(HTMLParser):
 
     def __init__(self):
         super().__init__(convert_charrefs=True)
-        self.sections, self.images, self.links, self.tables = [], [], [], []
+        self.sections, self.images, self.links, self.tables, self.external = [], [], [], [], []
         self._table = self._row = self._cell = None
         self.open_tags = []
 
@@ -46,6 +46,8 @@ class ReportParser(HTMLParser):
             self.images.append(attrs)
         elif tag in ("a", "link", "script"):
             self.links.append(attrs)
+            if tag in ("link", "script") or not attrs.get("href", "#").startswith("#"):
+                self.external.append(attrs)
         elif tag == "table":
             self._table = {"id": attrs.get("id"), "class": attrs.get("class", ""),
                            "cohort": attrs.get("data-cohort"), "rows": []}
@@ -116,7 +118,8 @@ def test_every_image_is_a_non_empty_inlined_png_and_nothing_comes_from_the_netwo
         png = base64.b64decode(payload, validate=True)
         assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 1000
     assert not re.search(r"(src|href)=\"(https?:)?//", report["html"])
-    assert not report["parser"].links                 # no scripts, stylesheets or links to load
+    assert not report["parser"].external             # no scripts, stylesheets or outside links
+    assert {a["href"] for a in report["parser"].links} == {f"#{s}" for s in SECTIONS}
 
 
 def test_auc_table_equals_stats_json(report):
@@ -176,6 +179,10 @@ def test_operating_points_and_thresholds_are_the_frozen_ones(report):
             assert cells[1].startswith(f"{entry['sensitivity']:.3f}") if entry["sensitivity"] is not None else True
             c = entry["confusion"]
             assert [int(x) for x in cells[5:9]] == [c["tp"], c["fn"], c["fp"], c["tn"]]
+            matrix = next(t for t in report["parser"].tables if "confusion-table" in t["class"]
+                          and t["cohort"] == cohort and t["rows"][0][0]["text"] == model)
+            assert [[int(x["text"]) for x in r[1:]] for r in matrix["rows"][2:]] == [[c["tp"], c["fn"]],
+                                                                                  [c["fp"], c["tn"]]]
 
 
 def test_synthetic_data_is_labelled_everywhere(report):
