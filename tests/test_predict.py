@@ -203,3 +203,14 @@ def test_predict_reads_a_dicom_series(ssl_run, tmp_path):
     np.testing.assert_allclose(saved.affine, volume.affine, atol=1e-5)   # the series' own world grid
     assert saved.shape == volume.shape and np.asarray(saved.dataobj)[lesion].min() > 0
     assert result["input"]["image"] == "series"
+
+
+def test_cli_clinical_values_repeated_or_comma_separated(tiny_study, new_case, tmp_path, capsys):
+    run = str(tiny_study / "finetune" / "clinical")
+    base = ["predict", "--model", run, "--image", str(new_case["image"]), "--mask", str(new_case["mask"])]
+    assert main(base + ["--clinical", "age=61,sex=F", "--out", str(tmp_path / "a")]) == 0
+    assert main(base + ["--clinical", "age=61", "--clinical", "sex=F", "--out", str(tmp_path / "b")]) == 0
+    a, b = (json.loads((tmp_path / d / "prediction.json").read_text()) for d in "ab")
+    assert a["probability_rn"] == b["probability_rn"] and a["clinical"]["given"] == {"age": 61.0, "sex": "F"}
+    assert main(base + ["--clinical", "sex=X", "--out", str(tmp_path / "c")]) == 2
+    assert "unknown category for sex" in capsys.readouterr().err and not (tmp_path / "c").exists()

@@ -31,7 +31,8 @@ def register(app: typer.Typer) -> None:
         mask_labels: Annotated[Optional[str], typer.Option(
             help="mask values forming the lesion, e.g. 11,12 (default: every non-zero value)")] = None,
         clinical: Annotated[Optional[list[str]], typer.Option(
-            help="clinical value key=value (repeat), for models with clinical inputs")] = None,
+            help="clinical values key=value, repeated or comma-separated (age=61,sex=F), for models "
+                 "with clinical inputs; values left out are imputed as in training")] = None,
         stats: Annotated[Optional[Path], typer.Option(
             help="stats.json whose frozen threshold to use (default: the study's compare/stats.json, "
                  "else the run's own out-of-fold predictions)")] = None,
@@ -40,8 +41,8 @@ def register(app: typer.Typer) -> None:
         threshold's decision and attention maps (NIfTI on the image's grid + PNG)."""
         from .case import predict_case
 
-        result = predict_case(model, image, mask, out, parse_labels(mask_labels), clinical or [],
-                              stats)
+        pairs = [p for item in clinical or [] for p in (item.split(",") if item.count("=") > 1 else [item])]
+        result = predict_case(model, image, mask, out, parse_labels(mask_labels), pairs, stats)
         if result.get("warning"):
             typer.secho(result["warning"], fg=typer.colors.YELLOW, err=True)
         typer.echo(f"{result['model']['name']}: P(radiation necrosis) = {result['probability_rn']:.3f} "
