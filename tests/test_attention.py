@@ -73,8 +73,10 @@ def test_recorded_attention_reproduces_the_fused_output(vit):
 def test_hooks_exist_only_inside_the_recorder(vit):
     model, x = vit
     with AttentionRecorder(model):
-        assert all(len(b.attn._forward_hooks) == 1 for b in model.blocks)
-    assert all(len(b.attn._forward_hooks) == 0 for b in model.blocks)
+        assert all(len(b.attn.qkv._forward_hooks) == 1 for b in model.blocks)
+        assert all(len(b.attn._forward_pre_hooks) == 1 for b in model.blocks)
+    assert all(len(b.attn.qkv._forward_hooks) == 0 and len(b.attn._forward_pre_hooks) == 0
+               for b in model.blocks)
     assert all(b.attn.fused_attn for b in model.blocks)      # training keeps the fused kernel
 
 

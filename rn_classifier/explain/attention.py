@@ -1,11 +1,11 @@
 """Attention weights of a ViT, recomputed from q and k, and the maps made from them.
 
 timm's ``Attention`` uses the fused ``F.scaled_dot_product_attention`` kernel, which never
-materialises the attention matrix. :class:`AttentionRecorder` adds a forward hook to every
-``Attention`` module for the duration of a ``with`` block; the hook recomputes
-``softmax(q kᵀ / √d)`` from the module's own input with the module's own ``qkv`` projection and
-q/k norms (exactly the non-fused branch of timm's ``Attention.forward``). Outside the block no
-hook exists, so training and ordinary prediction keep the fused path and its speed.
+materialises the attention matrix. :class:`AttentionRecorder` adds hooks to every ``Attention``
+module for the duration of a ``with`` block; they recompute ``softmax(q kᵀ / √d)`` from the q and
+k the module's own ``qkv`` projection produced, with its q/k norms and scale (exactly the
+non-fused branch of timm's ``Attention.forward``). Outside the block no hook exists, so training
+and ordinary prediction keep the fused path and its speed.
 
 Maps (token 0 = class token, tokens 1… = patches in the row-major order of the patch grid):
 
@@ -29,6 +29,10 @@ class AttentionRecorder:
 
     ``with AttentionRecorder(model) as rec: model(x)`` → ``rec.maps``: one ``(B, H, N, N)``
     tensor per attention layer, in call order (= depth order for a ViT), rows summing to 1.
+
+    The hook sits on each ``Attention``'s ``qkv`` projection and takes q and k from its output
+    (the projection the fused kernel consumes), so recording costs a softmax per layer, not a
+    second projection; a pre-hook on the ``Attention`` refuses masked attention.
     """
 
     def __init__(self, model: nn.Module):
@@ -40,24 +44,37 @@ class AttentionRecorder:
         self._handles: list = []
 
     @staticmethod
-    def attention_weights(module: Attention, x: torch.Tensor) -> torch.Tensor:
-        """``softmax(q kᵀ · scale)`` of ``module`` for its input ``x: (B, N, C)`` → ``(B, H, N, N)``."""
-        b, n, _ = x.shape
-        qkv = module.qkv(x).reshape(b, n, 3, module.num_heads, module.head_dim).permute(2, 0, 3, 1, 4)
-        q, k, _ = qkv.unbind(0)
+    def weights_from_qkv(module: Attention, qkv: torch.Tensor) -> torch.Tensor:
+        """``softmax(q kᵀ · scale)`` from the output ``(B, N, 3·C)`` of ``module.qkv`` → ``(B, H, N, N)``.
+
+        The same reshape, q/k norms and scale as timm's ``Attention.forward``.
+        """
+        b, n, _ = qkv.shape
+        q, k, _ = qkv.reshape(b, n, 3, module.num_heads, module.head_dim).permute(2, 0, 3, 1, 4).unbind(0)
         q, k = module.q_norm(q), module.k_norm(k)
         return ((q * module.scale) @ k.transpose(-2, -1)).softmax(dim=-1)
 
-    def _hook(self, module: Attention, args: tuple, kwargs: dict, output: torch.Tensor) -> None:
+    @classmethod
+    def attention_weights(cls, module: Attention, x: torch.Tensor) -> torch.Tensor:
+        """The attention matrix of ``module`` for its input ``x: (B, N, C)`` → ``(B, H, N, N)``."""
+        return cls.weights_from_qkv(module, module.qkv(x))
+
+    @staticmethod
+    def _refuse_masks(module: Attention, args: tuple, kwargs: dict) -> None:
         if kwargs.get("attn_mask") is not None or kwargs.get("is_causal"):
             raise ValueError("attention maps are recorded for unmasked self-attention only")
-        x = args[0] if args else kwargs["x"]
-        with torch.no_grad():
-            self.maps.append(self.attention_weights(module, x.detach()).float())
+
+    def _qkv_hook(self, module: Attention):
+        def hook(_linear: nn.Module, _args: tuple, qkv: torch.Tensor) -> None:
+            with torch.no_grad():
+                self.maps.append(self.weights_from_qkv(module, qkv.detach()).float())
+        return hook
 
     def __enter__(self) -> "AttentionRecorder":
         self.maps = []
-        self._handles = [m.register_forward_hook(self._hook, with_kwargs=True) for m in self.layers]
+        for m in self.layers:
+            self._handles.append(m.register_forward_pre_hook(self._refuse_masks, with_kwargs=True))
+            self._handles.append(m.qkv.register_forward_hook(self._qkv_hook(m)))
         return self
 
     def __exit__(self, *exc) -> None:
