@@ -128,7 +128,7 @@ def attention_gallery(sources: ReportSources, predictions: pd.DataFrame, stats: 
             center = np.argwhere(lesion).mean(axis=0) if lesion.any() else np.asarray(lesion.shape) / 2
             png = overlay_png(c["_crop"][0], c["_map"], lesion, prep.spacing, center,
                               f"{c['case']} ({c['cohort']}): true {'RN' if label else 'progression'}, "
-                              f"P(RN) {c['y_prob']:.2f}")
+                              f"P(RN) {c['y_prob']:.2f}" + (" — SYNTHETIC DATA" if stats.get("synthetic") else ""))
             entry = {k: v for k, v in c.items() if not k.startswith("_")}
             entry.update(group=title, image=data_uri(png))
             if out_dir is not None and c["_affine"] is not None:
