@@ -13,6 +13,7 @@ import json
 import re
 from html.parser import HTMLParser
 
+import pandas as pd
 import pytest
 
 from rn_classifier.cli import main
@@ -211,8 +212,6 @@ def test_report_json_holds_the_reports_own_numbers(report, tiny_study):
 
 
 def test_pseudonymized_report_leaks_no_ids_salt_or_paths(tiny_study, tmp_path, monkeypatch):
-    import pandas as pd
-
     monkeypatch.setenv("RN_PSEUDONYM_SALT", "s3cret-salt-value")
     first = build_report(tiny_study, out=tmp_path / "a" / "report.html", pseudonymize=True)
     preds = pd.concat(pd.read_csv(p, dtype=str) for p in (tiny_study / "finetune").glob("*/predictions.csv"))
@@ -225,19 +224,29 @@ def test_pseudonymized_report_leaks_no_ids_salt_or_paths(tiny_study, tmp_path, m
     again = Pseudonymizer(True)                         # same salt from the environment: same ids
     held = preds[preds["cohort"] != "oof"].drop_duplicates("case_id")
     assert {again.case(c) for c in held["case_id"]} == {c["case"] for c in a["uncertainty"]["cases"]}
-    assert Pseudonymizer(True, salt="other").case("INT-000_L0") != again.case("INT-000_L0")
-    assert all(re.fullmatch(r"case-[0-9a-f]{10}", c["case"]) for c in a["uncertainty"]["cases"])
+    assert Pseudonymizer(True, salt="another-study-salt").case("INT-000_L0") != again.case("INT-000_L0")
+    assert all(re.fullmatch(r"case-[0-9a-f]{12}", c["case"]) for c in a["uncertainty"]["cases"])
     gallery_ids = {g["case"] for g in a["attention"]["gallery"]}
     assert gallery_ids <= {c["case"] for c in a["uncertainty"]["cases"]}   # one pseudonym per case
     assert not any(f.name.startswith(("INT", "EXT")) for f in (first.parent / "attention").iterdir())
 
 
-def test_single_finetune_run_with_stats_and_cli(tiny_study, tmp_path, capsys):
+def test_single_finetune_run_with_stats_and_cli(tiny_study, tmp_path, capsys, monkeypatch):
+    from rn_classifier.privacy import pseudonym, write_salt_file
+
+    monkeypatch.delenv("RN_PSEUDONYM_SALT", raising=False)
+    salt = write_salt_file(tmp_path / "study.salt")
     out = tmp_path / "single.html"
     rc = main(["report", str(tiny_study / "finetune" / "ssl_vit"), "--stats",
-               str(tiny_study / "compare" / "stats.json"), "--out", str(out)])
+               str(tiny_study / "compare" / "stats.json"), "--out", str(out), "--pseudonymize",
+               "--salt-file", str(tmp_path / "study.salt")])
     assert rc == 0 and out.is_file() and out.with_name("report.json").is_file()
     assert "wrote" in capsys.readouterr().out
+    data = json.loads(out.with_name("report.json").read_text(encoding="utf-8"))
+    first = data["uncertainty"]["cases"][0]
+    preds = pd.read_csv(tiny_study / "finetune" / "ssl_vit" / "predictions.csv", dtype=str)
+    assert first["case"] in {pseudonym(c, salt, prefix="case-") for c in preds["case_id"]}
+    assert salt not in out.read_text(encoding="utf-8") and "salt file" in data["provenance"]["pseudonyms"]
 
 
 def test_missing_stats_is_one_clear_error(tiny_study, tmp_path):
@@ -249,6 +258,7 @@ def test_missing_stats_is_one_clear_error(tiny_study, tmp_path):
 def test_scrub_paths_keeps_only_the_last_component():
     text = "data:\n  internal_cache: /home/dr/molab/cache/internal\n  split: C:\\Users\\dr\\split.csv\nname: ssl_vit"
     assert scrub_paths(text) == "data:\n  internal_cache: …/internal\n  split: …/split.csv\nname: ssl_vit"
+    assert scrub_paths("cache: /srv/runs/s1/cache/internal", "/srv/runs/s1") == "cache: ./cache/internal"
 
 
 def test_missing_caches_give_a_report_that_says_why(tiny_study, tmp_path):

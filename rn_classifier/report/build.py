@@ -175,7 +175,7 @@ def _attention(sources: ReportSources, table: pd.DataFrame, stats: dict, pseudo:
     except InputError as exc:
         section = {"available": False, "reason": str(exc)}
     if not section["available"] and pseudo.enabled:
-        section["reason"] = scrub_paths(section["reason"])
+        section["reason"] = scrub_paths(section["reason"], sources.root)
     return section
 
 
@@ -206,7 +206,7 @@ def assemble(sources: ReportSources, pseudo: Pseudonymizer, attention_dir: Path 
                 folder.name == "radiomics" or (folder / "selected_features.csv").is_file()) else "model"
             descriptions[model] = {"description": f"{kind}; run folder {folder.name}/", "cfg": None}
     provenance = sources.provenance or stats.get("provenance", {})
-    clean = scrub_paths if pseudo.enabled else (lambda text: text)
+    clean = (lambda text: scrub_paths(text, sources.root)) if pseudo.enabled else (lambda text: text)
     cohorts = {c: {"n_cases": i["n_cases"], "n_positive": i["n_positive"],
                    "n_negative": i["n_cases"] - i["n_positive"], "n_patients": i["n_patients"],
                    "title": COHORT_TITLES.get(c, c)} for c, i in stats["cohorts"].items()}
@@ -227,7 +227,7 @@ def assemble(sources: ReportSources, pseudo: Pseudonymizer, attention_dir: Path 
             "stats_file": (str(sources.stats_path.relative_to(sources.root))
                            if sources.stats_path.is_relative_to(sources.root) else sources.stats_path.name),
             "data": _centres_and_missing(sources, descriptions),
-            "pseudonyms": pseudo.salt_source if pseudo.enabled else None,
+            "pseudonyms": pseudo.salt_source,
         },
         "cohorts": cohorts,
         "model_descriptions": {m: d["description"] for m, d in descriptions.items()},
@@ -298,18 +298,20 @@ def _without_images(value):
 
 
 def build_report(run_dir: str | os.PathLike, out: str | os.PathLike | None = None,
-                 pseudonymize: bool = False, stats: str | os.PathLike | None = None) -> Path:
+                 pseudonymize: bool = False, stats: str | os.PathLike | None = None,
+                 salt_file: str | os.PathLike | None = None) -> Path:
     """Write ``report.html`` (default ``RUN_DIR/report/report.html``), ``report.json`` beside it and
     the gallery's attention NIfTI files in ``attention/`` beside it; returns the HTML path.
 
     run_dir: a study run folder, or a single fine-tuning run folder with ``stats`` given.
-    pseudonymize: salted-hash case and patient ids, absolute paths reduced to file names.
+    pseudonymize: salted-hash case and patient ids (salt: ``salt_file``, else
+        ``$RN_PSEUDONYM_SALT``, else random for this report), no absolute paths of this machine.
     """
     sources = find_sources(run_dir, stats)
     out = Path(out) if out else sources.root / "report" / "report.html"
     if out.suffix.lower() not in (".html", ".htm"):
         raise InputError(f"--out {out}: the report is an HTML file; give a name ending in .html")
-    pseudo = Pseudonymizer(pseudonymize)
+    pseudo = Pseudonymizer(pseudonymize, salt_file=salt_file)
     report = assemble(sources, pseudo, attention_dir=out.parent / "attention")
     html = render(report, sources.stats)
     atomic.write_json(out.with_name("report.json"), _without_images(report))

@@ -16,12 +16,15 @@ def register(app: typer.Typer) -> None:
             help="HTML file to write (default RUN_DIR/report/report.html)")] = None,
         stats: Annotated[Optional[Path], typer.Option(help="stats.json (default RUN_DIR/compare/stats.json)")] = None,
         pseudonymize: Annotated[bool, typer.Option(
-            "--pseudonymize", help="salted-hash case/patient ids, no absolute paths (salt: $RN_PSEUDONYM_SALT "
-                                   "or random; never written)")] = False,
+            "--pseudonymize", help="salted-hash case/patient ids, no absolute paths (salt: --salt-file, "
+                                   "$RN_PSEUDONYM_SALT, or random for this report; never written)")] = False,
+        salt_file: Annotated[Optional[Path], typer.Option(
+            help="file holding the study's pseudonym salt (rn_classifier.privacy.write_salt_file); "
+                 "kept out of the report")] = None,
     ):
         """External-validation report: provenance, AUC table with DeLong/Holm, ROC / calibration /
         decision curves, frozen-threshold operating points, uncertainty, attention gallery, TRIPOD+AI."""
         from . import build_report
 
-        path = build_report(run_dir, out=out, pseudonymize=pseudonymize, stats=stats)
+        path = build_report(run_dir, out=out, pseudonymize=pseudonymize, stats=stats, salt_file=salt_file)
         typer.echo(f"wrote {path} and {path.with_name('report.json')}")
