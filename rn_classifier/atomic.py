@@ -154,7 +154,7 @@ def reserve_space(path: str | os.PathLike) -> None:
 
 def write_text(path: str | os.PathLike, text: str) -> Path:
     with atomic_path(path) as tmp:
-        tmp.write_text(text)
+        tmp.write_text(text, encoding="utf-8")  # not the locale's: GDCM can reset it to C
     return Path(path)
 
 

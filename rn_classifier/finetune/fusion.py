@@ -26,7 +26,7 @@ from torch import nn
 from ..errors import InputError
 from .clinical import clinical_frame
 from .clinical_model import fit_logistic
-from .module import EncoderClassifierBase
+from .networks import EncoderClassifierBase
 
 IMAGE_LOGIT = "image_logit"
 

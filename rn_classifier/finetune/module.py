@@ -1,16 +1,10 @@
-"""The fine-tuning LightningModule and the image classifier it trains.
+"""The fine-tuning LightningModule, which trains the classifiers of :mod:`.networks`.
 
-* :class:`ImageClassifier`: ViT encoder → pooled embedding ``(B, D)`` → dropout → ``Linear(D, 1)``
-  → logit of radiation necrosis ``(B,)``.
 * :class:`FinetuneModule`: binary cross-entropy (optionally class-weighted, ``pos_weight``),
   AdamW with layer-wise learning-rate decay (BEiT, Bao et al. 2022; timm
   ``param_groups_layer_decay``), linear warm-up then cosine decay per step (lightly
   ``CosineWarmupScheduler``), and the validation AUC of the fold (``val_auc``), on which the
   checkpoint is selected and training stops early.
-
-The classifier networks expose timm's ``group_matcher`` so timm's layer-decay grouping sees the
-encoder's depth: patch embedding / class token / positional embedding = layer 0, block *i* =
-layer *i* + 1, everything above the encoder (heads, clinical branch) = the top layer.
 """
 
 from __future__ import annotations
@@ -28,52 +22,7 @@ from torch import nn
 
 from ..errors import InputError
 from .config import OptimConfig
-
-ENCODER_PREFIX = "encoder."
-
-
-def encoder_group_matcher(prefix: str = ENCODER_PREFIX) -> dict:
-    """timm group matcher for an encoder stored under ``prefix`` (timm ViT's own matcher, prefixed)."""
-    p = prefix.replace(".", r"\.")
-    return {"stem": rf"^{p}(?:cls_token|pos_embed|patch_embed)",
-            "blocks": [(rf"^{p}blocks\.(\d+)", None), (rf"^{p}norm", (99999,))]}
-
-
-class EncoderClassifierBase(nn.Module):
-    """Shared by the classifiers: an ``encoder`` attribute, layer grouping, no-decay names."""
-
-    encoder: nn.Module
-
-    @torch.jit.ignore
-    def group_matcher(self, coarse: bool = False) -> dict:
-        return encoder_group_matcher()
-
-    @torch.jit.ignore
-    def no_weight_decay(self) -> set[str]:
-        return {ENCODER_PREFIX + n for n in getattr(self.encoder, "no_weight_decay", lambda: set())()}
-
-    def embed(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """``x: (B, C, X, Y, Z)`` → (tokens ``(B, 1 + L, D)``, pooled embedding ``(B, D)``)."""
-        tokens = self.encoder.forward_features(x)
-        return tokens, self.encoder.forward_head(tokens, pre_logits=True)
-
-
-class ImageClassifier(EncoderClassifierBase):
-    """Image-only classifier: ``forward(x: (B, 2, X, Y, Z)) → logits (B,)``."""
-
-    def __init__(self, encoder: nn.Module, head_dropout: float = 0.0):
-        super().__init__()
-        encoder.reset_classifier(0)  # the encoder returns embeddings; the head lives here
-        self.encoder = encoder
-        self.dropout = nn.Dropout(head_dropout)
-        self.head = nn.Linear(encoder.embed_dim, 1)
-        nn.init.trunc_normal_(self.head.weight, std=0.02)
-        nn.init.zeros_(self.head.bias)
-
-    def forward(self, x: torch.Tensor, clinical: torch.Tensor | None = None) -> torch.Tensor:
-        _, pooled = self.embed(x)
-        return self.head(self.dropout(pooled)).squeeze(-1)
-
+from .networks import ImageClassifier  # noqa: F401  (re-exported: the module trains it)
 
 def lr_schedule_steps(epochs: int, steps_per_epoch: int, warmup_epochs: float) -> tuple[int, int]:
     """(warm-up steps, total steps) for a per-step schedule."""

@@ -155,7 +155,7 @@ class TrainedRun:
 
         from ..finetune.clinical import ClinicalTransformJSON
         from ..finetune.fusion import IntermediateFusionClassifier
-        from ..finetune.module import ImageClassifier
+        from ..finetune.networks import ImageClassifier
         from ..models.vit3d import VisionTransformer3D
 
         meta = self.fold_meta(k)
