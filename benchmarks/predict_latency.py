@@ -12,9 +12,10 @@ What is timed, in one run:
   in-process, first: the first call of this process (loads the fold models; includes the lazy
                      imports unless training the tiny model already did them);
   command line     : a fresh ``rn-classifier predict`` process, wall clock, and beside it a fresh
-                     process that only imports what predict needs (torch, timm, MONAI, Lightning —
-                     the classifier classes live in rn_classifier.finetune.module — SimpleITK,
-                     matplotlib): the part of the command-line time that is start-up.
+                     process that only imports what predict needs (torch, timm, MONAI,
+                     scikit-learn, SimpleITK, matplotlib; not Lightning: the classifier networks
+                     live in rn_classifier.finetune.networks): the part of the command-line time
+                     that is start-up.
 The goal applies to the in-process figures (a service or notebook keeps the interpreter); the
 command-line figure is printed beside it so the import cost is visible.
 
@@ -38,7 +39,7 @@ sys.path.insert(0, str(REPO))
 
 GOAL_S = 3.0
 IMPORTS = ("import torch, timm, monai.transforms, SimpleITK, matplotlib.figure; "
-           "import rn_classifier.finetune.module, rn_classifier.predict.case")
+           "import rn_classifier.finetune.networks, rn_classifier.predict.case")
 
 
 def brain1() -> tuple[Path, Path]:
@@ -85,7 +86,7 @@ def main() -> None:
         model_dir, model_note = demo_model(args.model, scratch)
         first_note = ("fold models loaded; torch etc. were already imported (the tiny model was trained "
                       "in this process)" if "torch" in sys.modules else
-                      "fold models loaded, lazy imports of torch, MONAI, timm, Lightning included")
+                      "fold models loaded, lazy imports of torch, MONAI, timm included")
         from rn_classifier.predict import TrainedRun, predict_case
 
         t0 = time.perf_counter()
