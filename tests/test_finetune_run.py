@@ -279,3 +279,25 @@ def test_fold_subsets_complete_the_run_only_when_every_fold_is_done(study, tmp_p
                                   pd.read_csv(study["runs"] / "clinical" / "predictions.csv"))
     with pytest.raises(InputError, match=r"fold\(s\) \[3\] do not exist"):
         run_finetune(cfg, run, folds=[3], echo=lambda s: None)
+
+
+def test_checkpoint_choice_keeps_the_last_or_the_best_epoch(study, tmp_path):
+    """train.checkpoint=last keeps the final epoch's weights (the oof AUC is not picked on the
+    oof cases); best keeps the epoch with the fold's best validation AUC. model.json records
+    the pooling the predict command rebuilds."""
+    import json
+
+    root, split = study["root"], study["runs"] / "clinical" / "split.csv"
+    for choice in ("last", "best"):
+        cfg = demo_config("supervised", root, f"data.split={split}", "train.epochs=2",
+                          f"train.checkpoint={choice}", "train.early_stopping_patience=null",
+                          "model.pool=mask")
+        run_finetune(cfg, tmp_path / choice, echo=lambda s: None)
+        for k in range(3):
+            fold = json.loads((tmp_path / choice / "folds" / f"fold_{k}" / "fold.json").read_text())
+            meta = json.loads((tmp_path / choice / "folds" / f"fold_{k}" / "model.json").read_text())
+            assert fold["checkpoint"] == choice and meta["pool"] == "mask"
+            if choice == "last":
+                assert fold["kept_epoch"] == 1 and fold["best_val_auc"] is None
+            else:
+                assert 0 <= fold["kept_epoch"] <= 1 and fold["best_val_auc"] >= fold["last_val_auc"] - 1e-6

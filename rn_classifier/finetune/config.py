@@ -27,6 +27,8 @@ from ..errors import ConfigError
 MODEL_KINDS = ("vit", "clinical")
 FUSION_KINDS = ("none", "late", "intermediate")
 BALANCE_MODES = ("sampler", "loss", "none")
+CHECKPOINTS = ("best", "last")
+POOLS = ("cls", "avg", "mask")               # = networks.POOLS (kept here: no torch import)
 CLINICAL_TYPES = ("numeric", "categorical")
 
 
@@ -56,6 +58,9 @@ class ModelConfig:
     patch_size: Optional[int] = None          # if set, checked against the encoder export
     drop_path_rate: float = 0.1
     head_dropout: float = 0.0
+    # how the encoder's tokens become one embedding: cls (class token) | avg (mean of patch
+    # tokens) | mask (patch tokens weighted by their share inside the lesion mask)
+    pool: str = "cls"
 
 
 @dataclass
@@ -95,6 +100,10 @@ class TrainConfig:
     num_workers: int = 0
     balance: str = "sampler"                  # sampler (class-balanced sampling) | loss (pos_weight) | none
     early_stopping_patience: Optional[int] = 15  # epochs without a better validation AUC; null: off
+    # which epoch's weights a fold keeps: best (highest validation AUC of the fold) | last.
+    # `best` picks the epoch on the same cases whose out-of-fold AUC is then reported, which
+    # flatters the oof AUC on a small fold; `last` keeps that AUC honest
+    checkpoint: str = "best"
     accelerator: str = "auto"
     devices: int = 1
     precision: str = "32-true"
@@ -139,6 +148,11 @@ def validate_config(cfg: FinetuneConfig) -> FinetuneConfig:
     check_choice(cfg.model.kind, "model.kind", MODEL_KINDS)
     check_choice(cfg.fusion.kind, "fusion.kind", FUSION_KINDS)
     check_choice(cfg.train.balance, "train.balance", BALANCE_MODES)
+    check_choice(cfg.model.pool, "model.pool", POOLS)
+    check_choice(cfg.train.checkpoint, "train.checkpoint", CHECKPOINTS)
+    if cfg.train.checkpoint == "last" and cfg.train.early_stopping_patience:
+        raise ConfigError("train.checkpoint='last' with early stopping would keep the weights of an "
+                          "epoch chosen on the validation fold; set train.early_stopping_patience=null")
     if cfg.logistic.class_weight not in (None, "balanced"):
         raise ConfigError(f"logistic.class_weight must be 'balanced' or null, got {cfg.logistic.class_weight!r}")
     bad = {k: v for k, v in cfg.clinical.items() if v not in CLINICAL_TYPES}

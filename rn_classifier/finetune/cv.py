@@ -246,8 +246,9 @@ def image_trainer(cfg: FinetuneConfig, cases: pd.DataFrame, internal_cache, exte
         encoder = build_encoder()
         network = (IntermediateFusionClassifier(encoder, clinical.shape[1], cfg.fusion.clinical_embed_dim,
                                                 cfg.fusion.cross_attention, cfg.fusion.attention_heads,
-                                                cfg.fusion.dropout)
-                   if intermediate else ImageClassifier(encoder, cfg.model.head_dropout))
+                                                cfg.fusion.dropout, cfg.model.pool)
+                   if intermediate else ImageClassifier(encoder, cfg.model.head_dropout,
+                                                        cfg.model.pool))
         y_train = cases.loc[train_ids, "label"].astype(int).to_numpy()
         n_pos, n_neg = int(y_train.sum()), int(len(y_train) - y_train.sum())
         dm = FinetuneDataModule(internal_cache, items(internal_cache, train_ids),
@@ -257,9 +258,10 @@ def image_trainer(cfg: FinetuneConfig, cases: pd.DataFrame, internal_cache, exte
         module = FinetuneModule(network, cfg.optim, cfg.train.epochs,
                                 steps_per_epoch(len(train_ids), cfg.train.batch_size),
                                 pos_weight=n_neg / n_pos if cfg.train.balance == "loss" else None)
-        best = ModelCheckpoint(dirpath=folder / "lightning", filename="best", monitor="val_auc",
-                               mode="max", save_top_k=1, save_weights_only=True,
-                               enable_version_counter=False)
+        keep_best = cfg.train.checkpoint == "best"
+        best = ModelCheckpoint(dirpath=folder / "lightning", filename="best",
+                               monitor="val_auc" if keep_best else None, mode="max", save_top_k=1,
+                               save_weights_only=True, enable_version_counter=False)
         callbacks = [best]
         if cfg.train.early_stopping_patience:
             callbacks.append(EarlyStopping(monitor="val_auc", mode="max",
@@ -276,11 +278,14 @@ def image_trainer(cfg: FinetuneConfig, cases: pd.DataFrame, internal_cache, exte
         echo(f"fold {k}: training on {len(train_ids)} cases ({n_pos} RN / {n_neg} progression), "
              f"validating on {len(predict['oof'])}")
         trainer.fit(module, datamodule=dm)
-        # model selection: the epoch with the best validation AUC of this fold
+        # model selection: the epoch with the best validation AUC of this fold, or the last one
         checkpoint = load_checkpoint(best.best_model_path)
         module.load_state_dict(checkpoint["state_dict"])
-        info = {"best_val_auc": float(best.best_model_score), "epochs_run": trainer.current_epoch,
-                "best_epoch": int(checkpoint.get("epoch", -1))}
+        val_auc = trainer.callback_metrics.get("val_auc")
+        info = {"checkpoint": cfg.train.checkpoint, "epochs_run": trainer.current_epoch,
+                "kept_epoch": int(checkpoint.get("epoch", -1)),
+                "best_val_auc": float(best.best_model_score) if keep_best else None,
+                "last_val_auc": float(val_auc) if val_auc is not None else None}
         caches = {"oof": internal_cache, "internal_test": internal_cache, "external": external_cache}
         cohorts = [c for c, ids in predict.items() if ids]
         batches = trainer.predict(module, dataloaders=[
@@ -302,9 +307,12 @@ def image_trainer(cfg: FinetuneConfig, cases: pd.DataFrame, internal_cache, exte
                        "cross_attention": cfg.fusion.cross_attention,
                        "attention_heads": cfg.fusion.attention_heads,
                        "n_clinical": int(clinical.shape[1]) if clinical is not None else 0},
-            "head_dropout": cfg.model.head_dropout, "fold": k, **info})
+            "head_dropout": cfg.model.head_dropout, "pool": cfg.model.pool, "fold": k, **info})
         shutil.rmtree(folder / "lightning", ignore_errors=True)
-        echo(f"fold {k}: best validation AUC {info['best_val_auc']:.3f}")
+        if keep_best:
+            echo(f"fold {k}: best validation AUC {info['best_val_auc']:.3f} (epoch {info['kept_epoch']})")
+        else:
+            echo(f"fold {k}: last epoch kept, validation AUC {info['last_val_auc']:.3f}")
         return FoldResult(fold_rows(k, predict, logits), files, info)
 
     return train

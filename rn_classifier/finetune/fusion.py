@@ -26,7 +26,7 @@ from torch import nn
 from ..errors import InputError
 from .clinical import clinical_frame
 from .clinical_model import fit_logistic
-from .networks import EncoderClassifierBase
+from .networks import EncoderClassifierBase, check_pool
 
 IMAGE_LOGIT = "image_logit"
 
@@ -121,12 +121,14 @@ class IntermediateFusionClassifier(EncoderClassifierBase):
     """
 
     def __init__(self, encoder: nn.Module, n_clinical: int, clinical_dim: int = 32,
-                 cross_attention: bool = False, heads: int = 4, dropout: float = 0.1):
+                 cross_attention: bool = False, heads: int = 4, dropout: float = 0.1,
+                 pool: str = "cls"):
         super().__init__()
         if n_clinical < 1:
             raise InputError("intermediate fusion needs at least one clinical feature")
         encoder.reset_classifier(0)
         self.encoder = encoder
+        self.pool = check_pool(pool)
         dim = encoder.embed_dim
         self.clinical_mlp = nn.Sequential(nn.Linear(n_clinical, clinical_dim), nn.GELU(),
                                           nn.Dropout(dropout), nn.Linear(clinical_dim, clinical_dim))

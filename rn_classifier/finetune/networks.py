@@ -2,6 +2,11 @@
 
 * :class:`ImageClassifier`: ViT encoder → pooled embedding ``(B, D)`` → dropout → ``Linear(D, 1)``
   → logit of radiation necrosis ``(B,)``.
+* :func:`pool_tokens`: how the tokens become one embedding (``model.pool``): the class token
+  (``cls``), the mean of the patch tokens (``avg``), or their mean weighted by the share of
+  each patch inside the lesion mask (``mask``). A small lesion covers a few of the 64 patches of
+  a 32³ crop; ``mask`` pooling reads the embedding where the lesion is, the way a radiologist
+  reads the lesion and its rim rather than the whole field of view.
 * :class:`EncoderClassifierBase`: what every classifier with a ViT encoder shares
   (the intermediate-fusion network of :mod:`.fusion` builds on it too).
 
@@ -13,9 +18,50 @@ everything above the encoder (heads, clinical branch) = the top layer.
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
+from ..errors import InputError
+
 ENCODER_PREFIX = "encoder."
+POOLS = ("cls", "avg", "mask")
+MASK_CHANNEL = 1  # input channels: 0 = T1CE, 1 = lesion mask
+
+
+def check_pool(pool: str) -> str:
+    if pool not in POOLS:
+        raise InputError(f"pool must be one of {list(POOLS)}, got {pool!r}")
+    return pool
+
+
+def mask_patch_weights(mask: torch.Tensor, patch_size: tuple[int, ...]) -> torch.Tensor:
+    """Share of each patch inside the lesion: ``mask: (B, *spatial)`` → ``(B, L)``, row-major
+    patch order (as the patch embedding's tokens)."""
+    avg_pool = F.avg_pool3d if len(patch_size) == 3 else F.avg_pool2d
+    return avg_pool(mask.unsqueeze(1).float(), kernel_size=patch_size, stride=patch_size).flatten(1)
+
+
+def pool_tokens(tokens: torch.Tensor, x: torch.Tensor, pool: str, patch_size: tuple[int, ...],
+                num_prefix_tokens: int = 1) -> torch.Tensor:
+    """``tokens: (B, P + L, D)`` (P prefix tokens, class token first), ``x: (B, C, *spatial)``
+    the input → pooled embedding ``(B, D)``.
+
+    ``mask``: weights = share of each patch inside the mask channel (``x[:, 1] > 0.5``); a crop
+    whose mask is empty (lesion outside the field of view) falls back to the plain mean.
+    """
+    if check_pool(pool) == "cls":
+        return tokens[:, 0]
+    patches = tokens[:, num_prefix_tokens:]
+    if pool == "avg":
+        return patches.mean(dim=1)
+    weights = mask_patch_weights(x[:, MASK_CHANNEL] > 0.5, patch_size)          # (B, L)
+    if weights.shape[1] != patches.shape[1]:
+        raise InputError(f"the mask gives {weights.shape[1]} patch weights for {patches.shape[1]} "
+                         f"patch tokens (patch size {patch_size}, input {tuple(x.shape[2:])})")
+    total = weights.sum(dim=1, keepdim=True)
+    weights = torch.where(total > 0, weights / total.clamp_min(1e-12),
+                          torch.full_like(weights, 1.0 / weights.shape[1]))
+    return torch.einsum("bl,bld->bd", weights.to(patches.dtype), patches)
 
 
 def encoder_group_matcher(prefix: str = ENCODER_PREFIX) -> dict:
@@ -29,6 +75,7 @@ class EncoderClassifierBase(nn.Module):
     """Shared by the classifiers: an ``encoder`` attribute, layer grouping, no-decay names."""
 
     encoder: nn.Module
+    pool: str = "cls"
 
     @torch.jit.ignore
     def group_matcher(self, coarse: bool = False) -> dict:
@@ -41,16 +88,21 @@ class EncoderClassifierBase(nn.Module):
     def embed(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``x: (B, C, X, Y, Z)`` → (tokens ``(B, 1 + L, D)``, pooled embedding ``(B, D)``)."""
         tokens = self.encoder.forward_features(x)
-        return tokens, self.encoder.forward_head(tokens, pre_logits=True)
+        return tokens, pool_tokens(tokens, x, self.pool, tuple(self.encoder.patch_size),
+                                   getattr(self.encoder, "num_prefix_tokens", 1))
 
 
 class ImageClassifier(EncoderClassifierBase):
-    """Image-only classifier: ``forward(x: (B, 2, X, Y, Z)) → logits (B,)``."""
+    """Image-only classifier: ``forward(x: (B, 2, X, Y, Z)) → logits (B,)``.
 
-    def __init__(self, encoder: nn.Module, head_dropout: float = 0.0):
+    pool: ``cls`` | ``avg`` | ``mask`` (see :func:`pool_tokens`).
+    """
+
+    def __init__(self, encoder: nn.Module, head_dropout: float = 0.0, pool: str = "cls"):
         super().__init__()
         encoder.reset_classifier(0)  # the encoder returns embeddings; the head lives here
         self.encoder = encoder
+        self.pool = check_pool(pool)
         self.dropout = nn.Dropout(head_dropout)
         self.head = nn.Linear(encoder.embed_dim, 1)
         nn.init.trunc_normal_(self.head.weight, std=0.02)

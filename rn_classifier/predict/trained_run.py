@@ -166,11 +166,13 @@ class TrainedRun:
                                                    int(fusion["clinical_embed_dim"]),
                                                    bool(fusion["cross_attention"]),
                                                    int(fusion["attention_heads"]),
-                                                   float(self.cfg.fusion.dropout))
+                                                   float(self.cfg.fusion.dropout),
+                                                   meta.get("pool", "cls"))
             network.clinical_transform = ClinicalTransformJSON(
                 _read_json(self.fold_dirs[k] / "clinical_preprocessor.json"))
         else:
-            network = ImageClassifier(encoder, float(meta.get("head_dropout", 0.0)))
+            network = ImageClassifier(encoder, float(meta.get("head_dropout", 0.0)),
+                                      meta.get("pool", "cls"))
         weights = self.fold_dirs[k] / "model.safetensors"
         try:
             state = load_file(str(weights))
