@@ -301,3 +301,12 @@ def test_checkpoint_choice_keeps_the_last_or_the_best_epoch(study, tmp_path):
                 assert fold["kept_epoch"] == 1 and fold["best_val_auc"] is None
             else:
                 assert 0 <= fold["kept_epoch"] <= 1 and fold["best_val_auc"] >= fold["last_val_auc"] - 1e-6
+
+
+def test_last_checkpoint_with_early_stopping_is_refused(tmp_path):
+    from rn_classifier.errors import ConfigError
+    from rn_classifier.finetune.config import validate_config
+
+    cfg = demo_config("ssl", tmp_path, "train.checkpoint=last", "train.early_stopping_patience=5")
+    with pytest.raises(ConfigError, match="train.early_stopping_patience=null"):
+        validate_config(cfg)
