@@ -170,3 +170,31 @@ def test_map_outside_the_crop_is_zero_and_inside_matches_the_crop():
     assert mapped[:5].max() == 0 and mapped[30:].max() == 0
     # image voxel (10 + 2i) lies on crop voxel i: sampled exactly
     np.testing.assert_allclose(mapped[10:26:2, 20:36:2, 30:40:2], crop_map[:, :, :5], rtol=1e-6)
+
+
+def test_maps_follow_the_pooling_the_classifier_decides_on():
+    """Under ``model.pool: mask`` the class token does not feed the decision: the maps' query is
+    the mask-weighted patches (the same weights as the pooled embedding); under ``cls`` it is the
+    class token, as in the original methods."""
+    from rn_classifier.explain.maps import logits_and_attention
+    from rn_classifier.finetune.networks import ImageClassifier
+
+    torch.manual_seed(0)
+    x = torch.randn(1, 2, 32, 32, 32)
+    x[:, 1] = 0.0
+    x[:, 1, :8, :8, :16] = 1.0            # the lesion fills patches (0, 0, 0) and (0, 0, 1)
+    for pool in ("cls", "mask"):
+        network = ImageClassifier(create_model("vit3d_tiny_p8", in_chans=2), pool=pool).eval()
+        _, maps = logits_and_attention(network, x)
+        with torch.no_grad(), AttentionRecorder(network.encoder) as recorder:
+            network(x)
+        last = recorder.maps[-1][0]                                # (H, N, N)
+        if pool == "cls":
+            expected = last[:, 0, 1:]
+        else:                                                      # mean of the two lesion rows
+            expected = (last[:, 1, 1:] + last[:, 2, 1:]) / 2
+        np.testing.assert_allclose(maps[0].cls_heads.reshape(last.shape[0], -1),
+                                   expected.numpy(), rtol=1e-5, atol=1e-7)
+        rollout_cls = attention_rollout(recorder.maps, 1)[0].numpy()
+        same_as_cls = np.allclose(maps[0].rollout.ravel(), rollout_cls, atol=1e-7)
+        assert same_as_cls == (pool == "cls")

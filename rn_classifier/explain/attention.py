@@ -83,16 +83,26 @@ class AttentionRecorder:
         self._handles = []
 
 
-def cls_attention(maps: list[torch.Tensor], num_prefix_tokens: int = 1) -> torch.Tensor:
-    """Last layer's class-token attention to the patches: ``(B, H, L)`` (rows of ``maps[-1]``)."""
-    return maps[-1][:, :, 0, num_prefix_tokens:]
+def cls_attention(maps: list[torch.Tensor], num_prefix_tokens: int = 1,
+                  query: torch.Tensor | None = None) -> torch.Tensor:
+    """Last layer's attention to the patches: ``(B, H, L)``.
+
+    query: ``(B, N)`` weights of the tokens the classifier pools (finetune.networks.
+    pooling_weights); None = the class token (row 0 of ``maps[-1]``). With a pooled query the map
+    is the same weighted mean of the attention rows the pooled embedding is of the tokens.
+    """
+    if query is None:
+        return maps[-1][:, :, 0, num_prefix_tokens:]
+    last = maps[-1]
+    return torch.einsum("bn,bhnm->bhm", query.to(last.dtype), last)[:, :, num_prefix_tokens:]
 
 
 def attention_rollout(maps: list[torch.Tensor], num_prefix_tokens: int = 1,
-                      residual: float = 0.5) -> torch.Tensor:
-    """Attention rollout (Abnar & Zuidema 2020): class token → patches, ``(B, L)``.
+                      residual: float = 0.5, query: torch.Tensor | None = None) -> torch.Tensor:
+    """Attention rollout (Abnar & Zuidema 2020): pooled tokens → patches, ``(B, L)``.
 
-    maps: per layer ``(B, H, N, N)``; residual: weight of the identity (the skip connection).
+    maps: per layer ``(B, H, N, N)``; residual: weight of the identity (the skip connection);
+    query: ``(B, N)`` token weights of the pooling (None = the class token, the original method).
     """
     b, _, n, _ = maps[0].shape
     eye = torch.eye(n, dtype=maps[0].dtype, device=maps[0].device).expand(b, n, n)
@@ -101,7 +111,9 @@ def attention_rollout(maps: list[torch.Tensor], num_prefix_tokens: int = 1,
         a = (1.0 - residual) * layer.mean(dim=1) + residual * eye
         a = a / a.sum(dim=-1, keepdim=True)
         rollout = a @ rollout
-    return rollout[:, 0, num_prefix_tokens:]
+    if query is None:
+        return rollout[:, 0, num_prefix_tokens:]
+    return torch.einsum("bn,bnm->bm", query.to(rollout.dtype), rollout)[:, num_prefix_tokens:]
 
 
 def patch_grid(values: torch.Tensor, grid) -> torch.Tensor:

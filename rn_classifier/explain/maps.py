@@ -15,9 +15,10 @@ from .attention import AttentionRecorder, attention_rollout, cls_attention, patc
 class AttentionMaps:
     """One case's maps on the patch grid ``(gx, gy, gz)``.
 
-    cls_heads: ``(H, gx, gy, gz)`` last-layer class-token attention per head (each sums to 1
-    over the patches); cls_mean: their head mean; rollout: attention rollout (sums to ≤ 1: the
-    class token keeps part of the flow for itself).
+    cls_heads: ``(H, gx, gy, gz)`` last-layer attention per head of the pooled query (the class
+    token, or the mask-weighted patches under ``model.pool: mask``); cls_mean: their head mean;
+    rollout: attention rollout of the same query (sums to ≤ 1: the class token keeps part of the
+    flow).
     """
 
     cls_heads: np.ndarray
@@ -48,7 +49,10 @@ def logits_and_attention(network: nn.Module, x: torch.Tensor,
     # Attention and is not recorded
     grid = encoder.grid_for(x.shape[2:])
     prefix = encoder.num_prefix_tokens
-    heads = patch_grid(cls_attention(recorder.maps, prefix), grid).cpu().numpy()
-    rollout = patch_grid(attention_rollout(recorder.maps, prefix), grid).cpu().numpy()
+    # the query of the maps is what the classifier pools: the class token, or the patches under
+    # the lesion mask (model.pool: mask), whose class token no longer feeds the decision
+    query = network.pooling_weights(x) if hasattr(network, "pooling_weights") else None
+    heads = patch_grid(cls_attention(recorder.maps, prefix, query), grid).cpu().numpy()
+    rollout = patch_grid(attention_rollout(recorder.maps, prefix, query=query), grid).cpu().numpy()
     maps = [AttentionMaps(heads[b], heads[b].mean(axis=0), rollout[b]) for b in range(x.shape[0])]
     return logits.float().cpu().numpy().reshape(-1), maps

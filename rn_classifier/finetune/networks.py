@@ -41,27 +41,44 @@ def mask_patch_weights(mask: torch.Tensor, patch_size: tuple[int, ...]) -> torch
     return avg_pool(mask.unsqueeze(1).float(), kernel_size=patch_size, stride=patch_size).flatten(1)
 
 
+def pooling_weights(x: torch.Tensor, pool: str, patch_size: tuple[int, ...], n_patches: int,
+                    num_prefix_tokens: int = 1) -> torch.Tensor:
+    """How the pooled embedding weighs the encoder's tokens: ``(B, P + L)``, each row sums to 1.
+
+    ``cls``: all weight on the class token; ``avg``: equal weights on the patches; ``mask``: each
+    patch's share inside the mask channel (``x[:, 1] > 0.5``), normalised; a crop whose mask is
+    empty (lesion outside the field of view) falls back to equal weights. The attention maps use
+    the same weights as their query, so a map shows what feeds the decision (explain.maps).
+    """
+    b = x.shape[0]
+    weights = torch.zeros(b, num_prefix_tokens + n_patches, device=x.device)
+    if check_pool(pool) == "cls":
+        weights[:, 0] = 1.0
+        return weights
+    if pool == "avg":
+        weights[:, num_prefix_tokens:] = 1.0 / n_patches
+        return weights
+    share = mask_patch_weights(x[:, MASK_CHANNEL] > 0.5, patch_size)          # (B, L)
+    if share.shape[1] != n_patches:
+        raise InputError(f"the mask gives {share.shape[1]} patch weights for {n_patches} "
+                         f"patch tokens (patch size {patch_size}, input {tuple(x.shape[2:])})")
+    total = share.sum(dim=1, keepdim=True)
+    weights[:, num_prefix_tokens:] = torch.where(total > 0, share / total.clamp_min(1e-12),
+                                                 torch.full_like(share, 1.0 / n_patches))
+    return weights
+
+
 def pool_tokens(tokens: torch.Tensor, x: torch.Tensor, pool: str, patch_size: tuple[int, ...],
                 num_prefix_tokens: int = 1) -> torch.Tensor:
     """``tokens: (B, P + L, D)`` (P prefix tokens, class token first), ``x: (B, C, *spatial)``
-    the input → pooled embedding ``(B, D)``.
-
-    ``mask``: weights = share of each patch inside the mask channel (``x[:, 1] > 0.5``); a crop
-    whose mask is empty (lesion outside the field of view) falls back to the plain mean.
-    """
+    the input → pooled embedding ``(B, D)``, weighted as :func:`pooling_weights` says."""
     if check_pool(pool) == "cls":
         return tokens[:, 0]
     patches = tokens[:, num_prefix_tokens:]
     if pool == "avg":
         return patches.mean(dim=1)
-    weights = mask_patch_weights(x[:, MASK_CHANNEL] > 0.5, patch_size)          # (B, L)
-    if weights.shape[1] != patches.shape[1]:
-        raise InputError(f"the mask gives {weights.shape[1]} patch weights for {patches.shape[1]} "
-                         f"patch tokens (patch size {patch_size}, input {tuple(x.shape[2:])})")
-    total = weights.sum(dim=1, keepdim=True)
-    weights = torch.where(total > 0, weights / total.clamp_min(1e-12),
-                          torch.full_like(weights, 1.0 / weights.shape[1]))
-    return torch.einsum("bl,bld->bd", weights.to(patches.dtype), patches)
+    weights = pooling_weights(x, pool, patch_size, patches.shape[1], num_prefix_tokens)
+    return torch.einsum("bl,bld->bd", weights[:, num_prefix_tokens:].to(patches.dtype), patches)
 
 
 def encoder_group_matcher(prefix: str = ENCODER_PREFIX) -> dict:
@@ -84,6 +101,12 @@ class EncoderClassifierBase(nn.Module):
     @torch.jit.ignore
     def no_weight_decay(self) -> set[str]:
         return {ENCODER_PREFIX + n for n in getattr(self.encoder, "no_weight_decay", lambda: set())()}
+
+    def pooling_weights(self, x: torch.Tensor) -> torch.Tensor:
+        """``(B, 1 + L)``: how :meth:`embed` weighs the encoder's tokens for input ``x``."""
+        n_patches = int(torch.Size(self.encoder.grid_for(x.shape[2:])).numel())
+        return pooling_weights(x, self.pool, tuple(self.encoder.patch_size), n_patches,
+                               self.encoder.num_prefix_tokens)
 
     def embed(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``x: (B, C, X, Y, Z)`` → (tokens ``(B, 1 + L, D)``, pooled embedding ``(B, D)``)."""
