@@ -140,6 +140,33 @@ def test_a_failed_stage_is_recorded_and_run_again(tmp_path):
     assert seen == [False, True]    # other key: outputs replaced
 
 
+@pytest.mark.parametrize("name", ["demo", "tiny", "paper_synthetic_cpu"])
+def test_shipped_synthetic_study_configs_and_their_stage_configs_load(name, tmp_path):
+    """A typo in a study YAML or in one of its dotted overrides would only surface minutes into
+    a run; every stage config a shipped synthetic study names must load with its overrides."""
+    from rn_classifier.baselines.radiomics_config import RadiomicsConfig
+    from rn_classifier.baselines.radiomics_config import validate_config as validate_radiomics
+    from rn_classifier.config import load_config
+    from rn_classifier.data.preprocess import PreprocessConfig
+    from rn_classifier.finetune.config import validate_config as validate_finetune
+    from rn_classifier.pretrain.config import PretrainConfig
+    from rn_classifier.study.config import resolve_path
+
+    cfg = load_study_config(f"configs/study/{name}.yaml")
+    assert cfg.data.source == "synth"
+    load_config(PreprocessConfig, resolve_path(cfg.preprocess.config), cfg.preprocess.set)
+    if cfg.pretrain.enabled:
+        load_config(PretrainConfig, resolve_path(cfg.pretrain.config), cfg.pretrain.set)
+    if cfg.radiomics.enabled:
+        validate_radiomics(load_config(RadiomicsConfig, resolve_path(cfg.radiomics.config),
+                                       cfg.radiomics.set))
+    models = Study(cfg, tmp_path / "run").finetune_models()
+    assert cfg.compare.reference in models
+    for model in models.values():
+        validate_finetune(model)
+        assert model.cv.n_folds == cfg.split.n_folds
+
+
 def test_bad_study_config_is_one_clear_error(tmp_path):
     with pytest.raises(ConfigError, match="data.source must be one of"):
         load_study_config(TINY, ["data.source=dicom"])
