@@ -97,13 +97,27 @@ def test_supervised_baseline_builds_the_same_architecture_from_random_init(tmp_p
     assert not torch.equal(model.blocks[0].attn.qkv.weight, pretrained.blocks[0].attn.qkv.weight)
 
 
+def test_supervised_baseline_takes_the_positional_embedding_of_the_ssl_encoder(tmp_path):
+    """An MAE encoder carries a fixed sin-cos positional embedding; a baseline with a learned
+    one would differ from the SSL model in more than its pretraining."""
+    pretrained, _ = _export(tmp_path, pos_embed_type="sincos")
+    build, origin = encoder_builder(_cfg("model.pretrained=null", "model.pos_embed_type=sincos"),
+                                    _cache(tmp_path))
+    model = build()
+    assert origin["pos_embed_type"] == "sincos" and not model.pos_embed.requires_grad
+    torch.testing.assert_close(model.pos_embed, pretrained.pos_embed)  # fixed, not learned
+    _, origin = encoder_builder(_cfg("model.pretrained=null"), _cache(tmp_path))
+    assert origin["pos_embed_type"] == "learn"
+
+
 @pytest.mark.parametrize("override, message", [
+    ("model.pos_embed_type=learn", "positional embedding is 'sincos' but model.pos_embed_type is 'learn'"),
     ("model.crop_size=[24,24,24]", r"crop size is \[16, 16, 16\] voxels but model.crop_size is \[24, 24, 24\]"),
     ("model.patch_size=16", r"patch size is \[8, 8, 8\] but model.patch_size is 16"),
     ("model.arch=vit3d_small_p16", "architecture is 'vit3d_tiny_p8' but model.arch is 'vit3d_small_p16'"),
 ])
 def test_encoder_that_disagrees_with_the_config_is_refused(tmp_path, override, message):
-    _, folder = _export(tmp_path)
+    _, folder = _export(tmp_path, pos_embed_type="sincos")
     with pytest.raises(InputError, match=message):
         encoder_builder(_cfg(f"model.pretrained={folder}", override), _cache(tmp_path))
 

@@ -29,6 +29,7 @@ FUSION_KINDS = ("none", "late", "intermediate")
 BALANCE_MODES = ("sampler", "loss", "none")
 CHECKPOINTS = ("best", "last")
 POOLS = ("cls", "avg", "mask")               # = networks.POOLS (kept here: no torch import)
+POS_EMBED_TYPES = ("learn", "sincos")        # = models.vit3d.POS_EMBED_TYPES (no torch import)
 CLINICAL_TYPES = ("numeric", "categorical")
 
 
@@ -61,6 +62,10 @@ class ModelConfig:
     # how the encoder's tokens become one embedding: cls (class token) | avg (mean of patch
     # tokens) | mask (patch tokens weighted by their share inside the lesion mask)
     pool: str = "cls"
+    # positional embedding: learn | sincos; null: the encoder export's (pretrained) or "learn"
+    # (random init). The supervised baseline must set the one of the encoder the SSL model starts
+    # from (MAE: sincos), else the comparison measures the embedding, not the pretraining
+    pos_embed_type: Optional[str] = None
 
 
 @dataclass
@@ -149,6 +154,8 @@ def validate_config(cfg: FinetuneConfig) -> FinetuneConfig:
     check_choice(cfg.fusion.kind, "fusion.kind", FUSION_KINDS)
     check_choice(cfg.train.balance, "train.balance", BALANCE_MODES)
     check_choice(cfg.model.pool, "model.pool", POOLS)
+    if cfg.model.pos_embed_type is not None:
+        check_choice(cfg.model.pos_embed_type, "model.pos_embed_type", POS_EMBED_TYPES)
     check_choice(cfg.train.checkpoint, "train.checkpoint", CHECKPOINTS)
     if cfg.train.checkpoint == "last" and cfg.train.early_stopping_patience:
         raise ConfigError("train.checkpoint='last' with early stopping would keep the weights of an "

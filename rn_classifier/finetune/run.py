@@ -79,9 +79,11 @@ def encoder_builder(cfg: FinetuneConfig, internal_cache) -> tuple[Callable, dict
     if m.pretrained is None:
         def build():
             return create_model(m.arch, in_chans=m.in_chans, img_size=list(m.crop_size),
-                                patch_size=m.patch_size, drop_path_rate=m.drop_path_rate)
+                                patch_size=m.patch_size, drop_path_rate=m.drop_path_rate,
+                                pos_embed_type=m.pos_embed_type)
         probe = build()
-        return build, {"pretrained": None, "arch": m.arch, "patch_size": list(probe.patch_size)}
+        return build, {"pretrained": None, "arch": m.arch, "patch_size": list(probe.patch_size),
+                       "pos_embed_type": probe.init_kwargs["pos_embed_type"]}
 
     folder = find_encoder_dir(m.pretrained)
     pretrained, meta = load_encoder(folder)
@@ -95,6 +97,10 @@ def encoder_builder(cfg: FinetuneConfig, internal_cache) -> tuple[Callable, dict
     if [int(c) for c in meta["crop_size"]] != [int(c) for c in m.crop_size]:
         problems.append(f"crop size is {meta['crop_size']} voxels but model.crop_size is "
                         f"{list(m.crop_size)}")
+    exported_pos_embed = meta["model_kwargs"].get("pos_embed_type", "learn")
+    if m.pos_embed_type is not None and m.pos_embed_type != exported_pos_embed:
+        problems.append(f"its positional embedding is {exported_pos_embed!r} but "
+                        f"model.pos_embed_type is {m.pos_embed_type!r}")
     if int(meta["in_chans"]) > m.in_chans:
         problems.append(f"it has {meta['in_chans']} input channels, more than model.in_chans={m.in_chans}")
     cache_norm = internal_cache.meta.get("normalisation")
@@ -114,6 +120,7 @@ def encoder_builder(cfg: FinetuneConfig, internal_cache) -> tuple[Callable, dict
         return inflate_patch_embedding(model, m.in_chans)
 
     return build, {"pretrained": str(folder), "arch": meta["architecture"], "patch_size": patch,
+                   "pos_embed_type": exported_pos_embed,
                    "pretrained_in_chans": int(meta["in_chans"]), "encoder_git_sha": meta.get("git_sha")}
 
 
