@@ -160,11 +160,24 @@ def test_shipped_synthetic_study_configs_and_their_stage_configs_load(name, tmp_
     if cfg.radiomics.enabled:
         validate_radiomics(load_config(RadiomicsConfig, resolve_path(cfg.radiomics.config),
                                        cfg.radiomics.set))
-    models = Study(cfg, tmp_path / "run").finetune_models()
+    said = []
+    study = Study(cfg, tmp_path / "run", echo=said.append)
+    models = study.finetune_models()
     assert cfg.compare.reference in models
     for model in models.values():
         validate_finetune(model)
         assert model.cv.n_folds == cfg.split.n_folds
+    study._warn_unlike_baselines(models)   # the supervised baseline differs only by its init
+    assert said == []
+
+
+def test_a_baseline_unlike_the_pretrained_encoder_is_pointed_out(tmp_path):
+    said = []
+    study = Study(load_study_config(TINY), tmp_path / "run", echo=said.append)
+    models = study.finetune_models()
+    models["supervised_vit"].model.pos_embed_type = "sincos"    # the tiny study's DINO: learned
+    study._warn_unlike_baselines(models)
+    assert len(said) == 1 and "supervised_vit" in said[0] and "pos_embed_type=learn" in said[0]
 
 
 def test_bad_study_config_is_one_clear_error(tmp_path):
