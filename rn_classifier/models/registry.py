@@ -8,6 +8,7 @@ clobbers a model default). ``register(name, **defaults)`` adds a variant.
 from __future__ import annotations
 
 import fnmatch
+import inspect
 from typing import Any
 
 from ..errors import InputError
@@ -33,6 +34,17 @@ def model_defaults(name: str) -> dict[str, Any]:
     if name not in _REGISTRY:
         raise InputError(f"unknown model {name!r}; registered models: {', '.join(list_models())}")
     return dict(_REGISTRY[name])
+
+
+def model_setting(name: str, key: str, override: Any = None) -> Any:
+    """The value of constructor argument ``key`` that ``create_model(name, key=override)`` builds
+    with: the override, else the variant's default, else ``VisionTransformer3D``'s own."""
+    if override is not None:
+        return override
+    defaults = model_defaults(name)
+    if key in defaults:
+        return defaults[key]
+    return inspect.signature(VisionTransformer3D).parameters[key].default
 
 
 def create_model(name: str, **overrides: Any) -> VisionTransformer3D:

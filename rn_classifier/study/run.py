@@ -405,12 +405,15 @@ class Study:
         """A ViT trained from scratch is the baseline of the pretrained one only if nothing but
         the initialisation differs; a fixed sin-cos vs a learned positional embedding alone moved
         the demo's out-of-fold AUC by ~0.045 (configs/finetune/supervised_demo.yaml)."""
+        from ..models.registry import model_setting
+
         if not self.cfg.pretrain.enabled:
             return
-        encoder_pos = self.pretrain_config_file().model.pos_embed_type or "learn"
+        encoder = self.pretrain_config_file().model
+        encoder_pos = model_setting(encoder.name, "pos_embed_type", encoder.pos_embed_type)
         for name, cfg in models.items():
             if cfg.model.kind == "vit" and cfg.model.pretrained is None:
-                own = cfg.model.pos_embed_type or "learn"
+                own = model_setting(cfg.model.arch, "pos_embed_type", cfg.model.pos_embed_type)
                 if own != encoder_pos:
                     self.echo(f"  warning: {name} (no pretraining) has a {own!r} positional "
                               f"embedding, the pretrained encoder a {encoder_pos!r} one: the "
