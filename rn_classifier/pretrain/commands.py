@@ -53,3 +53,28 @@ def register(app: typer.Typer) -> None:
 
         if rank_zero_only.rank == 0 and (run / "encoder.json").is_file():
             typer.echo(f"{run}: encoder exported to {run / 'encoder.safetensors'} (+ encoder.json)")
+
+    @app.command("probe-encoder")
+    def probe_encoder_cmd(
+        encoder: Annotated[list[Path], typer.Option(help="encoder export folder (RUN_DIR of `pretrain`); "
+                                                   "repeat to compare several")],
+        internal_cache: Annotated[Path, typer.Option(help="preprocess cache of the internal cohort")],
+        split: Annotated[Path, typer.Option(help="split.csv (only its part == train cases are read)")],
+        cohort_json: Annotated[Optional[Path], typer.Option(help="cohort.json of a SYNTHETIC cohort: "
+                                                           "adds the latent-trait read-out")] = None,
+        repeats: Annotated[int, typer.Option(help="CV shuffles averaged per AUC")] = 10,
+        out: Annotated[Optional[Path], typer.Option(help="write the report as JSON here")] = None,
+    ):
+        """Frozen-feature probe of pretrained encoders on the internal TRAINING cases: logistic
+        read-out AUC per pooling, against a random-init encoder and crop intensity statistics."""
+        from .. import atomic
+        from ..errors import InputError
+        from .probe import format_report, probe_encoders
+
+        if repeats < 1:
+            raise InputError(f"--repeats must be at least 1, got {repeats}")
+        report = probe_encoders(encoder, internal_cache, split, cohort_json, repeats=repeats)
+        typer.echo(format_report(report))
+        if out is not None:
+            atomic.write_json(out, report)
+            typer.echo(f"report written to {out}")
