@@ -119,3 +119,42 @@ def test_command_prints_the_table_and_writes_the_report(tmp_path, crop_cohort, c
     assert RANDOM_REFERENCE in printed and STATISTICS_REFERENCE in printed
     report = json.loads(out.read_text())
     assert [row["name"] for row in report["rows"]][-1] == STATISTICS_REFERENCE
+
+
+def test_monitor_pools_like_the_probe_and_cls_is_the_class_token(crop_cohort):
+    import torch
+
+    from rn_classifier.models.export import load_encoder
+    from rn_classifier.pretrain.datamodule import LabelledCases
+    from rn_classifier.pretrain.monitor import embed_cases
+    from rn_classifier.pretrain.probe import centre_crops, embed
+
+    cache = CropCache(crop_cohort["root"] / "cache" / "internal")
+    rows = cache.index["row"].to_numpy()[:6]
+    cases = LabelledCases(cache=cache, rows=rows, labels=np.zeros(6, int), patients=np.zeros(6, str),
+                          folds=np.zeros(6, int))
+    encoder, _ = load_encoder(crop_cohort["encoder"])
+    expected = embed(encoder, centre_crops(np.stack([cache[int(r)] for r in rows]), [CROP] * 3))
+    for pool in ("mask", "avg", "cls"):
+        got = embed_cases(encoder, cases, CROP, 4, torch.device("cpu"), pool)
+        np.testing.assert_allclose(got, expected[pool], rtol=1e-5, atol=1e-5)
+    with torch.no_grad():   # the monitor's former embedding: the encoder's own pre-logits (class token)
+        x = torch.stack([torch.as_tensor(cache[int(r)][:1]) for r in rows])
+        pre_logits = encoder.forward_head(encoder.forward_features(x), pre_logits=True).numpy()
+    np.testing.assert_allclose(expected["cls"], pre_logits, rtol=1e-5, atol=1e-5)
+    assert not np.allclose(expected["mask"], expected["cls"], atol=1e-3)
+
+
+def test_monitor_mask_pooling_needs_the_mask_channel(tmp_path, crop_cohort):
+    from rn_classifier.pretrain.datamodule import LabelledCases
+    from rn_classifier.pretrain.monitor import LabelEfficiencyMonitor
+
+    cache = CropCache(crop_cohort["cache"])
+    write_cache(tmp_path / "t1ce_only", np.asarray(cache.crops)[:, :1], cache.index.drop(columns=["row"]),
+                {"spacing": [2.0] * 3, "channels": ["t1ce"], "normalisation": CROP_NORM, "synthetic": True})
+    one_channel = CropCache(tmp_path / "t1ce_only")
+    cases = LabelledCases(cache=one_channel, rows=np.arange(4), labels=np.array([0, 1, 0, 1]),
+                          patients=np.array(["a", "b", "c", "d"]), folds=np.array([0, 0, 1, 1]))
+    with pytest.raises(InputError, match="t1ce_only.*monitor.pool: avg"):
+        LabelEfficiencyMonitor(cases, CROP, every_n_epochs=1, pool="mask")
+    assert LabelEfficiencyMonitor(cases, CROP, every_n_epochs=1, pool="avg").pool == "avg"

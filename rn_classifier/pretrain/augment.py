@@ -158,20 +158,6 @@ class MAETransform(_SeededViews):
         return [self._view(self.pipeline, volume)]
 
 
-class CentreView:
-    """Deterministic view for embedding labelled cases: centre crop (or pad) to ``size``³.
-
-    Internal-cohort crops are lesion-centred, so the centre crop keeps the lesion in view.
-    ``volume (C, X, Y, Z)`` → ``(1, S, S, S)`` tensor of the first (T1CE) channel.
-    """
-
-    def __init__(self, size: int):
-        self.crop = ResizeWithPadOrCrop(spatial_size=(size,) * 3, mode="constant")
-
-    def __call__(self, volume: np.ndarray) -> torch.Tensor:
-        return _as_tensor(self.crop(volume[:1]))
-
-
 class RawSubVolume:
     """For on-device augmentation (``batch_augment``): the sub-volume itself as float16 (half the
     bytes to copy to the GPU; the cache stores float16), centre-cropped or padded to ``size``³ when

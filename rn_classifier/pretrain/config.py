@@ -17,6 +17,7 @@ from typing import Optional
 
 from ..config import check_choice
 from ..errors import InputError
+from ..finetune.config import POOLS   # no torch import
 
 METHODS = ("dino", "mae")
 PRECISIONS = ("auto", "32-true", "bf16-mixed", "16-mixed")
@@ -136,6 +137,7 @@ class MonitorConfig:
     method: str = "knn"                       # knn | logistic
     k: int = 20                               # neighbours (knn)
     batch_size: int = 16
+    pool: str = "mask"                        # cls | avg | mask: how tokens become one embedding
 
 
 @dataclass
@@ -181,6 +183,7 @@ def check_config(cfg: PretrainConfig) -> None:
     check_choice(cfg.method, "method", METHODS)
     check_choice(cfg.trainer.precision, "trainer.precision", PRECISIONS)
     check_choice(cfg.monitor.method, "monitor.method", MONITOR_METHODS)
+    check_choice(cfg.monitor.pool, "monitor.pool", POOLS)
     check_choice(cfg.data.augment_on, "data.augment_on", AUGMENT_PLACES)
     defaults = model_defaults(cfg.model.name)
     patch = defaults.get("patch_size", 16)

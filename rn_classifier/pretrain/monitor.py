@@ -6,7 +6,10 @@ small classifier on frozen embeddings (DINO's weighted k-NN / linear evaluation)
 
 1. embeds the labelled TRAINING cases of the internal cohort (``part == "train"`` in the split;
    the internal test and external cases are never touched) with the exported encoder (DINO
-   teacher / MAE encoder): centre crop of the lesion-centred crop, T1CE channel, pooled token;
+   teacher / MAE encoder): centre crop of the lesion-centred crop, the T1CE channel into the
+   encoder, its tokens pooled as ``monitor.pool`` says (``mask``, the default: mask-weighted
+   mean of the patch tokens, as the fine-tuning configs pool; ``cls``: the class token, which
+   MAE never trains; ``avg``: mean of the patches);
 2. fits a k-NN (cosine, distance-weighted) or an L2 logistic regression on all folds but one of
    the split's patient-grouped CV folds and predicts the held-out fold;
 3. logs the ROC AUC of the out-of-fold probabilities as ``monitor/<method>_auc``.
@@ -19,6 +22,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 from lightning.pytorch.callbacks import Callback
+from monai.transforms import ResizeWithPadOrCrop
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import roc_auc_score
 from sklearn.neighbors import KNeighborsClassifier
@@ -26,8 +30,9 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import Normalizer, StandardScaler
 
 from ..errors import InputError
-from .augment import CentreView
+from ..finetune.networks import MASK_CHANNEL
 from .datamodule import LabelledCases
+from .probe import pooled_tokens
 
 
 def _classifier(method: str, k: int, n_train: int):
@@ -72,9 +77,9 @@ def cross_validated_auc(embeddings: np.ndarray, labels: np.ndarray, folds: np.nd
 
 @torch.no_grad()
 def embed_cases(encoder: torch.nn.Module, cases: LabelledCases, crop_size: int, batch_size: int,
-                device: torch.device) -> np.ndarray:
+                device: torch.device, pool: str = "mask") -> np.ndarray:
     """Pooled embeddings ``(N, D)`` of the cases' centre crops (float32, in eval mode)."""
-    view = CentreView(crop_size)
+    fit = ResizeWithPadOrCrop(spatial_size=(crop_size,) * 3, mode="constant")
     was_training = encoder.training
     encoder.eval()
     out = []
@@ -82,9 +87,9 @@ def embed_cases(encoder: torch.nn.Module, cases: LabelledCases, crop_size: int, 
     try:
         for start in range(0, len(cases.rows), batch_size):
             rows = cases.rows[start:start + batch_size]
-            x = torch.stack([view(cases.cache[int(r)]) for r in rows]).to(device)
+            x = torch.stack([torch.as_tensor(np.asarray(fit(cases.cache[int(r)]))) for r in rows])
             with autocast:
-                out.append(encoder.forward_head(encoder.forward_features(x), pre_logits=True).float().cpu())
+                out.append(pooled_tokens(encoder, x.float().to(device), (pool,))[pool].float().cpu())
     finally:
         encoder.train(was_training)
     return torch.cat(out).numpy()
@@ -97,8 +102,11 @@ class LabelEfficiencyMonitor(Callback):
     """
 
     def __init__(self, cases: LabelledCases, crop_size: int, every_n_epochs: int,
-                 method: str = "knn", k: int = 20, batch_size: int = 16):
-        self.cases, self.crop_size, self.every = cases, crop_size, every_n_epochs
+                 method: str = "knn", k: int = 20, batch_size: int = 16, pool: str = "mask"):
+        self.cases, self.crop_size, self.every, self.pool = cases, crop_size, every_n_epochs, pool
+        if pool == "mask" and len(cases.cache.channels) <= MASK_CHANNEL:
+            raise InputError(f"{cases.cache.folder} holds channels {cases.cache.channels}: monitor.pool: mask "
+                             "needs the lesion mask as the second channel; use monitor.pool: avg")
         self.method, self.k, self.batch_size = method, k, batch_size
         try:
             check_cv_classes(cases.labels, cases.folds)
@@ -110,7 +118,8 @@ class LabelEfficiencyMonitor(Callback):
         if self.every <= 0 or (trainer.current_epoch + 1) % self.every:
             return
         encoder = pl_module.export_encoder()
-        emb = embed_cases(encoder, self.cases, self.crop_size, self.batch_size, pl_module.device)
+        emb = embed_cases(encoder, self.cases, self.crop_size, self.batch_size, pl_module.device,
+                          self.pool)
         auc = cross_validated_auc(emb, self.cases.labels, self.cases.folds, self.method, self.k)
         self.history.append((trainer.current_epoch, auc))
         pl_module.log(f"monitor/{self.method}_auc", auc, on_epoch=True, prog_bar=True, rank_zero_only=True)

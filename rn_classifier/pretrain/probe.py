@@ -43,7 +43,7 @@ from sklearn.preprocessing import StandardScaler
 from ..data.cache import CropCache
 from ..data.split import load_split
 from ..errors import InputError
-from ..finetune.networks import MASK_CHANNEL, POOLS, pooling_weights
+from ..finetune.networks import MASK_CHANNEL, POOLS, pool_tokens
 from ..models.export import load_encoder
 
 N_FOLDS = 5
@@ -88,24 +88,23 @@ def centre_crops(crops: np.ndarray, size) -> torch.Tensor:
     return torch.stack([torch.as_tensor(np.asarray(fit(c))) for c in crops]).float()
 
 
+def pooled_tokens(encoder: torch.nn.Module, x: torch.Tensor, pools=POOLS) -> dict[str, torch.Tensor]:
+    """One batch ``x: (B, C, *spatial)`` (T1CE first, mask in channel 1) → ``{pool: (B, D)}``.
+
+    The encoder sees its own number of input channels (1 for a pretraining export); the mask
+    only weighs the tokens, as fine-tuning's ``model.pool`` does (finetune.networks.pool_tokens).
+    """
+    tokens = encoder.forward_features(x[:, :int(encoder.patch_embed.in_chans)])
+    n_prefix = int(getattr(encoder, "num_prefix_tokens", 1))
+    return {pool: pool_tokens(tokens, x, pool, tuple(encoder.patch_size), n_prefix) for pool in pools}
+
+
 @torch.no_grad()
 def embed(encoder: torch.nn.Module, x: torch.Tensor, batch_size: int = 16) -> dict[str, np.ndarray]:
-    """Frozen embeddings ``{pool: (N, D)}`` for every pooling in :data:`POOLS`.
-
-    ``x: (N, C, *spatial)`` with the T1CE first and the mask in channel 1; the encoder sees its
-    own number of input channels (1 for a pretraining export), the mask only weighs tokens.
-    """
+    """Frozen embeddings ``{pool: (N, D)}`` of ``x: (N, C, *spatial)`` for every pooling in :data:`POOLS`."""
     encoder.eval()
-    in_chans = int(encoder.patch_embed.in_chans)
-    n_prefix = int(getattr(encoder, "num_prefix_tokens", 1))
-    out: dict[str, list[torch.Tensor]] = {pool: [] for pool in POOLS}
-    for start in range(0, len(x), batch_size):
-        batch = x[start:start + batch_size]
-        tokens = encoder.forward_features(batch[:, :in_chans])
-        for pool in POOLS:
-            w = pooling_weights(batch, pool, tuple(encoder.patch_size), tokens.shape[1] - n_prefix, n_prefix)
-            out[pool].append((w[:, :, None] * tokens).sum(1))
-    return {pool: torch.cat(parts).numpy() for pool, parts in out.items()}
+    parts = [pooled_tokens(encoder, x[start:start + batch_size]) for start in range(0, len(x), batch_size)]
+    return {pool: torch.cat([part[pool] for part in parts]).numpy() for pool in POOLS}
 
 
 def crop_statistics(x: torch.Tensor) -> np.ndarray:

@@ -163,7 +163,7 @@ def run_pretraining(cfg: PretrainConfig | None = None, out: str | os.PathLike | 
     if cfg.monitor.every_n_epochs > 0 and cfg.data.internal_cache:
         monitor = LabelEfficiencyMonitor(labelled_training_cases(cfg.data), encoder_crop_size(cfg),
                                          cfg.monitor.every_n_epochs, cfg.monitor.method,
-                                         cfg.monitor.k, cfg.monitor.batch_size)
+                                         cfg.monitor.k, cfg.monitor.batch_size, cfg.monitor.pool)
     pool_meta = CropCache(cfg.data.pool_cache).meta
 
     # -- trainer --------------------------------------------------------------------------
