@@ -140,7 +140,7 @@ def test_a_failed_stage_is_recorded_and_run_again(tmp_path):
     assert seen == [False, True]    # other key: outputs replaced
 
 
-@pytest.mark.parametrize("name", ["demo", "tiny", "paper_synthetic_cpu"])
+@pytest.mark.parametrize("name", ["demo", "tiny", "paper_synthetic_cpu", "paper_synthetic_gpu"])
 def test_shipped_synthetic_study_configs_and_their_stage_configs_load(name, tmp_path):
     """A typo in a study YAML or in one of its dotted overrides would only surface minutes into
     a run; every stage config a shipped synthetic study names must load with its overrides."""
