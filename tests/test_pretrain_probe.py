@@ -38,7 +38,13 @@ def crop_cohort(tmp_path_factory):
 
 
 def test_probe_reads_training_cases_only_and_ranks_a_planted_signal(crop_cohort):
+    import torch
+
+    torch.manual_seed(5)
+    expected_draw = torch.rand(3)
+    torch.manual_seed(5)
     report = probe_encoders([crop_cohort["encoder"]], crop_cohort["cache"], crop_cohort["split"], repeats=2)
+    assert torch.equal(torch.rand(3), expected_draw)   # the random twin leaves the caller's RNG alone
     assert report["cases"]["n"] == crop_cohort["n_train"]
     rows = {row["name"]: row for row in report["rows"]}
     assert list(rows) == [str(crop_cohort["encoder"]), RANDOM_REFERENCE, STATISTICS_REFERENCE]
@@ -98,6 +104,18 @@ def test_probe_refuses_a_cohort_json_that_is_not_synthetic(tmp_path, crop_cohort
     with pytest.raises(InputError, match="cohort.json.*SYNTHETIC"):
         probe_encoders([crop_cohort["encoder"]], crop_cohort["cache"], crop_cohort["split"],
                        cohort_json=fake, repeats=1)
+
+
+def test_an_empty_mask_is_refused_naming_the_case(tmp_path, crop_cohort):
+    cache = CropCache(crop_cohort["cache"])
+    crops = np.asarray(cache.crops, np.float32).copy()
+    split = pd.read_csv(crop_cohort["split"])
+    victim = split.loc[split["part"] == "train", "case_id"].iloc[3]
+    crops[cache.index["case_id"].to_numpy() == victim, 1] = 0
+    write_cache(tmp_path / "empty_mask", crops, cache.index.drop(columns=["row"]),
+                {"spacing": [2.0] * 3, "channels": ["t1ce", "mask"], "normalisation": CROP_NORM, "synthetic": True})
+    with pytest.raises(InputError, match=f"case {victim}: the lesion mask is empty"):
+        probe_encoders([crop_cohort["encoder"]], tmp_path / "empty_mask", crop_cohort["split"], repeats=1)
 
 
 def test_probe_refuses_a_cache_without_the_mask_channel(tmp_path, crop_cohort):

@@ -107,16 +107,18 @@ def embed(encoder: torch.nn.Module, x: torch.Tensor, batch_size: int = 16) -> di
     return {pool: torch.cat([part[pool] for part in parts]).numpy() for pool in POOLS}
 
 
-def crop_statistics(x: torch.Tensor) -> np.ndarray:
+def crop_statistics(x: torch.Tensor, case_ids=None) -> np.ndarray:
     """Intensity statistics ``(N, 30)`` of each crop: size and rim share of the mask; mean, SD and
     10/50/90th percentiles in the mask, its eroded core and two shells around it (2 and 2-5
     voxels: oedema); gradient magnitude in the mask and the inner shell; SD of the Laplacian in
     the mask (texture)."""
     rows = []
-    for crop in x.numpy():
+    for i, crop in enumerate(x.numpy()):
         image, mask = crop[0], crop[MASK_CHANNEL] > 0.5
         if not mask.any():
-            raise InputError("a training crop has an empty lesion mask; the probe needs the lesion in view")
+            case = f"case {case_ids[i]}" if case_ids is not None else f"crop {i}"
+            raise InputError(f"{case}: the lesion mask is empty in the centre crop; the probe needs the "
+                             "lesion in view (is the cache lesion-centred?)")
         grown2 = ndimage.binary_dilation(mask, iterations=2)
         shell_inner = grown2 & ~mask
         shell_outer = ndimage.binary_dilation(mask, iterations=5) & ~grown2
@@ -201,22 +203,28 @@ def trait_r2(features: np.ndarray, traits: pd.DataFrame, patients: np.ndarray) -
 
 def probe_encoders(encoder_dirs, cache_dir, split_path, cohort_json=None, repeats: int = 10,
                    seed: int = 0) -> dict:
-    """The probe report (see the module docstring) for each encoder export and both references."""
+    """The probe report (see the module docstring) for each encoder export and both references.
+
+    The random-init reference has the first encoder's architecture, drawn with ``seed`` (the
+    global torch random state is left as it was).
+    """
+    if not encoder_dirs:
+        raise InputError("give at least one encoder export folder to probe")
     cases = training_cases(cache_dir, split_path)
     cache = CropCache(cache_dir)
-    encoders, crop_size = {}, None
-    for folder in encoder_dirs:
-        model, meta = load_encoder(folder)
-        cache.check_spacing(meta["spacing"], f"the encoder export {folder}")
-        if crop_size is not None and list(meta["crop_size"]) != crop_size:
-            raise InputError(f"{folder} was pretrained on {meta['crop_size']} crops, the first encoder on "
-                             f"{crop_size}; probe encoders of one crop size together")
-        crop_size = list(meta["crop_size"])
-        encoders[str(folder)] = model
+    encoders, metas = {}, []
+    with torch.random.fork_rng():   # building models draws initial weights: keep the caller's RNG
+        for folder in encoder_dirs:
+            model, meta = load_encoder(folder)
+            cache.check_spacing(meta["spacing"], f"the encoder export {folder}")
+            if metas and list(meta["crop_size"]) != list(metas[0]["crop_size"]):
+                raise InputError(f"{folder} was pretrained on {meta['crop_size']} crops, {encoder_dirs[0]} "
+                                 f"on {metas[0]['crop_size']}; probe encoders of one crop size together")
+            encoders[str(folder)] = model
+            metas.append(meta)
         torch.manual_seed(seed)
-        encoders.setdefault(RANDOM_REFERENCE, type(model)(**meta["model_kwargs"]))
-    # the reference last, so a table lists the encoders first
-    encoders[RANDOM_REFERENCE] = encoders.pop(RANDOM_REFERENCE)
+        encoders[RANDOM_REFERENCE] = type(encoders[str(encoder_dirs[0])])(**metas[0]["model_kwargs"])
+    crop_size = list(metas[0]["crop_size"])
     x = centre_crops(cases.crops, crop_size)
     traits = synthetic_traits(cohort_json, cases.case_ids) if cohort_json else None
 
@@ -227,14 +235,14 @@ def probe_encoders(encoder_dirs, cache_dir, split_path, cohort_json=None, repeat
             row["label_auc"][pool], row["label_auc_sd"][pool] = label_probe_auc(
                 feats, cases.labels, cases.patients, repeats, seed)
         if traits is not None:
-            best = "mask" if "mask" in pooled else next(iter(pooled))
-            row["trait_r2"] = trait_r2(pooled[best], traits, cases.patients)
-            row["trait_features"] = best
+            trait_pool = "mask" if "mask" in pooled else next(iter(pooled))
+            row["trait_r2"] = trait_r2(pooled[trait_pool], traits, cases.patients)
+            row["trait_features"] = trait_pool
         rows.append(row)
 
     for name, model in encoders.items():
         add(name, embed(model, x))
-    add(STATISTICS_REFERENCE, {"statistics": crop_statistics(x)})
+    add(STATISTICS_REFERENCE, {"statistics": crop_statistics(x, cases.case_ids)})
     return {"cases": {"n": int(len(cases.labels)), "radiation_necrosis": int(cases.labels.sum()),
                       "patients": int(len(np.unique(cases.patients)))},
             "crop_size": crop_size, "repeats": repeats, "folds": N_FOLDS,
