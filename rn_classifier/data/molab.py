@@ -163,6 +163,11 @@ def read_clinical(path: Path, cmap: ColumnMap) -> pd.DataFrame:
     return out
 
 
+def case_id(patient: str, timepoint: str, lesion: int) -> str:
+    """The manifest case id of one lesion at one time point: ``<patient>_<timepoint>_L<lesion>``."""
+    return f"{patient}_{timepoint}_L{lesion}"
+
+
 def lesion_codes(mask_path: Path) -> dict[int, tuple[int, ...]]:
     """{lesion number: (codes present)} from a MOLAB-coded mask."""
     data = np.asanyarray(nib.load(str(mask_path)).dataobj)
@@ -212,7 +217,7 @@ def import_molab(root: str | os.PathLike, labels_csv: str | os.PathLike,
             found.add((st["patient"], st["timepoint"], lesion))
             found.add((st["patient"], "", lesion))
             rows.append({
-                "case_id": f"{st['patient']}_{st['timepoint']}_L{lesion}",
+                "case_id": case_id(st["patient"], st["timepoint"], lesion),
                 "patient_id": st["patient"], "center": center,
                 "image": os.path.relpath(st["image"].resolve(), base),
                 "mask": os.path.relpath(st["mask"].resolve(), base),

@@ -22,7 +22,6 @@ from __future__ import annotations
 import numpy as np
 import torch
 from lightning.pytorch.callbacks import Callback
-from monai.transforms import ResizeWithPadOrCrop
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import roc_auc_score
 from sklearn.neighbors import KNeighborsClassifier
@@ -32,7 +31,7 @@ from sklearn.preprocessing import Normalizer, StandardScaler
 from ..errors import InputError
 from ..finetune.networks import MASK_CHANNEL
 from .datamodule import LabelledCases
-from .probe import pooled_tokens
+from .probe import centre_crops, pooled_tokens
 
 
 def _classifier(method: str, k: int, n_train: int):
@@ -79,7 +78,6 @@ def cross_validated_auc(embeddings: np.ndarray, labels: np.ndarray, folds: np.nd
 def embed_cases(encoder: torch.nn.Module, cases: LabelledCases, crop_size: int, batch_size: int,
                 device: torch.device, pool: str = "mask") -> np.ndarray:
     """Pooled embeddings ``(N, D)`` of the cases' centre crops (float32, in eval mode)."""
-    fit = ResizeWithPadOrCrop(spatial_size=(crop_size,) * 3, mode="constant")
     was_training = encoder.training
     encoder.eval()
     out = []
@@ -87,9 +85,9 @@ def embed_cases(encoder: torch.nn.Module, cases: LabelledCases, crop_size: int, 
     try:
         for start in range(0, len(cases.rows), batch_size):
             rows = cases.rows[start:start + batch_size]
-            x = torch.stack([torch.as_tensor(np.asarray(fit(cases.cache[int(r)]))) for r in rows])
+            x = centre_crops([cases.cache[int(r)] for r in rows], (crop_size,) * 3).to(device)
             with autocast:
-                out.append(pooled_tokens(encoder, x.float().to(device), (pool,))[pool].float().cpu())
+                out.append(pooled_tokens(encoder, x, (pool,))[pool].float().cpu())
     finally:
         encoder.train(was_training)
     return torch.cat(out).numpy()

@@ -35,7 +35,7 @@ import torch
 from monai.transforms import ResizeWithPadOrCrop
 from scipy import ndimage
 from sklearn.linear_model import LogisticRegression, RidgeCV
-from sklearn.metrics import roc_auc_score
+from sklearn.metrics import r2_score, roc_auc_score
 from sklearn.model_selection import GroupKFold, StratifiedGroupKFold, cross_val_predict
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
@@ -56,6 +56,7 @@ STATISTICS_REFERENCE = "crop intensity statistics"
 class ProbeCases:
     """Labelled training cases: ``crops (N, C, X, Y, Z)`` float32 with the mask in channel 1."""
 
+    cache: CropCache
     case_ids: np.ndarray
     patients: np.ndarray
     labels: np.ndarray
@@ -78,12 +79,13 @@ def training_cases(cache_dir: str | os.PathLike, split_path: str | os.PathLike) 
                          f"training cases of {split_path}; the probe's {N_FOLDS}-fold CV needs at least "
                          f"{MIN_CASES_PER_CLASS} of each")
     crops = np.stack([np.asarray(cache[int(r)], np.float32) for r in index["row"]])
-    return ProbeCases(case_ids=index["case_id"].to_numpy(), patients=index["patient_id"].to_numpy(),
+    return ProbeCases(cache=cache, case_ids=index["case_id"].to_numpy(), patients=index["patient_id"].to_numpy(),
                       labels=labels, crops=crops)
 
 
-def centre_crops(crops: np.ndarray, size) -> torch.Tensor:
-    """``(N, C, *spatial)`` → the centre ``size`` crop (zero-padded where smaller), a tensor."""
+def centre_crops(crops, size) -> torch.Tensor:
+    """Volumes ``(C, *spatial)`` (an array of them or a list) → ``(N, C, *size)`` float32 centre
+    crops (zero-padded where smaller)."""
     fit = ResizeWithPadOrCrop(spatial_size=tuple(int(s) for s in size), mode="constant")
     return torch.stack([torch.as_tensor(np.asarray(fit(c))) for c in crops]).float()
 
@@ -157,6 +159,7 @@ def synthetic_traits(cohort_json: str | os.PathLike, case_ids) -> pd.DataFrame:
     Columns: every trait of the generator (``data.synth.lesions.TRAITS``; log-scaled ones as
     their log) plus ``log_radius_mm`` at the case's time point. Rows in ``case_ids`` order.
     """
+    from ..data.molab import case_id
     from ..data.synth.lesions import TRAITS
 
     path = Path(cohort_json)
@@ -171,8 +174,7 @@ def synthetic_traits(cohort_json: str | os.PathLike, case_ids) -> pd.DataFrame:
     for patient in cohort["patients"]:
         for lesion in patient["lesions"]:
             for t, timepoint in enumerate(patient["timepoints"]):
-                # the MOLAB importer's case id: <patient>_<timepoint>_L<lesion>
-                lesions[f"{patient['patient_id']}_{timepoint}_L{lesion['lesion']}"] = (lesion["phenotype"], t)
+                lesions[case_id(patient["patient_id"], timepoint, lesion["lesion"])] = (lesion["phenotype"], t)
     missing = [c for c in case_ids if c not in lesions]
     if missing:
         raise InputError(f"{path} has no lesion for case(s) {missing[:5]}; give the cohort.json of the "
@@ -197,7 +199,7 @@ def trait_r2(features: np.ndarray, traits: pd.DataFrame, patients: np.ndarray) -
     for name in traits.columns:
         target = traits[name].to_numpy(float)
         pred = cross_val_predict(model, features, target, groups=patients, cv=GroupKFold(N_FOLDS))
-        out[name] = float(1 - ((target - pred) ** 2).sum() / ((target - target.mean()) ** 2).sum())
+        out[name] = float(r2_score(target, pred))
     return out
 
 
@@ -211,12 +213,11 @@ def probe_encoders(encoder_dirs, cache_dir, split_path, cohort_json=None, repeat
     if not encoder_dirs:
         raise InputError("give at least one encoder export folder to probe")
     cases = training_cases(cache_dir, split_path)
-    cache = CropCache(cache_dir)
     encoders, metas = {}, []
     with torch.random.fork_rng():   # building models draws initial weights: keep the caller's RNG
         for folder in encoder_dirs:
             model, meta = load_encoder(folder)
-            cache.check_spacing(meta["spacing"], f"the encoder export {folder}")
+            cases.cache.check_spacing(meta["spacing"], f"the encoder export {folder}")
             if metas and list(meta["crop_size"]) != list(metas[0]["crop_size"]):
                 raise InputError(f"{folder} was pretrained on {meta['crop_size']} crops, {encoder_dirs[0]} "
                                  f"on {metas[0]['crop_size']}; probe encoders of one crop size together")
