@@ -11,8 +11,8 @@ import pytest
 from rn_classifier.cli import main
 from rn_classifier.data.cache import CropCache
 from rn_classifier.data.molab import import_molab
-from rn_classifier.data.preprocess import (NormalisationConfig, PreprocessConfig, crop_with_padding,
-                                          preprocess)
+from rn_classifier.data.crop import crop_with_padding
+from rn_classifier.data.preprocess import NormalisationConfig, PreprocessConfig, preprocess
 from rn_classifier.errors import DataIntegrityError, InputError
 from builders import save_nifti, write_tiny_molab
 

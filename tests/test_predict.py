@@ -148,7 +148,7 @@ def test_images_that_cannot_reach_the_training_setting_are_refused(ssl_run, tmp_
 
 
 def test_wrong_mask_labels_are_refused_listing_the_values_present(ssl_run, new_case, tmp_path):
-    with pytest.raises(InputError, match=r"lesion label\(s\) \[3\].*\[11, 12\]"):
+    with pytest.raises(InputError, match=r"lesion code\(s\) \[3\].*\[11, 12\]"):
         predict_case(ssl_run.run_dir, new_case["image"], new_case["mask"], tmp_path / "out",
                      mask_labels=[3], run=ssl_run)
     assert not (tmp_path / "out").exists()
@@ -190,12 +190,12 @@ def test_late_fusion_predicts_with_its_image_runs_attention(tiny_study, new_case
 
 
 def test_predict_reads_a_dicom_series(ssl_run, tmp_path):
-    from rn_classifier.data.ingest import load_volume
+    from rn_classifier.data.readers import read_image
 
     head = head_volume((20, 64, 60), seed=5)                     # (Z, Y, X) as DICOM slices
     head[sphere(head.shape, (10, 30, 28), 4)] = 1500
     series = write_dicom_series(head, (1.0, 1.0, 2.5), (40.0, -30.0, 10.0), tmp_path / "series")
-    volume = load_volume(series)                                  # RAS grid it is read into
+    volume = read_image(series)                                  # RAS grid it is read into
     lesion = sphere(volume.shape, np.argwhere(volume.array >= 1500).mean(axis=0), 4)
     mask = save_nifti(lesion.astype(np.uint8), tmp_path / "mask.nii.gz", volume.affine)
     result = predict_case(ssl_run.run_dir, series, mask, tmp_path / "out", run=ssl_run)

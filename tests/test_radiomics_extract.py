@@ -92,7 +92,7 @@ def test_mask_labels_are_merged_into_one_lesion(tmp_path):
 
 def test_empty_lesion_is_named(tmp_path):
     image, mask = write_lesion_case(tmp_path, "empty")
-    with pytest.raises(InputError, match=r"case P7: .*no voxel with label\(s\) \[21\].*empty"):
+    with pytest.raises(InputError, match=r"case P7: .*lacks lesion code\(s\) \[21\]; expected \[21\], found \[11, 12\]"):
         extract_case(image, mask, settings=FAST, image_types=ORIGINAL, mask_labels=(21,), case_id="P7")
 
 
@@ -113,16 +113,17 @@ def test_geometry_mismatch_is_rejected_even_with_resampling(tmp_path):
     shifted = np.diag([2.0, 2.0, 2.0, 1.0])
     shifted[:3, 3] = [3.0, 0.0, 0.0]  # mask 3 mm off the image
     _, mask = write_lesion_case(tmp_path, "msk", affine=shifted)
-    # pyradiomics' resampling alone would map both onto the mask's grid and not notice
+    # pyradiomics' resampling alone would map both onto the mask's grid and not notice; the
+    # case reader refuses it as it does for the ViT's crops
     settings = {**FAST, "resampledPixelSpacing": [2.0, 2.0, 2.0], "interpolator": "sitkBSpline"}
-    with pytest.raises(InputError, match=r"case G1: .*geometry mismatch"):
+    with pytest.raises(InputError, match=r"case G1: .*geometry differs from the image"):
         extract_case(image, mask, settings=settings, image_types=ORIGINAL, mask_labels=(11, 12),
                      case_id="G1")
 
 
 def test_missing_file_is_named(tmp_path):
     _, mask = write_lesion_case(tmp_path, "m")
-    with pytest.raises(InputError, match=r"case X: image file .*nope.nii.gz does not exist"):
+    with pytest.raises(InputError, match=r"case X: .*nope.nii.gz: file does not exist"):
         extract_case(tmp_path / "nope.nii.gz", mask, settings=FAST, image_types=ORIGINAL, case_id="X")
 
 

@@ -1,13 +1,16 @@
 """Handcrafted radiomics features of one lesion (pyradiomics, van Griethuysen et al. 2017).
 
-:func:`extract_case` reads the image and its mask with SimpleITK, merges the mask values that
-make up the lesion into one region, and hands both to pyradiomics' ``RadiomicsFeatureExtractor``
-with their spacing, origin and direction as stored: no resampling, reorientation or intensity
-change happens here; pyradiomics does all of it according to its settings.
+:func:`extract_case` reads the image and its mask with the case reader every stage uses
+(:mod:`rn_classifier.data.readers`: NIfTI, NRRD, MHA, DICOM series, and any registered mask
+format), merges the mask values that make up the lesion into one region, and hands both to
+pyradiomics' ``RadiomicsFeatureExtractor`` as SimpleITK images with their spacing, origin and
+direction: no resampling or intensity change happens here; pyradiomics does it according to its
+settings. (The reader brings the voxels to RAS order; the world geometry is unchanged, and
+pyradiomics' features do not depend on the voxel axis order.)
 
 Bad input raises :class:`rn_classifier.errors.InputError` naming the case and the file: an
 unreadable file, a mask without the lesion's values, a region smaller than ``minimumROISize``,
-or image and mask geometry that disagree beyond pyradiomics' tolerance.
+or a mask not on the image's voxel grid.
 """
 
 from __future__ import annotations
@@ -48,56 +51,23 @@ def build_extractor(params: Mapping[str, Any]):
     return extractor
 
 
-def _read(path: str | os.PathLike, what: str, case: str):
-    import SimpleITK as sitk
+def lesion_images(image_path, mask_path, mask_labels: Sequence[int], case: str):
+    """(image, binary lesion mask) as SimpleITK images on the image's grid, read by the case
+    reader every stage uses (:func:`rn_classifier.data.crop.read_case`: any registered image and
+    mask format; the grids checked to agree). The lesion is the union of ``mask_labels`` (empty:
+    every non-zero label), as for the ViT's crops."""
+    from ..data.crop import read_case
+    from ..data.readers import to_sitk
 
-    if not os.path.isfile(path):
-        raise InputError(f"case {case}: {what} file {path} does not exist")
     try:
-        return sitk.ReadImage(str(path))
-    except RuntimeError as exc:
-        first = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
-        raise InputError(f"case {case}: cannot read {what} file {path} ({first})") from exc
-
-
-def lesion_mask(mask, mask_labels: Sequence[int], case: str, mask_path: str | os.PathLike):
-    """Binary mask (value :data:`LESION_LABEL`) of the union of ``mask_labels``; geometry kept.
-
-    mask: SimpleITK image of integer labels. Raises InputError when no voxel holds any of them.
-    """
-    import SimpleITK as sitk
-
-    values = sitk.GetArrayViewFromImage(mask)
-    inside = np.isin(values, np.asarray(list(mask_labels)))
-    if not inside.any():
-        present = np.unique(values)
-        raise InputError(f"case {case}: mask {mask_path} has no voxel with label(s) "
-                         f"{list(mask_labels)} (values present: {present[present != 0].tolist()}); "
-                         "the lesion is empty")
-    merged = sitk.GetImageFromArray(inside.astype(np.uint8) * LESION_LABEL)
-    merged.CopyInformation(mask)
-    return merged
-
-
-def _check_geometry(extractor, image, mask, label: int, case: str, image_path, mask_path):
-    """pyradiomics' own image/mask geometry check (``checkMask``) on the files as stored.
-
-    pyradiomics runs it after resampling, and its resampling maps the image onto the mask's
-    grid whatever the image's geometry, so without this call an image and mask that disagree
-    would pass silently whenever resampling is on. The ROI size and dimension checks are left
-    to pyradiomics, which applies them on the grid the features are computed on. Returns the
-    mask to use (resampled onto the image grid when the ``correctMask`` setting asks for that).
-    """
-    from radiomics import imageoperations
-
-    geometry_only = {**extractor.settings, "label": label, "minimumROISize": None,
-                     "minimumROIDimensions": 1}
-    try:
-        _, corrected = imageoperations.checkMask(image, mask, **geometry_only)
-    except (ValueError, RuntimeError) as exc:
-        raise InputError(f"case {case}: image {image_path} and mask {mask_path} rejected by "
-                         f"pyradiomics: {exc}") from exc
-    return mask if corrected is None else corrected
+        read = read_case(image_path, mask_path, mask_labels)
+    except InputError as exc:
+        raise InputError(f"case {case}: {exc}") from None
+    if not read.mask.lesion.any():
+        raise InputError(f"case {case}: mask {mask_path} has no lesion voxel (labels "
+                         f"{list(mask_labels) or 'any non-zero'}); the lesion is empty")
+    lesion = read.mask.lesion.astype(np.uint8) * LESION_LABEL
+    return to_sitk(read.image), to_sitk(read.image, lesion)
 
 
 def extract_case(image_path: str | os.PathLike, mask_path: str | os.PathLike,
@@ -110,8 +80,8 @@ def extract_case(image_path: str | os.PathLike, mask_path: str | os.PathLike,
 
     settings, image_types, feature_classes: pyradiomics' ``setting``, ``imageType`` and
         ``featureClass`` blocks; each one left ``None`` comes from the default config (MOLAB).
-    mask_labels: mask values whose union is the lesion (MOLAB ``11;12``); ``None`` hands the
-        mask over as stored and pyradiomics' ``label`` setting picks the region.
+    mask_labels: mask values whose union is the lesion (MOLAB ``11;12``); ``None`` or empty:
+        every non-zero value (as the ViT's crops take it).
     extractor: a prepared extractor (:func:`build_extractor`) replaces the three blocks; the
         batch extraction builds it once per process.
     Returns ``{"<imageType>_<class>_<feature>": value}``, e.g. ``original_shape_MeshVolume``;
@@ -125,15 +95,9 @@ def extract_case(image_path: str | os.PathLike, mask_path: str | os.PathLike,
                   "featureClass": dict(defaults["featureClass"] if feature_classes is None
                                        else feature_classes)}
         extractor = build_extractor(params)
-    image = _read(image_path, "image", case)
-    mask = _read(mask_path, "mask", case)
-    label = extractor.settings.get("label", 1)
-    if mask_labels:
-        mask = lesion_mask(mask, mask_labels, case, mask_path)
-        label = LESION_LABEL
-    mask = _check_geometry(extractor, image, mask, label, case, image_path, mask_path)
+    image, mask = lesion_images(image_path, mask_path, mask_labels or (), case)
     try:
-        result = extractor.execute(image, mask, label=label)
+        result = extractor.execute(image, mask, label=LESION_LABEL)
     except (ValueError, RuntimeError) as exc:
         raise InputError(f"case {case}: pyradiomics could not extract features from image "
                          f"{image_path} with mask {mask_path}: {exc}") from exc

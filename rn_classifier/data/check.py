@@ -17,16 +17,16 @@ import numpy as np
 import pandas as pd
 
 from ..errors import InputError
-from .ingest import geometry_mismatch, lesion_mask, load_volume, missing_lesion_codes
+from .readers import read_image, read_mask
 from .manifest import load_manifest
 
 
-def check_case(row: pd.Series, atol_mm: float = 1e-3) -> list[str]:
+def check_case(row: pd.Series) -> list[str]:
     """Problems of one case (empty list when clean)."""
     cid = row["case_id"]
     problems = []
     try:
-        image = load_volume(row["image_path"])
+        image = read_image(row["image_path"])
     except InputError as exc:
         return [f"case {cid}: image: {exc}"]
     data = np.asarray(image.array)
@@ -44,16 +44,10 @@ def check_case(row: pd.Series, atol_mm: float = 1e-3) -> list[str]:
             problems.append(f"case {cid}: labelled case has no mask (expected a lesion mask)")
         return problems
     try:
-        mask = load_volume(mask_path)
+        mask = read_mask(mask_path, labels, image)
     except InputError as exc:
-        return problems + [f"case {cid}: mask: {exc}"]
-    mismatch = geometry_mismatch(image, mask, atol_mm)
-    if mismatch:
-        problems.append(f"case {cid}: {mismatch}")
-    missing = missing_lesion_codes(mask, labels)
-    if missing:
-        problems.append(f"case {cid}: {missing}")
-    if not lesion_mask(mask, labels).any():
+        return problems + [f"case {cid}: {exc}"]
+    if not mask.lesion.any():
         problems.append(f"case {cid}: lesion mask is empty for codes {list(labels) or 'any non-zero'}")
     return problems
 

@@ -1,9 +1,11 @@
-"""Read clinical MRI the way it arrives into one in-memory form, reoriented to RAS.
+"""Clinical MRI in one in-memory form, reoriented to RAS: the file formats, resampling, normalisation.
 
 NIfTI (``.nii``, ``.nii.gz``) is read with nibabel; NRRD, MHA/MHD and DICOM series (a
 folder) with SimpleITK, whose LPS geometry is converted to the RAS convention of NIfTI. Every
 volume is then brought to the closest canonical (RAS+) voxel order: increasing index along
-array axis 0 / 1 / 2 moves towards the patient's Right / Anterior / Superior. Resampling and intensity normalisation are MONAI transforms (``Spacing``,
+array axis 0 / 1 / 2 moves towards the patient's Right / Anterior / Superior. Callers read
+files through :mod:`rn_classifier.data.readers` (the registry of formats), not these functions.
+Resampling and intensity normalisation are MONAI transforms (``Spacing``,
 ``NormalizeIntensity``, ``ScaleIntensityRangePercentiles``).
 
 A volume larger than :data:`MAX_VOXELS` is refused from its header, before any voxel is read,
@@ -12,7 +14,6 @@ so a corrupt or hostile header cannot exhaust memory.
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -56,20 +57,6 @@ class Volume:
         return xyz @ inv[:3, :3].T + inv[:3, 3]
 
 
-def image_format(path: str | os.PathLike) -> str:
-    """'nifti', 'sitk' (NRRD/MHA/MHD/single DICOM) or 'dicom_series' (a folder)."""
-    p = Path(path)
-    name = p.name.lower()
-    if p.is_dir():
-        return "dicom_series"
-    if name.endswith(NIFTI_SUFFIXES):
-        return "nifti"
-    if name.endswith(SITK_SUFFIXES):
-        return "sitk"
-    raise InputError(f"{p}: unsupported image format; expected one of "
-                     f"{list(NIFTI_SUFFIXES + SITK_SUFFIXES)} or a DICOM series folder")
-
-
 def _check_shape(path: Path, shape) -> None:
     shape = tuple(int(s) for s in shape)
     squeezed = tuple(s for i, s in enumerate(shape) if i < 3 or s != 1)
@@ -82,7 +69,24 @@ def _check_shape(path: Path, shape) -> None:
                          f"voxels, more than the {MAX_VOXELS:,} accepted; refusing to read it")
 
 
-def _read_nifti(path: Path) -> tuple[np.ndarray, np.ndarray]:
+def _as_volume(path: Path, array, affine) -> Volume:
+    """The checks every format shares: a 3D real-valued array and a finite affine."""
+    array = np.asarray(array)
+    if array.ndim != 3:
+        raise InputError(f"{path}: expected a 3D volume, found shape {array.shape}")
+    if not (np.issubdtype(array.dtype, np.integer) or np.issubdtype(array.dtype, np.floating)
+            or array.dtype == np.bool_):
+        raise InputError(f"{path}: voxels are of type {array.dtype}; expected one real number per voxel "
+                         "(integer or floating point), not complex, RGB or structured values")
+    affine = np.asarray(affine, dtype=float)
+    if not np.isfinite(affine).all():
+        raise InputError(f"{path}: the voxel-to-world matrix (affine) holds NaN or infinite values; "
+                         "expected a finite affine (check the header's qform / sform)")
+    return Volume(array=array, affine=affine, path=str(path))
+
+
+def read_nifti(path: Path) -> Volume:
+    """A NIfTI file (nibabel), reoriented to the closest canonical (RAS+) voxel order."""
     try:
         img = nib.load(str(path))
     except Exception as exc:
@@ -94,7 +98,21 @@ def _read_nifti(path: Path) -> tuple[np.ndarray, np.ndarray]:
     except Exception as exc:  # truncated or corrupt data block
         raise InputError(f"{path}: NIfTI data could not be read, the file may be truncated "
                          f"({type(exc).__name__}: {exc})") from exc
-    return array, img.affine
+    return _as_volume(path, array, img.affine)
+
+
+def nifti_grid(path: Path) -> tuple[tuple[int, ...], np.ndarray]:
+    """(shape, affine) of the grid a NIfTI file is stored on, from its header."""
+    img = nib.funcs.squeeze_image(nib.load(str(path)))
+    return tuple(int(s) for s in img.shape[:3]), np.asarray(img.affine, dtype=float)
+
+
+def _lps_affine(direction, spacing, origin) -> np.ndarray:
+    """ITK geometry (direction, spacing, origin; LPS world) → RAS voxel-to-world affine."""
+    lps = np.eye(4)
+    lps[:3, :3] = np.asarray(direction, dtype=float).reshape(3, 3) * np.asarray(spacing, dtype=float)[None, :]
+    lps[:3, 3] = np.asarray(origin, dtype=float)
+    return LPS_TO_RAS @ lps
 
 
 def _sitk_to_ras(image) -> tuple[np.ndarray, np.ndarray]:
@@ -103,16 +121,11 @@ def _sitk_to_ras(image) -> tuple[np.ndarray, np.ndarray]:
 
     array = sitk.GetArrayFromImage(image)  # (z, y, x)
     array = np.transpose(array, tuple(range(array.ndim))[::-1])
-    direction = np.asarray(image.GetDirection(), dtype=float).reshape(3, 3)
-    spacing = np.asarray(image.GetSpacing(), dtype=float)
-    origin = np.asarray(image.GetOrigin(), dtype=float)
-    lps = np.eye(4)
-    lps[:3, :3] = direction * spacing[None, :]
-    lps[:3, 3] = origin
-    return array, LPS_TO_RAS @ lps
+    return array, _lps_affine(image.GetDirection(), image.GetSpacing(), image.GetOrigin())
 
 
-def _read_sitk(path: Path, series: bool) -> tuple[np.ndarray, np.ndarray]:
+def read_sitk(path: Path, series: bool) -> Volume:
+    """NRRD / MHA / MHD / a DICOM file, or a DICOM series folder (SimpleITK), in RAS voxel order."""
     import SimpleITK as sitk
 
     try:
@@ -142,31 +155,18 @@ def _read_sitk(path: Path, series: bool) -> tuple[np.ndarray, np.ndarray]:
         raise InputError(f"{path}: expected a 3D volume, found {image.GetDimension()}D")
     array, affine = _sitk_to_ras(image)
     img = nib.as_closest_canonical(nib.Nifti1Image(array, affine))
-    return np.asanyarray(img.dataobj), img.affine
+    return _as_volume(path, np.asanyarray(img.dataobj), img.affine)
 
 
-def load_volume(path: str | os.PathLike) -> Volume:
-    """Read an image or mask from disk into a RAS-ordered :class:`Volume`."""
-    p = Path(path)
-    if not p.exists():
-        raise InputError(f"{p}: file does not exist")
-    kind = image_format(p)
-    if kind == "nifti":
-        array, affine = _read_nifti(p)
-    else:
-        array, affine = _read_sitk(p, series=kind == "dicom_series")
-    array = np.asarray(array)
-    if array.ndim != 3:
-        raise InputError(f"{p}: expected a 3D volume, found shape {array.shape}")
-    if not (np.issubdtype(array.dtype, np.integer) or np.issubdtype(array.dtype, np.floating)
-            or array.dtype == np.bool_):
-        raise InputError(f"{p}: voxels are of type {array.dtype}; expected one real number per voxel "
-                         "(integer or floating point), not complex, RGB or structured values")
-    affine = np.asarray(affine, dtype=float)
-    if not np.isfinite(affine).all():
-        raise InputError(f"{p}: the voxel-to-world matrix (affine) holds NaN or infinite values; "
-                         "expected a finite affine (check the header's qform / sform)")
-    return Volume(array=array, affine=affine, path=str(p))
+def sitk_grid(path: Path) -> tuple[tuple[int, ...], np.ndarray]:
+    """(shape, RAS affine) of the grid a NRRD / MHA / DICOM file is stored on, from its header."""
+    import SimpleITK as sitk
+
+    info = sitk.ImageFileReader()
+    info.SetFileName(str(path))
+    info.ReadImageInformation()
+    return (tuple(int(s) for s in info.GetSize()[:3]),
+            _lps_affine(info.GetDirection(), info.GetSpacing(), info.GetOrigin()))
 
 
 def geometry_mismatch(image: Volume, mask: Volume, atol_mm: float = 1e-3) -> str | None:
@@ -183,29 +183,6 @@ def geometry_mismatch(image: Volume, mask: Volume, atol_mm: float = 1e-3) -> str
                 f"image spacing {np.round(image.spacing, 4).tolist()}, mask spacing "
                 f"{np.round(mask.spacing, 4).tolist()})")
     return None
-
-
-def missing_lesion_codes(mask: Volume, labels) -> str | None:
-    """Describe the listed lesion codes absent from ``mask``, or None when all are present."""
-    values = np.unique(np.asarray(mask.array))
-    fractional = values[values != np.round(values)] if np.issubdtype(values.dtype, np.floating) else []
-    if len(fractional):
-        return (f"mask {mask.path} holds non-integer values (e.g. {float(fractional[0]):g}); expected "
-                "integer lesion codes (resampled or smoothed with a non-nearest interpolation?)")
-    present = {int(v) for v in values if v != 0}
-    missing = [int(code) for code in labels if int(code) not in present]
-    if not missing:
-        return None
-    return (f"mask {mask.path} lacks lesion code(s) {missing}; expected {[int(c) for c in labels]}, "
-            f"found {sorted(present)}")
-
-
-def lesion_mask(mask: Volume, labels) -> np.ndarray:
-    """Boolean union of the given mask values (all non-zero values when ``labels`` is empty)."""
-    data = np.asarray(mask.array)
-    if labels:
-        return np.isin(data, np.asarray(list(labels)))
-    return data > 0
 
 
 def resample(volume: Volume, spacing, mode: str = "bilinear") -> Volume:

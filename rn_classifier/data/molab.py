@@ -22,12 +22,12 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import nibabel as nib
 import numpy as np
 import pandas as pd
 
 from ..errors import DataIntegrityError, InputError
 from .manifest import format_mask_labels, write_manifest
+from .readers import read_image
 
 IMAGE_RE = re.compile(r"^(?P<stem>.+)_img\.nii(\.gz)?$")
 LABEL_WORDS = {"1": 1, "rn": 1, "radiation necrosis": 1, "necrosis": 1,
@@ -170,8 +170,7 @@ def case_id(patient: str, timepoint: str, lesion: int) -> str:
 
 def lesion_codes(mask_path: Path) -> dict[int, tuple[int, ...]]:
     """{lesion number: (codes present)} from a MOLAB-coded mask."""
-    data = np.asanyarray(nib.load(str(mask_path)).dataobj)
-    codes = [int(v) for v in np.unique(data) if v > 0]
+    codes = [int(v) for v in np.unique(read_image(mask_path).array) if v > 0]
     lesions: dict[int, list[int]] = {}
     for code in codes:
         lesions.setdefault(code // 10, []).append(code)

@@ -1,11 +1,14 @@
 """``preprocess``: bring every case to the training setting once and cache the crops.
 
-For each case: read (RAS), resample to the target spacing (image linear, mask nearest),
+For each case, through the one road of :mod:`rn_classifier.data.crop` (the one prediction
+takes too): read (RAS), resample to the target spacing (image linear, mask nearest),
 normalise intensities, then cut a crop:
 
 * labelled cases (the manifest has masks): a two-channel crop ``(t1ce, lesion mask)`` centred
-  on the lesion's centroid, the lesion being the union of the case's ``mask_labels``;
-* unlabeled pool (no masks): a one-channel crop centred on the head's foreground.
+  on the lesion's centroid, the lesion being the union of the case's ``mask_labels``
+  (:func:`~rn_classifier.data.crop.lesion_crop`);
+* unlabeled pool (no masks): a one-channel crop centred on the head's foreground
+  (:func:`~rn_classifier.data.crop.pool_crop`).
 
 Crops are written as one float16 memory-mapped array with an index (see
 :mod:`rn_classifier.data.cache`). Outside the image the crop is padded with the image's
@@ -30,8 +33,7 @@ from .. import atomic
 from ..config import to_dict
 from ..errors import DataIntegrityError, InputError
 from .cache import CACHE_VERSION, CROPS_FILE, INDEX_FILE, META_FILE
-from .ingest import (geometry_mismatch, lesion_mask, load_volume, missing_lesion_codes, normalise,
-                     resample)
+from .crop import CropSetting, lesion_crop, pool_crop, read_case
 from .manifest import load_manifest
 
 
@@ -50,88 +52,31 @@ class PreprocessConfig:
     workers: int = 2
 
 
-def crop_with_padding(array: np.ndarray, start, size, pad_value: float) -> np.ndarray:
-    """``array[start : start + size]`` in 3D, padded with ``pad_value`` where it leaves the array."""
-    start = np.asarray(start, dtype=int)
-    size = np.asarray(size, dtype=int)
-    out = np.full(tuple(size), pad_value, dtype=array.dtype)
-    src_lo = np.maximum(start, 0)
-    src_hi = np.minimum(start + size, array.shape)
-    if np.any(src_hi <= src_lo):
-        return out
-    dst_lo = src_lo - start
-    dst_hi = dst_lo + (src_hi - src_lo)
-    out[tuple(slice(a, b) for a, b in zip(dst_lo, dst_hi))] = \
-        array[tuple(slice(a, b) for a, b in zip(src_lo, src_hi))]
-    return out
-
-
-def _crop_start(center_voxel, size) -> np.ndarray:
-    return np.floor(np.asarray(center_voxel) + 0.5).astype(int) - np.asarray(size, dtype=int) // 2
-
-
-def _keep_inside(start, size, shape) -> np.ndarray:
-    """Shift a crop start so the crop stays inside the image along every axis the image is at
-    least as long as the crop (the pool crops are centred on the head's foreground centroid,
-    which sits off-centre in a small sub-volume; padding would teach the encoder flat edges)."""
-    start, size, shape = (np.asarray(a, dtype=int) for a in (start, size, shape))
-    fits = shape >= size
-    return np.where(fits, np.clip(start, 0, np.maximum(shape - size, 0)), start)
+def crop_setting(cfg: PreprocessConfig, labelled: bool) -> CropSetting:
+    """The setting of this config's lesion crops (labelled) or pool crops."""
+    return CropSetting(tuple(cfg.spacing), tuple(cfg.labelled_crop if labelled else cfg.pool_crop),
+                       cfg.normalisation.method, tuple(cfg.normalisation.clip_percentiles))
 
 
 def process_case(row: dict, cfg: PreprocessConfig, labelled: bool) -> tuple[np.ndarray, dict]:
     """One case → (crop (C, X, Y, Z) float16, index row). Raises InputError naming the case."""
     cid = row["case_id"]
+    setting = crop_setting(cfg, labelled)
     try:
-        image = load_volume(row["image_path"])
-        if not np.isfinite(np.asarray(image.array, dtype=np.float32)).all():
-            raise InputError(f"image {image.path} holds NaN or infinite voxels (expected finite intensities)")
         if labelled:
-            mask = load_volume(row["mask_path"])
-            mismatch = geometry_mismatch(image, mask)
-            if mismatch:
-                raise InputError(mismatch)
-            # before resampling, which may remove a small segment: the manifest and mask disagree
-            missing = missing_lesion_codes(mask, row["mask_labels"])
-            if missing:
-                raise InputError(missing)
-        image = resample(image, cfg.spacing, mode="bilinear")
-        try:
-            norm = normalise(image.array, cfg.normalisation.method, cfg.normalisation.clip_percentiles)
-        except InputError as exc:  # e.g. a blank image: name the file
-            raise InputError(f"image {image.path}: {exc}; expected a T1CE scan") from None
-        pad_value = float(norm.min())
-        if labelled:
-            mask = resample(mask, cfg.spacing, mode="nearest")
-            lesion = lesion_mask(mask, row["mask_labels"])
-            if not lesion.any():
-                raise InputError(f"lesion mask is empty for codes {list(row['mask_labels'])}")
-            size = cfg.labelled_crop
-            voxels = np.argwhere(lesion)
-            center = voxels.mean(axis=0)
-            start = _crop_start(center, size)
-            inside = (voxels.min(0) >= start).all() and (voxels.max(0) < start + np.asarray(size)).all()
-            channels = [crop_with_padding(norm, start, size, pad_value),
-                        crop_with_padding(lesion.astype(np.float32), start, size, 0.0)]
-            extra = {"lesion_voxels": int(lesion.sum()), "lesion_inside_crop": bool(inside),
-                     "lesion_volume_ml": float(lesion.sum() * np.prod(cfg.spacing) / 1000.0)}
+            crop = lesion_crop(read_case(row["image_path"], row["mask_path"], row["mask_labels"]), setting)
+            extra = {"lesion_voxels": crop.lesion_voxels, "lesion_inside_crop": crop.lesion_inside_crop,
+                     "lesion_volume_ml": crop.lesion_volume_ml}
         else:
-            size = cfg.pool_crop
-            foreground = norm > np.percentile(norm, 50)
-            center = (np.argwhere(foreground).mean(axis=0) if foreground.any()
-                      else (np.asarray(norm.shape) - 1) / 2)
-            start = _keep_inside(_crop_start(center, size), size, norm.shape)
-            channels = [crop_with_padding(norm, start, size, pad_value)]
-            extra = {}
+            crop, extra = pool_crop(read_case(row["image_path"]).image, setting), {}
     except InputError as exc:
         raise InputError(f"case {cid}: {exc}") from None
-    affine = image.affine.copy()
-    affine[:3, 3] = image.voxel_to_world(start)
+    affine = crop.affine
     index_row = {"case_id": cid, "patient_id": row["patient_id"], "center": row["center"],
                  "label": row["label"], "synthetic": row.get("synthetic", 0),
                  "origin_x": affine[0, 3], "origin_y": affine[1, 3], "origin_z": affine[2, 3],
                  "affine": json.dumps(np.round(affine, 6).ravel().tolist()), **extra}
-    return np.stack(channels).astype(np.float16), index_row
+    return crop.array, index_row
 
 
 def source_hash(manifest: pd.DataFrame, manifest_path: Path, cfg: PreprocessConfig) -> str:

@@ -6,7 +6,7 @@ Three grids take part, all in world RAS millimetres:
 * the **crop**: the model's input, ``crop_size`` voxels at the training spacing, cut around the
   lesion centroid from the resampled RAS image; its affine (crop voxel → world) is the
   resampled image's affine with the origin moved to the crop's first voxel
-  (:func:`rn_classifier.data.preprocess.process_case` writes the same affine to the cache);
+  (:func:`rn_classifier.data.crop.crop_affine`, the affine the cache holds);
 * the **image grid**: the grid the user's file is stored on (shape + affine), where the saved
   NIfTI lives so that it opens aligned with the image in 3D Slicer or ITK-SNAP.
 
@@ -25,7 +25,6 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
-from ..data.ingest import LPS_TO_RAS, NIFTI_SUFFIXES, image_format
 from ..errors import InputError
 
 
@@ -50,13 +49,6 @@ def upsample_to_crop(patch_map: np.ndarray, crop_size) -> np.ndarray:
     out = F.interpolate(x, size=tuple(int(s) for s in crop_size), mode="trilinear",
                         align_corners=False)
     return out[0, 0].numpy()
-
-
-def crop_affine(image_affine: np.ndarray, start) -> np.ndarray:
-    """Affine of a crop whose voxel 0 is voxel ``start`` of the image with ``image_affine``."""
-    affine = np.array(image_affine, dtype=float, copy=True)
-    affine[:3, 3] = image_affine[:3, :3] @ np.asarray(start, dtype=float) + image_affine[:3, 3]
-    return affine
 
 
 def crop_to_grid(crop_map: np.ndarray, crop_affine_: np.ndarray, grid: Grid) -> np.ndarray:
@@ -96,28 +88,16 @@ def crop_to_grid(crop_map: np.ndarray, crop_affine_: np.ndarray, grid: Grid) -> 
 
 
 def stored_grid(path: str | os.PathLike, fallback: Grid | None = None) -> Grid:
-    """The voxel grid the file at ``path`` is stored on, read from its header only.
+    """The voxel grid the file at ``path`` is stored on, read from its header only
+    (:func:`rn_classifier.data.readers.stored_grid`: NIfTI's affine; NRRD / MHA / a DICOM file's
+    LPS geometry converted to RAS). A DICOM series folder has no single stored grid: ``fallback``
+    (the RAS grid it was read into) is used."""
+    from ..data.readers import stored_grid as header_grid
 
-    NIfTI: nibabel's affine; NRRD / MHA / single DICOM: SimpleITK's LPS geometry converted to
-    RAS (array order x, y, z, as :mod:`rn_classifier.data.ingest`). A DICOM series folder has
-    no single stored grid: ``fallback`` (the RAS grid it was read into) is used.
-    """
     p = Path(path)
-    kind = image_format(p)
-    if kind == "nifti" or p.name.lower().endswith(NIFTI_SUFFIXES):
-        img = nib.funcs.squeeze_image(nib.load(str(p)))
-        return Grid(tuple(int(s) for s in img.shape[:3]), np.asarray(img.affine, dtype=float))
-    if kind == "sitk":
-        import SimpleITK as sitk
-
-        info = sitk.ImageFileReader()
-        info.SetFileName(str(p))
-        info.ReadImageInformation()
-        direction = np.asarray(info.GetDirection(), dtype=float).reshape(3, 3)
-        lps = np.eye(4)
-        lps[:3, :3] = direction * np.asarray(info.GetSpacing(), dtype=float)[None, :]
-        lps[:3, 3] = np.asarray(info.GetOrigin(), dtype=float)
-        return Grid(tuple(int(s) for s in info.GetSize()[:3]), LPS_TO_RAS @ lps)
+    found = header_grid(p)
+    if found is not None:
+        return Grid(found[0], found[1])
     if fallback is None:
         raise InputError(f"{p}: a DICOM series has no single stored grid; pass the grid it was read into")
     return fallback

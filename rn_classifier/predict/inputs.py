@@ -1,9 +1,10 @@
 """One new case brought to the training setting, or refused with a message that says why.
 
-Image and mask are read like every other case (:mod:`rn_classifier.data.ingest`: NIfTI, NRRD,
-MHA, DICOM; reoriented to RAS), resampled to the run's voxel spacing, normalised with the run's
-intensity normalisation and cropped around the lesion centroid at the model's crop size — the
-same crop the fine-tuning evaluation used (lesion-centred cache crop, then its centre crop).
+Image and mask go the road every case goes (:mod:`rn_classifier.data.crop`: read by
+:mod:`rn_classifier.data.readers` — NIfTI, NRRD, MHA, DICOM; reoriented to RAS —, resampled to
+the run's voxel spacing, normalised with the run's intensity normalisation and cropped around
+the lesion centroid at the model's crop size, in the cache's float16): the crop the fine-tuning
+evaluation used (the centre of the lesion-centred cache crop).
 
 Refused, each with one :class:`~rn_classifier.errors.InputError`:
 
@@ -13,7 +14,7 @@ Refused, each with one :class:`~rn_classifier.errors.InputError`:
   anatomical axis (the model saw axis-aligned crops) or a degenerate affine;
 * contrast: an image without a usable foreground for the normalisation (constant, all zero,
   NaN) or with too few grey levels to be an MR image (e.g. a label map passed as the image);
-* mask: geometry different from the image's, or no voxel with the requested label values;
+* mask: geometry different from the image's, a requested label it lacks, or no lesion voxel;
 * clinical values: an unknown key, a non-number for a numeric column, a category the model
   never saw in training (the accepted ones are listed).
 """
@@ -27,8 +28,8 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from ..data.ingest import Volume, geometry_mismatch, lesion_mask, load_volume, normalise, resample
-from ..data.preprocess import _crop_start, crop_with_padding
+from ..data.crop import model_input, read_case
+from ..data.ingest import Volume
 from ..errors import InputError
 from .trained_run import Preprocessing
 
@@ -81,8 +82,6 @@ def check_image_setting(image: Volume, prep: Preprocessing) -> None:
                          f"coarse for this model, trained at {list(prep.spacing)} mm (at most "
                          f"{MAX_UPSAMPLING:g}× coarser per axis is accepted); use a thinner-slice series")
     values = np.asarray(image.array)
-    if not np.isfinite(values.astype(np.float32)).all():
-        raise InputError(f"{where}: the image holds NaN or infinite voxels")
     sample = values.ravel()[:: max(1, values.size // 200_000)]
     if np.unique(sample).size < MIN_GREY_LEVELS:
         raise InputError(f"{where}: the image has only {np.unique(sample).size} distinct intensities; "
@@ -91,44 +90,18 @@ def check_image_setting(image: Volume, prep: Preprocessing) -> None:
 
 def prepare_case(image_path, mask_path, mask_labels: Sequence[int] | None,
                  prep: Preprocessing) -> CaseInput:
-    """Read, check, resample, normalise and crop one case (see the module docstring)."""
-    image = load_volume(image_path)
-    mask = load_volume(mask_path)
-    mismatch = geometry_mismatch(image, mask)
-    if mismatch:
-        raise InputError(f"{mask_path}: {mismatch}; the mask must be drawn on the image's voxel grid")
-    check_image_setting(image, prep)
-    labels = list(mask_labels or [])
-    lesion_native = lesion_mask(mask, labels)
-    if not lesion_native.any():
-        present = sorted(int(v) for v in np.unique(np.asarray(mask.array)) if v != 0)[:20]
-        raise InputError(f"{mask_path}: no voxel has the lesion label(s) {labels or 'non-zero'}; "
-                         f"the mask holds the values {present}")
-    resampled = resample(image, prep.spacing, mode="bilinear")
-    try:
-        norm = normalise(resampled.array, prep.normalisation.get("method", "zscore_foreground"),
-                         prep.normalisation.get("clip_percentiles", (0.5, 99.5)))
-    except InputError as exc:
-        raise InputError(f"{image_path}: the intensity normalisation of the model "
-                         f"({prep.normalisation.get('method')}) cannot be applied: {exc}") from None
-    mask_resampled = resample(mask, prep.spacing, mode="nearest")
-    lesion = lesion_mask(mask_resampled, labels)
-    if not lesion.any():
-        raise InputError(f"{mask_path}: the lesion vanishes when resampled to {list(prep.spacing)} mm "
-                         f"(it has {int(lesion_native.sum())} voxel(s) at the stored spacing)")
-    voxels = np.argwhere(lesion)
-    start = _crop_start(voxels.mean(axis=0), prep.crop_size)
-    size = np.asarray(prep.crop_size)
-    inside = bool((voxels.min(0) >= start).all() and (voxels.max(0) < start + size).all())
-    crop = np.stack([crop_with_padding(norm, start, size, float(norm.min())),
-                     crop_with_padding(lesion.astype(np.float32), start, size, 0.0)]).astype(np.float32)
-    from ..explain.geometry import crop_affine
-
-    return CaseInput(crop=crop, crop_affine=crop_affine(resampled.affine, start),
-                     spacing=tuple(float(s) for s in prep.spacing), image=image,
-                     lesion=lesion_native,
-                     lesion_volume_ml=float(lesion_native.sum() * np.prod(image.spacing) / 1000.0),
-                     lesion_inside_crop=inside)
+    """Read, check, resample, normalise and crop one case (see the module docstring): the road
+    of :mod:`rn_classifier.data.crop` that preprocessing takes, with the checks of a new case."""
+    case = read_case(image_path, mask_path, list(mask_labels or []))
+    check_image_setting(case.image, prep)
+    if not case.mask.lesion.any():
+        raise InputError(f"{mask_path}: no voxel has the lesion label(s) "
+                         f"{list(case.mask.labels) or 'non-zero'}; the mask holds the values "
+                         f"{list(case.mask.present)[:20]}")
+    crop, placed = model_input(case, prep.crop_setting)
+    return CaseInput(crop=crop, crop_affine=placed.affine, spacing=tuple(float(s) for s in prep.spacing),
+                     image=case.image, lesion=case.mask.lesion, lesion_volume_ml=case.lesion_volume_ml,
+                     lesion_inside_crop=bool(placed.lesion_inside_crop))
 
 
 def parse_clinical(pairs: Sequence[str], spec: Mapping[str, str],

@@ -42,6 +42,12 @@ class Preprocessing:
     crop_size: tuple[int, int, int]
     normalisation: dict
 
+    @property
+    def crop_setting(self):
+        from ..data.crop import CropSetting
+
+        return CropSetting.from_dict(self.spacing, self.crop_size, self.normalisation)
+
 
 @dataclass
 class FoldOutput:

@@ -42,9 +42,9 @@ from monai.transforms import (
     RandShiftIntensityd,
     Randomizable,
     Resized,
-    ResizeWithPadOrCrop,
 )
 
+from ..data.crop import centre_crop
 from .config import AugmentConfig, DinoConfig, MaeConfig
 
 KEY = "image"
@@ -167,9 +167,8 @@ class RawSubVolume:
 
     def __init__(self, size: Sequence[int]):
         self.size = tuple(int(s) for s in size)
-        self.fit = ResizeWithPadOrCrop(spatial_size=self.size, mode="constant")
 
     def __call__(self, volume: np.ndarray, seed=None) -> list[torch.Tensor]:
         if tuple(volume.shape[1:]) != self.size:
-            volume = _as_tensor(self.fit(volume))
+            volume = _as_tensor(centre_crop(volume, self.size))
         return [torch.as_tensor(volume).to(torch.float16).contiguous()]

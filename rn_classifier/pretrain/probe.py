@@ -32,7 +32,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
-from monai.transforms import ResizeWithPadOrCrop
 from scipy import ndimage
 from sklearn.linear_model import LogisticRegression, RidgeCV
 from sklearn.metrics import r2_score, roc_auc_score
@@ -41,6 +40,7 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from ..data.cache import CropCache
+from ..data.crop import centre_crop
 from ..data.split import load_split
 from ..errors import InputError
 from ..finetune.networks import MASK_CHANNEL, POOLS, pool_tokens
@@ -86,8 +86,7 @@ def training_cases(cache_dir: str | os.PathLike, split_path: str | os.PathLike) 
 def centre_crops(crops, size) -> torch.Tensor:
     """Volumes ``(C, *spatial)`` (an array of them or a list) → ``(N, C, *size)`` float32 centre
     crops (zero-padded where smaller)."""
-    fit = ResizeWithPadOrCrop(spatial_size=tuple(int(s) for s in size), mode="constant")
-    return torch.stack([torch.as_tensor(np.asarray(fit(c))) for c in crops]).float()
+    return torch.stack([torch.as_tensor(np.asarray(centre_crop(c, size))) for c in crops]).float()
 
 
 def pooled_tokens(encoder: torch.nn.Module, x: torch.Tensor, pools=POOLS) -> dict[str, torch.Tensor]:

@@ -59,7 +59,8 @@ def attention_gallery(sources: ReportSources, predictions: pd.DataFrame, stats: 
     from ..data.manifest import load_manifest
     from ..explain.figures import overlay_png
     from ..explain.focus import attention_focus
-    from ..explain.geometry import Grid, crop_affine, save_map_nifti, upsample_to_crop
+    from ..data.crop import centre_crop, centre_offset, crop_affine
+    from ..explain.geometry import Grid, save_map_nifti, upsample_to_crop
     from ..explain.maps import AttentionMaps
 
     run, reasons = _choose_model(sources, stats["reference"])
@@ -91,9 +92,8 @@ def attention_gallery(sources: ReportSources, predictions: pd.DataFrame, stats: 
         cache = caches[row["cohort"]]
         index = int(cache.rows_for([row["case_id"]])[0])
         full = cache[index]
-        size = np.asarray(prep.crop_size)
-        start = (np.asarray(full.shape[1:]) - size) // 2
-        crop = full[:, start[0]:start[0] + size[0], start[1]:start[1] + size[1], start[2]:start[2] + size[2]]
+        start = centre_offset(full.shape[1:], prep.crop_size)     # the crop fine-tuning evaluated
+        crop = np.asarray(centre_crop(full, prep.crop_size))
         clinical = None
         if run.clinical_spec:
             table = manifests.get(row["cohort"])

@@ -1,0 +1,198 @@
+"""The one road from a case's files to the model's input crop (design seam 6).
+
+:func:`read_case` reads the image and its lesion mask (:mod:`.readers`: any registered image
+and mask format), :func:`lesion_crop` brings them to a :class:`CropSetting` — resample to the
+setting's spacing (image linear, lesion nearest), normalise the intensities, cut a two-channel
+crop ``(T1CE, lesion)`` centred on the lesion's centroid — and :func:`pool_crop` does the same
+for an unlabeled pool image (one channel, centred on the head). Preprocessing writes these crops
+to the cache, prediction computes them for a new case, and both stop at the same float16
+values, so a model serves the inputs it was trained on.
+
+The model sees the centre of a cached crop (:func:`centre_crop`, MONAI's
+``CenterSpatialCrop``). Because a crop of size ``s`` starts at ``round(centroid) - s // 2`` and
+MONAI's centre crop of ``n`` to ``s`` starts at ``n // 2 - s // 2``, the centre of a larger
+cached crop is exactly the lesion crop cut at the model's size: :func:`model_input` cuts that.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..errors import InputError
+from .ingest import Volume, normalise, resample
+from .readers import LesionMask, MaskLabel, read_image, read_mask
+
+CROP_DTYPE = np.float16   # what the cache stores and the model is trained on
+
+
+@dataclass(frozen=True)
+class CropSetting:
+    """The training setting a case is brought to: voxel spacing (mm, RAS), crop size (voxels),
+    intensity normalisation (:func:`rn_classifier.data.ingest.normalise`)."""
+
+    spacing: tuple[float, float, float]
+    crop_size: tuple[int, int, int]
+    normalisation: str = "zscore_foreground"
+    clip_percentiles: tuple[float, float] = (0.5, 99.5)
+
+    @classmethod
+    def from_dict(cls, spacing, crop_size, normalisation: dict | None) -> CropSetting:
+        """From the stored form (``normalisation``: ``{"method", "clip_percentiles"}``)."""
+        norm = dict(normalisation or {})
+        return cls(tuple(float(s) for s in spacing), tuple(int(c) for c in crop_size),
+                   str(norm.get("method", "zscore_foreground")),
+                   tuple(float(p) for p in norm.get("clip_percentiles", (0.5, 99.5))))
+
+
+@dataclass
+class Case:
+    """A case's files as read: the image (RAS voxel order) and its lesion on the image's grid
+    (None for an unlabeled pool image)."""
+
+    image: Volume
+    mask: LesionMask | None = None
+
+    @property
+    def lesion_volume_ml(self) -> float:
+        """The lesion's volume at the stored spacing (mL)."""
+        return float(self.mask.voxels * np.prod(self.image.spacing) / 1000.0)
+
+
+@dataclass
+class Crop:
+    """A crop at a :class:`CropSetting`.
+
+    array: ``(C, X, Y, Z)`` :data:`CROP_DTYPE` (T1CE, lesion) or ``(1, X, Y, Z)`` (pool).
+    affine: crop voxel → world RAS mm. resampled: the image at the setting's spacing (its grid
+    is the one the crop is cut from). lesion_*: for a lesion crop, at the setting's spacing.
+    """
+
+    array: np.ndarray
+    affine: np.ndarray
+    resampled: Volume
+    lesion_voxels: int | None = None
+    lesion_inside_crop: bool | None = None
+    lesion_volume_ml: float | None = None
+
+
+def read_case(image_path: str | os.PathLike, mask_path: str | os.PathLike | None = None,
+              mask_labels: Sequence[MaskLabel] = ()) -> Case:
+    """Read a case's image and (when given) its lesion mask; the lesion of ``mask_labels`` (empty:
+    every non-zero label) on the image's grid. Raises InputError naming the file."""
+    image = read_image(image_path)
+    if not np.isfinite(np.asarray(image.array, dtype=np.float32)).all():
+        raise InputError(f"image {image.path} holds NaN or infinite voxels (expected finite intensities)")
+    mask = read_mask(mask_path, mask_labels, image) if mask_path else None
+    return Case(image=image, mask=mask)
+
+
+def crop_start(center_voxel, size) -> np.ndarray:
+    """First voxel of a crop of ``size`` centred on ``center_voxel`` (rounded half up)."""
+    return np.floor(np.asarray(center_voxel) + 0.5).astype(int) - np.asarray(size, dtype=int) // 2
+
+
+def crop_affine(image_affine: np.ndarray, start) -> np.ndarray:
+    """Affine of a crop whose voxel 0 is voxel ``start`` of the image with ``image_affine``."""
+    affine = np.array(image_affine, dtype=float, copy=True)
+    affine[:3, 3] = image_affine[:3, :3] @ np.asarray(start, dtype=float) + image_affine[:3, 3]
+    return affine
+
+
+def crop_with_padding(array: np.ndarray, start, size, pad_value: float) -> np.ndarray:
+    """``array[start : start + size]`` in 3D, padded with ``pad_value`` where it leaves the array."""
+    start = np.asarray(start, dtype=int)
+    size = np.asarray(size, dtype=int)
+    out = np.full(tuple(size), pad_value, dtype=array.dtype)
+    src_lo = np.maximum(start, 0)
+    src_hi = np.minimum(start + size, array.shape)
+    if np.any(src_hi <= src_lo):
+        return out
+    dst_lo = src_lo - start
+    dst_hi = dst_lo + (src_hi - src_lo)
+    out[tuple(slice(a, b) for a, b in zip(dst_lo, dst_hi))] = \
+        array[tuple(slice(a, b) for a, b in zip(src_lo, src_hi))]
+    return out
+
+
+def keep_inside(start, size, shape) -> np.ndarray:
+    """Shift a crop start so the crop stays inside the image along every axis the image is at
+    least as long as the crop (the pool crops are centred on the head's foreground centroid,
+    which sits off-centre in a small sub-volume; padding would teach the encoder flat edges)."""
+    start, size, shape = (np.asarray(a, dtype=int) for a in (start, size, shape))
+    fits = shape >= size
+    return np.where(fits, np.clip(start, 0, np.maximum(shape - size, 0)), start)
+
+
+def centre_crop(array, size: Sequence[int]):
+    """The centre ``size`` voxels of ``array: (C, *spatial)``, zero-padded where it is smaller
+    (MONAI ``ResizeWithPadOrCrop``; where the array is larger it is MONAI's ``CenterSpatialCrop``,
+    the crop fine-tuning evaluates on). Returns the type MONAI returns for the input."""
+    from monai.transforms import ResizeWithPadOrCrop
+
+    return ResizeWithPadOrCrop(spatial_size=tuple(int(s) for s in size), mode="constant")(array)
+
+
+def centre_offset(shape: Sequence[int], size: Sequence[int]) -> np.ndarray:
+    """Voxel of ``shape`` where :func:`centre_crop` to ``size`` starts (``shape`` ≥ ``size``):
+    MONAI's centre ``shape // 2`` minus ``size // 2``."""
+    return np.asarray(shape, dtype=int) // 2 - np.asarray(size, dtype=int) // 2
+
+
+def _normalised(image: Volume, setting: CropSetting) -> tuple[Volume, np.ndarray]:
+    resampled = resample(image, setting.spacing, mode="bilinear")
+    try:
+        norm = normalise(resampled.array, setting.normalisation, setting.clip_percentiles)
+    except InputError as exc:  # e.g. a blank image: name the file
+        raise InputError(f"image {image.path}: {exc}; expected a T1CE scan") from None
+    return resampled, norm
+
+
+def lesion_crop(case: Case, setting: CropSetting) -> Crop:
+    """The two-channel crop ``(normalised T1CE, lesion)`` centred on the lesion at ``setting``.
+
+    Outside the image the T1CE channel is padded with the image's lowest normalised value.
+    Raises InputError when the lesion vanishes at the setting's spacing.
+    """
+    if case.mask is None:
+        raise InputError(f"image {case.image.path}: a lesion crop needs the case's lesion mask")
+    resampled, norm = _normalised(case.image, setting)
+    lesion_grid = Volume(case.mask.lesion.astype(np.uint8), case.image.affine, case.mask.path)
+    lesion = resample(lesion_grid, setting.spacing, mode="nearest").array > 0
+    if not lesion.any():
+        raise InputError(f"mask {case.mask.path}: the lesion of {list(case.mask.labels) or 'every non-zero label'} "
+                         f"is empty at {list(setting.spacing)} mm ({case.mask.voxels} voxel(s) at the "
+                         "stored spacing)")
+    size = np.asarray(setting.crop_size, dtype=int)
+    voxels = np.argwhere(lesion)
+    start = crop_start(voxels.mean(axis=0), size)
+    inside = bool((voxels.min(0) >= start).all() and (voxels.max(0) < start + size).all())
+    array = np.stack([crop_with_padding(norm, start, size, float(norm.min())),
+                      crop_with_padding(lesion.astype(np.float32), start, size, 0.0)])
+    return Crop(array=array.astype(CROP_DTYPE), affine=crop_affine(resampled.affine, start),
+                resampled=resampled, lesion_voxels=int(lesion.sum()), lesion_inside_crop=inside,
+                lesion_volume_ml=float(lesion.sum() * np.prod(setting.spacing) / 1000.0))
+
+
+def pool_crop(image: Volume, setting: CropSetting) -> Crop:
+    """The one-channel crop of an unlabeled pool image, centred on the head's foreground
+    (voxels above the median) and kept inside the image where it fits."""
+    resampled, norm = _normalised(image, setting)
+    size = np.asarray(setting.crop_size, dtype=int)
+    foreground = norm > np.percentile(norm, 50)
+    center = (np.argwhere(foreground).mean(axis=0) if foreground.any()
+              else (np.asarray(norm.shape) - 1) / 2)
+    start = keep_inside(crop_start(center, size), size, norm.shape)
+    array = crop_with_padding(norm, start, size, float(norm.min()))[None]
+    return Crop(array=array.astype(CROP_DTYPE), affine=crop_affine(resampled.affine, start),
+                resampled=resampled)
+
+
+def model_input(case: Case, setting: CropSetting) -> tuple[np.ndarray, Crop]:
+    """The model's input for a new case: ``(2, X, Y, Z)`` float32 at ``setting`` (whose crop size
+    is the model's), equal to the centre of the case's cached crop; and the crop it comes from."""
+    crop = lesion_crop(case, setting)
+    return crop.array.astype(np.float32), crop
