@@ -101,9 +101,9 @@ def matmul_rate(device: torch.device, dtype: torch.dtype, n: int, seconds: float
 
 def bench_config(args):
     """A PretrainConfig matching the command line (the engine's own schema)."""
-    from rn_classifier.pretrain.config import PretrainConfig
+    from rn_classifier.pretrain.methods import new_pretrain_config
 
-    cfg = PretrainConfig(name="bench", method="dino")
+    cfg = new_pretrain_config(name="bench", method="dino")
     cfg.model.name = args.model
     cfg.dino.global_crop_size, cfg.dino.local_crop_size = args.crop, args.local_crop
     cfg.dino.n_local_crops, cfg.dino.out_dim = args.n_local, args.out_dim

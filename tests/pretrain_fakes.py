@@ -13,6 +13,7 @@ import pandas as pd
 
 from rn_classifier.data.cache import write_cache
 from rn_classifier.pretrain.config import PretrainConfig
+from rn_classifier.pretrain.methods import new_pretrain_config
 
 NORMALISATION = {"method": "zscore_foreground", "clip_percentiles": [0.5, 99.5]}
 
@@ -80,7 +81,7 @@ def make_internal_cache(folder, split_path, n_train_patients: int = 8, n_test_pa
 
 def tiny_config(pool_cache, method: str = "dino", **data) -> PretrainConfig:
     """A CPU-sized config: vit3d_tiny_p8 (1-token-per-8³-patch), 16³ global / 8³ local crops."""
-    cfg = PretrainConfig(name=f"test_{method}", method=method)
+    cfg = new_pretrain_config(name=f"test_{method}", method=method)
     cfg.model.name = "vit3d_tiny_p8"
     cfg.data.pool_cache = str(pool_cache)
     cfg.data.batch_size = 2

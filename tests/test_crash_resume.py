@@ -21,8 +21,8 @@ import torch
 
 from pretrain_fakes import make_pool_cache
 from rn_classifier.checkpoints import load_checkpoint
-from rn_classifier.config import load_config, save_config
-from rn_classifier.pretrain.config import PretrainConfig
+from rn_classifier.config import save_config
+from rn_classifier.pretrain.methods import load_pretrain_config
 
 REPO = Path(__file__).resolve().parents[1]
 TESTS = Path(__file__).resolve().parent
@@ -40,8 +40,7 @@ DRIVER = """
 import sys, time
 from pathlib import Path
 from lightning.pytorch.callbacks import Callback
-from rn_classifier.config import load_config
-from rn_classifier.pretrain.config import PretrainConfig
+from rn_classifier.pretrain.methods import load_pretrain_config
 from rn_classifier.pretrain.run import run_pretraining
 
 config, out, at, ready = sys.argv[1], sys.argv[2], int(sys.argv[3]), Path(sys.argv[4])
@@ -52,7 +51,7 @@ class WaitToBeKilled(Callback):
             ready.write_text(str(batch_idx))
             time.sleep(600)
 
-run_pretraining(load_config(PretrainConfig, config), out=out, accelerator="cpu",
+run_pretraining(load_pretrain_config(config), out=out, accelerator="cpu",
                 callbacks=[WaitToBeKilled()])
 """
 
@@ -73,7 +72,7 @@ def _weights(run: Path) -> dict:
 
 def test_kill_9_mid_epoch_then_resume_ends_with_the_uninterrupted_weights(tmp_path):
     pool = make_pool_cache(tmp_path / "pool", n=8)
-    cfg = load_config(PretrainConfig, REPO / "configs" / "pretrain" / "dino_demo.yaml",
+    cfg = load_pretrain_config(REPO / "configs" / "pretrain" / "dino_demo.yaml",
                       [f"data.pool_cache={pool}", *TINY])
     config = save_config(cfg, tmp_path / "dino_tiny.yaml")
 

@@ -150,13 +150,13 @@ def test_pickle_disguised_as_an_encoder_export_is_refused(tmp_path):
 def test_yaml_python_tags_are_refused_and_never_run(tag, tmp_path):
     from rn_classifier.config import load_config
     from rn_classifier.data.molab import load_column_map
-    from rn_classifier.pretrain.config import PretrainConfig
+    from rn_classifier.pretrain.methods import pretrain_schema
 
     marker = tmp_path / "marker"
     config = tmp_path / "evil.yaml"
     config.write_text(f"name: {tag.format(marker=marker)}\n")
     with pytest.raises(ConfigError, match=r"evil\.yaml: not valid YAML"):
-        load_config(PretrainConfig, config)
+        load_config(pretrain_schema(), config)
     with pytest.raises(ConfigError, match=r"evil\.yaml: not valid YAML"):
         load_column_map(config)
     assert not marker.exists()
@@ -164,11 +164,11 @@ def test_yaml_python_tags_are_refused_and_never_run(tag, tmp_path):
 
 def test_config_strings_are_kept_as_text(tmp_path):
     from rn_classifier.config import load_config
-    from rn_classifier.pretrain.config import PretrainConfig
+    from rn_classifier.pretrain.methods import pretrain_schema
 
     marker = tmp_path / "marker"
     code = f"__import__('pathlib').Path('{marker}').write_text('ran')"
-    cfg = load_config(PretrainConfig, None, [f"name={code}"])
+    cfg = load_config(pretrain_schema(), None, [f"name={code}"])
     assert cfg.name == code and not marker.exists()
 
 

@@ -149,14 +149,14 @@ def test_shipped_synthetic_study_configs_and_their_stage_configs_load(name, tmp_
     from rn_classifier.config import load_config
     from rn_classifier.data.preprocess import PreprocessConfig
     from rn_classifier.finetune.config import validate_config as validate_finetune
-    from rn_classifier.pretrain.config import PretrainConfig
+    from rn_classifier.pretrain.methods import load_pretrain_config
     from rn_classifier.study.config import resolve_path
 
     cfg = load_study_config(f"configs/study/{name}.yaml")
     assert cfg.data.source == "synth"
     load_config(PreprocessConfig, resolve_path(cfg.preprocess.config), cfg.preprocess.set)
     if cfg.pretrain.enabled:
-        load_config(PretrainConfig, resolve_path(cfg.pretrain.config), cfg.pretrain.set)
+        load_pretrain_config(resolve_path(cfg.pretrain.config), cfg.pretrain.set)
     if cfg.radiomics.enabled:
         validate_radiomics(load_config(RadiomicsConfig, resolve_path(cfg.radiomics.config),
                                        cfg.radiomics.set))

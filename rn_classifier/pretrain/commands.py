@@ -23,12 +23,11 @@ def register(app: typer.Typer) -> None:
                                                        "its last checkpoint")] = None,
         num_nodes: Annotated[int, typer.Option(help="nodes (SLURM / torchrun)")] = 1,
     ):
-        """Self-supervised pretraining (DINO or MAE) of the 3D ViT on the preprocess cache;
+        """Self-supervised pretraining (a registered method: DINO, MAE) of the 3D ViT on the preprocess cache;
         writes RUN_DIR/encoder.safetensors + encoder.json."""
-        from ..config import load_config
         from ..errors import InputError
         from .base_module import NonFiniteLossError
-        from .config import PretrainConfig
+        from .methods import load_pretrain_config
         from .run import run_pretraining
 
         if config is None and resume is None:
@@ -36,7 +35,7 @@ def register(app: typer.Typer) -> None:
         if resume is not None and config is None and set_:
             raise InputError("--set cannot change a resumed run: it keeps the config in "
                              f"{resume / 'config.yaml'}")
-        cfg = load_config(PretrainConfig, config, set_ or []) if config is not None else None
+        cfg = load_pretrain_config(config, set_ or []) if config is not None else None
         n_devices: int | str = devices
         if devices != "auto":
             try:

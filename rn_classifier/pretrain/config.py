@@ -1,13 +1,14 @@
 """Config schema of ``rn-classifier pretrain`` (OmegaConf structured config).
 
-One schema serves both self-supervised methods; ``method`` picks DINO (Caron et al. 2021) or MAE
-(He et al. 2022) and the matching section (``dino`` / ``mae``) is used. Crop sizes are in voxels
-of the cache (its spacing is checked against ``data.spacing``); crop scales are fractions of the
-cached sub-volume's side length.
+The sections every self-supervised method shares (data, model, augmentation, optimiser,
+trainer, monitor). ``method`` names a registered method (:mod:`rn_classifier.pretrain.methods`:
+DINO, Caron et al. 2021; MAE, He et al. 2022), whose own section (``dino`` / ``mae``) and checks
+come with its registry entry; :func:`rn_classifier.pretrain.methods.pretrain_schema` is the
+schema of a whole run. Crop sizes are in voxels of the cache (its spacing is checked against
+``data.spacing``); crop scales are fractions of the cached sub-volume's side length.
 
-:func:`check_config` refuses, before anything is built, every setting that cannot train: crop
-sizes not divisible by the patch size, local crops larger than global crops, a mask ratio outside
-(0, 1), an internal cache without a split, and unknown choices.
+:func:`check_shared_sections` refuses, before anything is built, every shared setting that
+cannot train (an internal cache without a split, unknown choices, probabilities outside [0, 1]).
 """
 
 from __future__ import annotations
@@ -19,7 +20,6 @@ from ..config import check_choice
 from ..errors import InputError
 from ..finetune.config import POOLS   # no torch import
 
-METHODS = ("dino", "mae")
 PRECISIONS = ("auto", "32-true", "bf16-mixed", "16-mixed")
 MONITOR_METHODS = ("knn", "logistic")
 AUGMENT_PLACES = ("auto", "loader", "device")
@@ -69,6 +69,7 @@ class AugmentConfig:
     bias_field_prob: float = 0.3
 
 
+# the sections of the shipped methods (their registry entries: pretrain/methods/dino.py, mae.py)
 @dataclass
 class DinoConfig:
     global_crop_size: int = 32                # voxels, each axis
@@ -142,89 +143,42 @@ class MonitorConfig:
 
 @dataclass
 class PretrainConfig:
+    """The sections every method shares. A run's config also has its method's section
+    (``dino:``, ``mae:``, ...): :func:`rn_classifier.pretrain.methods.pretrain_schema`."""
+
     name: str = "pretrain"
-    method: str = "dino"                      # dino | mae
+    method: str = "dino"                      # a registered method: rn_classifier.pretrain.methods
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
-    dino: DinoConfig = field(default_factory=DinoConfig)
-    mae: MaeConfig = field(default_factory=MaeConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     monitor: MonitorConfig = field(default_factory=MonitorConfig)
 
 
-def _range(key: str, values, low: float, high: float) -> None:
+def check_range(key: str, values, low: float, high: float) -> None:
     if len(values) != 2 or not (low < values[0] <= values[1] <= high):
         raise InputError(f"{key} must be [min, max] with {low} < min <= max <= {high}, got {list(values)}")
 
 
-def _prob(key: str, p: float) -> None:
+def check_probability(key: str, p: float) -> None:
     if not 0.0 <= p <= 1.0:
         raise InputError(f"{key} must be a probability in [0, 1], got {p}")
 
 
-def crop_sizes(cfg: PretrainConfig) -> dict[str, int]:
-    """The view sizes the encoder sees: ``{"global": .., "local": ..}`` (DINO) or ``{"crop": ..}``."""
-    if cfg.method == "dino":
-        return {"global": cfg.dino.global_crop_size, "local": cfg.dino.local_crop_size}
-    return {"crop": cfg.mae.crop_size}
-
-
-def encoder_crop_size(cfg: PretrainConfig) -> int:
-    """The crop size the encoder is built for (and exported with)."""
-    return cfg.dino.global_crop_size if cfg.method == "dino" else cfg.mae.crop_size
-
-
-def check_config(cfg: PretrainConfig) -> None:
-    """Raise ``InputError`` for any setting that cannot train (see the module docstring)."""
-    from ..models import model_defaults  # unknown architecture → InputError naming the choices
-
-    check_choice(cfg.method, "method", METHODS)
+def check_shared_sections(cfg: PretrainConfig) -> None:
+    """Raise ``InputError`` for a shared setting that cannot train (the method's own section is
+    checked by its registry entry, :func:`rn_classifier.pretrain.methods.check_config`)."""
     check_choice(cfg.trainer.precision, "trainer.precision", PRECISIONS)
     check_choice(cfg.monitor.method, "monitor.method", MONITOR_METHODS)
     check_choice(cfg.monitor.pool, "monitor.pool", POOLS)
     check_choice(cfg.data.augment_on, "data.augment_on", AUGMENT_PLACES)
-    defaults = model_defaults(cfg.model.name)
-    patch = defaults.get("patch_size", 16)
-    patch = patch if isinstance(patch, int) else max(patch)
-    for key, size in crop_sizes(cfg).items():
-        name = {"global": "dino.global_crop_size", "local": "dino.local_crop_size",
-                "crop": "mae.crop_size"}[key]
-        if size <= 0 or size % patch:
-            raise InputError(f"{name} = {size} is not a positive multiple of the patch size {patch} "
-                             f"of model {cfg.model.name!r}; choose e.g. {max(patch, size // patch * patch)}")
-    if cfg.method == "dino":
-        d = cfg.dino
-        if d.local_crop_size > d.global_crop_size:
-            raise InputError(f"dino.local_crop_size ({d.local_crop_size}) is larger than "
-                             f"dino.global_crop_size ({d.global_crop_size}); local crops must be the "
-                             "smaller views")
-        if d.n_local_crops < 0:
-            raise InputError(f"dino.n_local_crops must be >= 0, got {d.n_local_crops}")
-        _range("dino.global_crop_scale", d.global_crop_scale, 0.0, 1.0)
-        _range("dino.local_crop_scale", d.local_crop_scale, 0.0, 1.0)
-        if len(d.blur_prob) != 3:
-            raise InputError(f"dino.blur_prob must list 3 probabilities (global view 1, global view 2, "
-                             f"local views), got {list(d.blur_prob)}")
-        for p in d.blur_prob:
-            _prob("dino.blur_prob", p)
-        for key in ("teacher_momentum", "teacher_momentum_end", "center_momentum"):
-            if not 0.0 <= getattr(d, key) <= 1.0:
-                raise InputError(f"dino.{key} must be in [0, 1], got {getattr(d, key)}")
-        if min(d.teacher_temp, d.warmup_teacher_temp, d.student_temp) <= 0:
-            raise InputError("dino.teacher_temp, dino.warmup_teacher_temp and dino.student_temp must be > 0")
-    else:
-        m = cfg.mae
-        if not 0.0 < m.mask_ratio < 1.0:
-            raise InputError(f"mae.mask_ratio must be in (0, 1), got {m.mask_ratio}")
-        _range("mae.crop_scale", m.crop_scale, 0.0, 1.0)
     a = cfg.augment
     for key in ("flip_prob", "rotate90_prob", "intensity_scale_prob", "intensity_shift_prob",
                 "gamma_prob", "noise_prob", "bias_field_prob"):
-        _prob(f"augment.{key}", getattr(a, key))
-    _range("augment.gamma", a.gamma, 0.0, float("inf"))
-    _range("augment.blur_sigma", a.blur_sigma, 0.0, float("inf"))
+        check_probability(f"augment.{key}", getattr(a, key))
+    check_range("augment.gamma", a.gamma, 0.0, float("inf"))
+    check_range("augment.blur_sigma", a.blur_sigma, 0.0, float("inf"))
     if len(cfg.data.spacing) != 3 or min(cfg.data.spacing) <= 0:
         raise InputError(f"data.spacing must be 3 positive voxel sizes in mm, got {list(cfg.data.spacing)}")
     if cfg.data.batch_size < 1:

@@ -46,12 +46,6 @@ def load_study_config(path: str | os.PathLike | None, overrides: Sequence[str] =
     return validate_study(load_config(StudyConfig, p, overrides))
 
 
-def _is_rank_zero() -> bool:
-    from lightning.fabric.utilities.rank_zero import _get_rank
-
-    return (_get_rank() or 0) == 0
-
-
 def _absolute_paths(manifest: Path, out: Path) -> pd.DataFrame:
     """Copy a manifest with image / mask paths made absolute (they are relative to the file)."""
     df = pd.read_csv(manifest, dtype=str, keep_default_na=False)
@@ -256,10 +250,10 @@ class Study:
 
     def pretrain_config_file(self):
         """The pretraining YAML with the study's overrides, before the paths are filled in."""
-        from ..pretrain.config import PretrainConfig
+        from ..pretrain.methods import load_pretrain_config
 
         p = self.cfg.pretrain
-        return load_config(PretrainConfig, resolve_path(p.config), p.set)
+        return load_pretrain_config(resolve_path(p.config), p.set)
 
     def pretrain_config(self):
         p = self.cfg.pretrain
@@ -541,7 +535,9 @@ class Study:
                                                          "synthetic": synthetic})
 
     def run(self) -> dict:
-        if not _is_rank_zero():
+        from ..pretrain.run import is_rank_zero
+
+        if not is_rank_zero():
             return self._run_as_worker_rank()
         self.write_header()
         self.check_reference()
