@@ -59,7 +59,7 @@ def test_processes_match_one_process_and_bad_cases_are_reported(tmp_path):
     for result in (serial, parallel):
         assert result.failed["case_id"].tolist() == ["C3"]
         assert "case C3" in result.failed["reason"].iloc[0]
-        assert "no voxel with label(s) [21]" in result.failed["reason"].iloc[0]
+        assert "lacks lesion code(s) [21]" in result.failed["reason"].iloc[0]
     assert np.isfinite(parallel.features.to_numpy()).all()
 
 
