@@ -80,7 +80,7 @@ def test_run_writes_every_output_and_skips_the_bad_case(tmp_path, cohort):
 
     skipped = pd.read_csv(out / "skipped.csv")
     assert skipped["case_id"].tolist() == ["A05_t0"]
-    assert "no voxel with label(s) [31]" in skipped["reason"].iloc[0]
+    assert "lacks lesion code(s) [31]" in skipped["reason"].iloc[0]
     assert summary == json.loads((out / "summary.json").read_text())
     assert summary["skipped"] == 1 and summary["synthetic"] is True
 
