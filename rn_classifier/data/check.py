@@ -1,8 +1,8 @@
 """``check-data``: open every case of a manifest and list every problem at once.
 
 Checks, per case: image and mask readable, image 3D, no NaN/Inf voxels, image not constant,
-mask geometry equal to the image's within tolerance, the listed lesion codes present and
-non-empty; per table: unique case ids, labels in {0, 1} or empty, declared clinical types.
+mask geometry equal to the image's within tolerance, the listed lesion codes (or RTSTRUCT
+ROIs / SEG segments, checked against the image's series) present and non-empty; per table: unique case ids, labels in {0, 1} or empty, declared clinical types.
 Like nnU-Net's ``verify_dataset_integrity``, nothing stops at the first failure: the user gets
 the full list (case id, expected vs found) and fixes the dataset in one pass.
 """
@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 
 from ..errors import InputError
-from .ingest import geometry_mismatch, lesion_mask, load_volume, missing_lesion_codes
+from .ingest import geometry_mismatch, lesion_mask, load_mask, load_volume, missing_lesion_codes
 from .manifest import load_manifest
 
 
@@ -44,7 +44,7 @@ def check_case(row: pd.Series, atol_mm: float = 1e-3) -> list[str]:
             problems.append(f"case {cid}: labelled case has no mask (expected a lesion mask)")
         return problems
     try:
-        mask = load_volume(mask_path)
+        mask, labels = load_mask(mask_path, labels, row["image_path"], image)
     except InputError as exc:
         return problems + [f"case {cid}: mask: {exc}"]
     mismatch = geometry_mismatch(image, mask, atol_mm)

@@ -1,7 +1,9 @@
 """Read clinical MRI the way it arrives into one in-memory form, reoriented to RAS.
 
 NIfTI (``.nii``, ``.nii.gz``) is read with nibabel; NRRD, MHA/MHD and DICOM series (a
-folder) with SimpleITK, whose LPS geometry is converted to the RAS convention of NIfTI. Every
+folder holding one image series, :mod:`rn_classifier.data.dicom_series`) with SimpleITK, whose
+LPS geometry is converted to the RAS convention of NIfTI. A mask may also be an RTSTRUCT or a
+DICOM-SEG of the image's series (:func:`load_mask`, :mod:`rn_classifier.data.dicom_rt`). Every
 volume is then brought to the closest canonical (RAS+) voxel order: increasing index along
 array axis 0 / 1 / 2 moves towards the patient's Right / Anterior / Superior. Resampling and intensity normalisation are MONAI transforms (``Spacing``,
 ``NormalizeIntensity``, ``ScaleIntensityRangePercentiles``).
@@ -112,16 +114,29 @@ def _sitk_to_ras(image) -> tuple[np.ndarray, np.ndarray]:
     return array, LPS_TO_RAS @ lps
 
 
-def _read_sitk(path: Path, series: bool) -> tuple[np.ndarray, np.ndarray]:
+def volume_to_sitk(volume: Volume):
+    """A :class:`Volume` as a SimpleITK image (LPS world, RAS voxel order)."""
+    import SimpleITK as sitk
+
+    lps = LPS_TO_RAS @ volume.affine          # the RAS <-> LPS flip is its own inverse
+    spacing = np.sqrt((lps[:3, :3] ** 2).sum(axis=0))
+    image = sitk.GetImageFromArray(np.transpose(np.asarray(volume.array), (2, 1, 0)))
+    image.SetSpacing(tuple(float(s) for s in spacing))
+    image.SetDirection(tuple(float(v) for v in (lps[:3, :3] / spacing[None, :]).ravel()))
+    image.SetOrigin(tuple(float(v) for v in lps[:3, 3]))
+    return image
+
+
+def _read_sitk_image(path: Path, series: bool):
+    """A SimpleITK image as stored; ``series``: ``path`` is a folder holding one DICOM image series."""
     import SimpleITK as sitk
 
     try:
         if series:
+            from .dicom_series import find_image_series
+
             reader = sitk.ImageSeriesReader()
-            files = reader.GetGDCMSeriesFileNames(str(path))
-            if not files:
-                raise InputError(f"{path}: folder holds no DICOM series")
-            reader.SetFileNames(files)
+            reader.SetFileNames(list(find_image_series(path).files))
             image = reader.Execute()
         else:
             info = sitk.ImageFileReader()
@@ -140,7 +155,11 @@ def _read_sitk(path: Path, series: bool) -> tuple[np.ndarray, np.ndarray]:
     _check_shape(path, image.GetSize())
     if image.GetDimension() != 3:
         raise InputError(f"{path}: expected a 3D volume, found {image.GetDimension()}D")
-    array, affine = _sitk_to_ras(image)
+    return image
+
+
+def _read_sitk(path: Path, series: bool) -> tuple[np.ndarray, np.ndarray]:
+    array, affine = _sitk_to_ras(_read_sitk_image(path, series))
     img = nib.as_closest_canonical(nib.Nifti1Image(array, affine))
     return np.asanyarray(img.dataobj), img.affine
 
@@ -167,6 +186,37 @@ def load_volume(path: str | os.PathLike) -> Volume:
         raise InputError(f"{p}: the voxel-to-world matrix (affine) holds NaN or infinite values; "
                          "expected a finite affine (check the header's qform / sform)")
     return Volume(array=array, affine=affine, path=str(p))
+
+
+def load_mask(mask_path: str | os.PathLike, labels, image_path: str | os.PathLike,
+              image: Volume) -> tuple[Volume, tuple[int, ...]]:
+    """A case's mask on its image's grid, and the mask values that make up its lesion.
+
+    A label image (NIfTI, NRRD, ...) is read as it is; ``labels`` are its lesion codes. An
+    RTSTRUCT (``labels`` = ROI names) or DICOM-SEG (segment numbers or labels) is rasterised on
+    ``image``'s grid, which must come from the DICOM series it references; its ``k``-th ROI or
+    segment gets the value ``k``, and those values are returned as the lesion's codes.
+    """
+    from .dicom_rt import dicom_mask_kind, read_rtstruct, read_seg
+
+    kind = dicom_mask_kind(mask_path)
+    if kind is None:
+        bad = [v for v in labels if not isinstance(v, (int, np.integer))]
+        if bad:
+            raise InputError(f"{mask_path}: mask labels {bad} are names, which only an RTSTRUCT or "
+                             "DICOM-SEG mask has; expected the integer codes of this label image")
+        return load_volume(mask_path), tuple(int(v) for v in labels)
+    from .dicom_series import find_image_series
+
+    if image_format(image_path) != "dicom_series":
+        raise InputError(f"{mask_path}: an {kind.upper()} mask needs as image the DICOM series folder it "
+                         f"was drawn on; got {image_path}")
+    series = find_image_series(image_path)
+    read = read_rtstruct if kind == "rtstruct" else read_seg
+    names = [str(v) for v in labels] if kind == "rtstruct" else list(labels)
+    array = read(mask_path, names, series, image.affine, image.shape)
+    codes = tuple(int(v) for v in np.unique(array) if v)
+    return Volume(array=array, affine=image.affine.copy(), path=str(mask_path)), codes
 
 
 def geometry_mismatch(image: Volume, mask: Volume, atol_mm: float = 1e-3) -> str | None:

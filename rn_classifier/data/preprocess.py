@@ -30,8 +30,8 @@ from .. import atomic
 from ..config import to_dict
 from ..errors import DataIntegrityError, InputError
 from .cache import CACHE_VERSION, CROPS_FILE, INDEX_FILE, META_FILE
-from .ingest import (geometry_mismatch, lesion_mask, load_volume, missing_lesion_codes, normalise,
-                     resample)
+from .ingest import (geometry_mismatch, lesion_mask, load_mask, load_volume, missing_lesion_codes,
+                     normalise, resample)
 from .manifest import load_manifest
 
 
@@ -87,12 +87,12 @@ def process_case(row: dict, cfg: PreprocessConfig, labelled: bool) -> tuple[np.n
         if not np.isfinite(np.asarray(image.array, dtype=np.float32)).all():
             raise InputError(f"image {image.path} holds NaN or infinite voxels (expected finite intensities)")
         if labelled:
-            mask = load_volume(row["mask_path"])
+            mask, codes = load_mask(row["mask_path"], row["mask_labels"], row["image_path"], image)
             mismatch = geometry_mismatch(image, mask)
             if mismatch:
                 raise InputError(mismatch)
             # before resampling, which may remove a small segment: the manifest and mask disagree
-            missing = missing_lesion_codes(mask, row["mask_labels"])
+            missing = missing_lesion_codes(mask, codes)
             if missing:
                 raise InputError(missing)
         image = resample(image, cfg.spacing, mode="bilinear")
@@ -103,7 +103,7 @@ def process_case(row: dict, cfg: PreprocessConfig, labelled: bool) -> tuple[np.n
         pad_value = float(norm.min())
         if labelled:
             mask = resample(mask, cfg.spacing, mode="nearest")
-            lesion = lesion_mask(mask, row["mask_labels"])
+            lesion = lesion_mask(mask, codes)
             if not lesion.any():
                 raise InputError(f"lesion mask is empty for codes {list(row['mask_labels'])}")
             size = cfg.labelled_crop

@@ -27,7 +27,8 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from ..data.ingest import Volume, geometry_mismatch, lesion_mask, load_volume, normalise, resample
+from ..data.ingest import (Volume, geometry_mismatch, lesion_mask, load_mask, load_volume, normalise,
+                           resample)
 from ..data.preprocess import _crop_start, crop_with_padding
 from ..errors import InputError
 from .trained_run import Preprocessing
@@ -89,16 +90,20 @@ def check_image_setting(image: Volume, prep: Preprocessing) -> None:
                          "expected a T1CE MR image (is a mask or label map passed as --image?)")
 
 
-def prepare_case(image_path, mask_path, mask_labels: Sequence[int] | None,
+def prepare_case(image_path, mask_path, mask_labels: Sequence[int | str] | None,
                  prep: Preprocessing) -> CaseInput:
-    """Read, check, resample, normalise and crop one case (see the module docstring)."""
+    """Read, check, resample, normalise and crop one case (see the module docstring).
+
+    mask_labels: the lesion's codes in a label mask, or its ROI names in an RTSTRUCT (segment
+    numbers or labels in a DICOM-SEG); empty = every non-zero value.
+    """
     image = load_volume(image_path)
-    mask = load_volume(mask_path)
+    mask, codes = load_mask(mask_path, list(mask_labels or []), image_path, image)
     mismatch = geometry_mismatch(image, mask)
     if mismatch:
         raise InputError(f"{mask_path}: {mismatch}; the mask must be drawn on the image's voxel grid")
     check_image_setting(image, prep)
-    labels = list(mask_labels or [])
+    labels = list(codes)
     lesion_native = lesion_mask(mask, labels)
     if not lesion_native.any():
         present = sorted(int(v) for v in np.unique(np.asarray(mask.array)) if v != 0)[:20]
