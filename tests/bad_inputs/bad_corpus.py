@@ -796,8 +796,8 @@ def config_not_yaml(root: Path) -> Case:
 
 @kind("config")
 def config_override_without_value(root: Path) -> Case:
-    return pretrain_config_case(root, "", r"override 'trainer\.epochs' must look like key=value",
-                                "--set", "trainer.epochs")
+    return pretrain_config_case(root, "", r"--set expects key=value, got 'trainer\.epochs'; write "
+                                          r"--set trainer\.epochs=VALUE", "--set", "trainer.epochs")
 
 
 # -- outputs ------------------------------------------------------------------------------------
