@@ -182,9 +182,16 @@ def tiny_study_run(root, crop=32, n_boot=200) -> Path:
     return root
 
 
-def write_dicom_series(array_zyx, spacing, origin, folder) -> Path:
-    """A minimal MR DICOM series (one file per slice, axial) of a (Z, Y, X) int16 array, via
-    SimpleITK; ``spacing``/``origin`` in SimpleITK's (x, y, z) LPS convention."""
+SERIES_UID = "1.2.826.0.1.3680043.2.1125.7.1"
+
+
+def write_dicom_series(array_zyx, spacing, origin, folder, direction=(1, 0, 0, 0, 1, 0, 0, 0, 1),
+                       uid=SERIES_UID) -> Path:
+    """A minimal MR DICOM series (one file per slice) of a (Z, Y, X) int16 array, via
+    SimpleITK; ``spacing``/``origin``/``direction`` in SimpleITK's (x, y, z) LPS convention.
+
+    UIDs derive from ``uid``: series ``uid``, study ``uid.1``, frame of reference ``uid.2``,
+    slice ``k``'s SOP instance ``uid.3.<k+1>``."""
     import SimpleITK as sitk
 
     folder = Path(folder)
@@ -192,26 +199,30 @@ def write_dicom_series(array_zyx, spacing, origin, folder) -> Path:
     image = sitk.GetImageFromArray(np.asarray(array_zyx, dtype=np.int16))
     image.SetSpacing(tuple(float(s) for s in spacing))
     image.SetOrigin(tuple(float(o) for o in origin))
+    image.SetDirection(tuple(float(d) for d in direction))
     writer = sitk.ImageFileWriter()
     writer.KeepOriginalImageUIDOn()
-    series = "1.2.826.0.1.3680043.2.1125.7.1"
     # GDCM's writer resets the process locale to "C" (text I/O would turn ASCII): restore it
     import locale
 
     saved = locale.setlocale(locale.LC_ALL)
     try:
-        _write_slices(image, writer, series, spacing, folder)
+        _write_slices(image, writer, uid, spacing, folder)
     finally:
         locale.setlocale(locale.LC_ALL, saved)
     return folder
 
 
 def _write_slices(image, writer, series, spacing, folder) -> None:
+    d = image.GetDirection()
+    orientation = "\\".join(str(v) for v in (d[0], d[3], d[6], d[1], d[4], d[7]))
     for i in range(image.GetDepth()):
         slice_ = image[:, :, i]
         position = "\\".join(str(v) for v in image.TransformIndexToPhysicalPoint((0, 0, i)))
-        for tag, value in (("0008|0060", "MR"), ("0020|000e", series), ("0020|000d", series + ".1"),
-                           ("0020|0037", "1\\0\\0\\0\\1\\0"), ("0020|0032", position),
+        for tag, value in (("0008|0060", "MR"), ("0008|0016", "1.2.840.10008.5.1.4.1.1.4"),
+                           ("0008|0018", f"{series}.3.{i + 1}"), ("0020|000e", series),
+                           ("0020|000d", series + ".1"), ("0020|0052", series + ".2"),
+                           ("0020|0037", orientation), ("0020|0032", position),
                            ("0020|0013", str(i)), ("0028|0030", f"{spacing[1]}\\{spacing[0]}"),
                            ("0018|0050", str(spacing[2]))):
             slice_.SetMetaData(tag, value)

@@ -68,3 +68,25 @@ def test_errors_one_class_and_too_few_patients():
         make_split(df.assign(label=1))
     with pytest.raises(InputError, match="too few for 5 folds"):
         make_split(_cohort(4))
+
+
+@pytest.mark.parametrize("n_patients,folds", [(4, 2), (6, 5), (3, 2)])
+def test_split_of_a_small_cohort_names_the_command_line_options(n_patients, folds, tmp_path, capsys):
+    """`split --folds 2` on a handful of patients used to end in scikit-learn's ValueError."""
+    from rn_classifier.cli import main
+
+    df = pd.DataFrame({"case_id": [f"P{p}_L1" for p in range(n_patients)],
+                       "patient_id": [f"P{p}" for p in range(n_patients)], "center": "C",
+                       "image": "x.nii.gz", "mask": "", "mask_labels": "", "label": [p % 2 for p in range(n_patients)]})
+    df.to_csv(tmp_path / "m.csv", index=False)
+    code = main(["split", str(tmp_path / "m.csv"), "--out", str(tmp_path / "s.csv"), "--folds", str(folds)])
+    err = capsys.readouterr().err
+    assert code == 2 and "Traceback" not in err and err.count("error:") == 1, err
+    assert f"{n_patients} patients are too few" in err or "holds one class only" in err, err
+    assert "--folds" in err and "cv.n_folds" not in err, err
+    assert not (tmp_path / "s.csv").exists()
+
+
+def test_a_test_fraction_above_one_half_is_refused_with_its_key():
+    with pytest.raises(InputError, match="split.test_fraction must be at most 0.5"):
+        make_split(_cohort(40), test_fraction=0.7, keys=("split.test_fraction", "split.n_folds"))

@@ -5,8 +5,8 @@
 format), merges the mask values that make up the lesion into one region, and hands both to
 pyradiomics' ``RadiomicsFeatureExtractor`` as SimpleITK images with their spacing, origin and
 direction: no resampling or intensity change happens here; pyradiomics does it according to its
-settings. (The reader brings the voxels to RAS order; the world geometry is unchanged, and
-pyradiomics' features do not depend on the voxel axis order.)
+settings. The image and mask keep the voxel order the image file stores (see
+:func:`lesion_images`).
 
 Bad input raises :class:`rn_classifier.errors.InputError` naming the case and the file: an
 unreadable file, a mask without the lesion's values, a region smaller than ``minimumROISize``,
@@ -55,7 +55,12 @@ def lesion_images(image_path, mask_path, mask_labels: Sequence[int], case: str):
     """(image, binary lesion mask) as SimpleITK images on the image's grid, read by the case
     reader every stage uses (:func:`rn_classifier.data.crop.read_case`: any registered image and
     mask format; the grids checked to agree). The lesion is the union of ``mask_labels`` (empty:
-    every non-zero label), as for the ViT's crops."""
+    every non-zero label), as for the ViT's crops.
+
+    The images keep the voxel order the image file stores (a DICOM series: RAS, it stores none):
+    pyradiomics' resampling aligns its grid to the voxel order, so a resampled feature of one scan
+    differs with the order it is given in (brain1, 1 mm resampling: first-order up to 1.8 %
+    between its NRRD order and RAS)."""
     from ..data.crop import read_case
     from ..data.readers import to_sitk
 
@@ -67,7 +72,7 @@ def lesion_images(image_path, mask_path, mask_labels: Sequence[int], case: str):
         raise InputError(f"case {case}: mask {mask_path} has no lesion voxel (labels "
                          f"{list(mask_labels) or 'any non-zero'}); the lesion is empty")
     lesion = read.mask.lesion.astype(np.uint8) * LESION_LABEL
-    return to_sitk(read.image), to_sitk(read.image, lesion)
+    return to_sitk(read.image, as_stored=True), to_sitk(read.image, lesion, as_stored=True)
 
 
 def extract_case(image_path: str | os.PathLike, mask_path: str | os.PathLike,
@@ -80,8 +85,9 @@ def extract_case(image_path: str | os.PathLike, mask_path: str | os.PathLike,
 
     settings, image_types, feature_classes: pyradiomics' ``setting``, ``imageType`` and
         ``featureClass`` blocks; each one left ``None`` comes from the default config (MOLAB).
-    mask_labels: mask values whose union is the lesion (MOLAB ``11;12``); ``None`` or empty:
-        every non-zero value (as the ViT's crops take it).
+    mask_labels: mask values whose union is the lesion (MOLAB ``11;12``), or an RTSTRUCT's ROI
+        names / a DICOM-SEG's segments; ``None`` or empty: every non-zero value (as the ViT's
+        crops take it).
     extractor: a prepared extractor (:func:`build_extractor`) replaces the three blocks; the
         batch extraction builds it once per process.
     Returns ``{"<imageType>_<class>_<feature>": value}``, e.g. ``original_shape_MeshVolume``;

@@ -53,13 +53,19 @@ class CohortFeatures:
 
 
 def file_digest(path: str | os.PathLike, case_id: str, what: str) -> str:
-    """SHA-256 of a file's bytes (streamed)."""
-    if not os.path.isfile(path):
+    """SHA-256 of a file's bytes (streamed); of a folder (a DICOM series), of its files in name order."""
+    if os.path.isdir(path):
+        files = sorted(p for p in Path(path).iterdir() if p.is_file())
+    elif os.path.isfile(path):
+        files = [Path(path)]
+    else:
         raise InputError(f"case {case_id}: {what} file {path} does not exist")
     digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
+    for file in files:
+        digest.update(file.name.encode())
+        with open(file, "rb") as fh:
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                digest.update(block)
     return digest.hexdigest()
 
 
@@ -73,10 +79,10 @@ class FeatureCache:
         self._params_text = json.dumps({"params": params, "pyradiomics": pyradiomics_version,
                                         "cache_version": CACHE_VERSION}, sort_keys=True, default=str)
 
-    def key(self, case_id: str, image_path: str, mask_path: str, mask_labels: Sequence[int]) -> str:
+    def key(self, case_id: str, image_path: str, mask_path: str, mask_labels: Sequence[int | str]) -> str:
         text = json.dumps({"image": file_digest(image_path, case_id, "image"),
                            "mask": file_digest(mask_path, case_id, "mask"),
-                           "mask_labels": sorted(int(v) for v in mask_labels),
+                           "mask_labels": sorted(mask_labels, key=lambda v: (isinstance(v, str), v)),
                            "setup": self._params_text}, sort_keys=True)
         return hashlib.sha256(text.encode()).hexdigest()
 
@@ -197,7 +203,7 @@ def extract_cohort(cases: pd.DataFrame, params: Mapping[str, Any], cache_dir: st
     todo: dict[str, tuple[str, Task]] = {}
     for row in cases.itertuples(index=False):
         task: Task = (str(row.case_id), str(row.image_path), str(row.mask_path),
-                      tuple(int(v) for v in row.mask_labels))
+                      tuple(row.mask_labels))
         try:
             key = cache.key(*task)
         except InputError as exc:

@@ -1,8 +1,9 @@
 """``check-data``: open every case of a manifest and list every problem at once.
 
 Checks, per case: image and mask readable, image 3D, no NaN/Inf voxels, image not constant,
-mask geometry equal to the image's within tolerance, the listed lesion codes present and
-non-empty; per table: unique case ids, labels in {0, 1} or empty, declared clinical types.
+mask geometry equal to the image's within tolerance, the listed lesion codes (or RTSTRUCT
+ROIs / SEG segments, checked against the image's series) present and non-empty; per table:
+unique case ids, labels in {0, 1} or empty, declared clinical types.
 Like nnU-Net's ``verify_dataset_integrity``, nothing stops at the first failure: the user gets
 the full list (case id, expected vs found) and fixes the dataset in one pass.
 """

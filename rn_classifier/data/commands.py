@@ -96,7 +96,8 @@ def register(app: typer.Typer) -> None:
         from .split import make_split, save_split
 
         df = load_manifest(manifest, require_labels=True)
-        split = make_split(df, test_fraction=test_fraction, n_folds=folds, seed=seed)
+        split = make_split(df, test_fraction=test_fraction, n_folds=folds, seed=seed,
+                           keys=("--test-fraction", "--folds"))
         save_split(split, out)
         counts = split.groupby("part")["patient_id"].nunique().to_dict()
         typer.echo(f"wrote {out}: patients per part {counts}, folds {folds}")

@@ -1,7 +1,10 @@
 """Clinical MRI in one in-memory form, reoriented to RAS: the file formats, resampling, normalisation.
 
 NIfTI (``.nii``, ``.nii.gz``) is read with nibabel; NRRD, MHA/MHD and DICOM series (a
-folder) with SimpleITK, whose LPS geometry is converted to the RAS convention of NIfTI. Every
+folder holding one image series, :mod:`rn_classifier.data.dicom_series`) with SimpleITK, whose
+LPS geometry is converted to the RAS convention of NIfTI. A mask may also be an RTSTRUCT or a
+DICOM-SEG of the image's series (:mod:`rn_classifier.data.dicom_rt`, registered as mask formats
+in :mod:`rn_classifier.data.readers`). Every
 volume is then brought to the closest canonical (RAS+) voxel order: increasing index along
 array axis 0 / 1 / 2 moves towards the patient's Right / Anterior / Superior. Callers read
 files through :mod:`rn_classifier.data.readers` (the registry of formats), not these functions.
@@ -32,12 +35,15 @@ LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
 class Volume:
     """A 3D image in RAS voxel order.
 
-    array: (X, Y, Z) voxel values; affine: (4, 4) voxel index → world RAS mm; path: the source.
+    array: (X, Y, Z) voxel values; affine: (4, 4) voxel index → world RAS mm; path: the source;
+    stored_affine: the voxel-to-world RAS affine of the voxel order the file stores (None for a
+    DICOM series, which has none of its own), for tools that take a file as stored (pyradiomics).
     """
 
     array: np.ndarray
     affine: np.ndarray
     path: str = ""
+    stored_affine: np.ndarray | None = None
 
     @property
     def spacing(self) -> tuple[float, float, float]:
@@ -69,7 +75,7 @@ def _check_shape(path: Path, shape) -> None:
                          f"voxels, more than the {MAX_VOXELS:,} accepted; refusing to read it")
 
 
-def _as_volume(path: Path, array, affine) -> Volume:
+def _as_volume(path: Path, array, affine, stored_affine=None) -> Volume:
     """The checks every format shares: a 3D real-valued array and a finite affine."""
     array = np.asarray(array)
     if array.ndim != 3:
@@ -82,7 +88,8 @@ def _as_volume(path: Path, array, affine) -> Volume:
     if not np.isfinite(affine).all():
         raise InputError(f"{path}: the voxel-to-world matrix (affine) holds NaN or infinite values; "
                          "expected a finite affine (check the header's qform / sform)")
-    return Volume(array=array, affine=affine, path=str(path))
+    return Volume(array=array, affine=affine, path=str(path),
+                  stored_affine=None if stored_affine is None else np.asarray(stored_affine, dtype=float))
 
 
 def read_nifti(path: Path) -> Volume:
@@ -93,12 +100,13 @@ def read_nifti(path: Path) -> Volume:
         raise InputError(f"{path}: not a readable NIfTI file ({type(exc).__name__}: {exc})") from exc
     _check_shape(path, img.shape)
     try:
-        img = nib.as_closest_canonical(nib.funcs.squeeze_image(img))
+        stored = nib.funcs.squeeze_image(img)
+        img = nib.as_closest_canonical(stored)
         array = np.asanyarray(img.dataobj)
     except Exception as exc:  # truncated or corrupt data block
         raise InputError(f"{path}: NIfTI data could not be read, the file may be truncated "
                          f"({type(exc).__name__}: {exc})") from exc
-    return _as_volume(path, array, img.affine)
+    return _as_volume(path, array, img.affine, stored_affine=stored.affine)
 
 
 def nifti_grid(path: Path) -> tuple[tuple[int, ...], np.ndarray]:
@@ -125,16 +133,16 @@ def _sitk_to_ras(image) -> tuple[np.ndarray, np.ndarray]:
 
 
 def read_sitk(path: Path, series: bool) -> Volume:
-    """NRRD / MHA / MHD / a DICOM file, or a DICOM series folder (SimpleITK), in RAS voxel order."""
+    """NRRD / MHA / MHD / a DICOM file, or a folder holding one DICOM image series
+    (:func:`rn_classifier.data.dicom_series.find_image_series`), in RAS voxel order."""
     import SimpleITK as sitk
 
     try:
         if series:
+            from .dicom_series import find_image_series
+
             reader = sitk.ImageSeriesReader()
-            files = reader.GetGDCMSeriesFileNames(str(path))
-            if not files:
-                raise InputError(f"{path}: folder holds no DICOM series")
-            reader.SetFileNames(files)
+            reader.SetFileNames(list(find_image_series(path).files))
             image = reader.Execute()
         else:
             info = sitk.ImageFileReader()
@@ -155,7 +163,8 @@ def read_sitk(path: Path, series: bool) -> Volume:
         raise InputError(f"{path}: expected a 3D volume, found {image.GetDimension()}D")
     array, affine = _sitk_to_ras(image)
     img = nib.as_closest_canonical(nib.Nifti1Image(array, affine))
-    return _as_volume(path, np.asanyarray(img.dataobj), img.affine)
+    # a series has no stored voxel order of its own (GDCM stacks its slices along their normal)
+    return _as_volume(path, np.asanyarray(img.dataobj), img.affine, stored_affine=None if series else affine)
 
 
 def sitk_grid(path: Path) -> tuple[tuple[int, ...], np.ndarray]:

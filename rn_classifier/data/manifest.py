@@ -3,7 +3,8 @@
 Columns: ``case_id, patient_id, center, image, mask, mask_labels, label, synthetic`` and the
 clinical columns declared in a config. ``image``/``mask`` are paths relative to the manifest
 file; ``mask_labels`` lists, separated by ``;``, the mask values that make up this lesion
-(MOLAB codes lesion·10 + segment: ``11;12`` = lesion 1 enhancing + necrotic); ``label`` is
+(MOLAB codes lesion·10 + segment: ``11;12`` = lesion 1 enhancing + necrotic), or, when the mask
+is an RTSTRUCT or DICOM-SEG, its ROI names / segment numbers or labels (``GTV_1;GTV_2``); ``label`` is
 1 = radiation necrosis, 0 = progression, empty for unlabeled cases.
 
 :func:`load_manifest` checks the table itself (columns, ids, labels, declared clinical types);
@@ -21,6 +22,7 @@ import pandas as pd
 
 from .. import atomic
 from ..errors import DataIntegrityError, InputError
+from .dicom_rt import dicom_mask_kind
 
 MANIFEST_VERSION = 1
 REQUIRED_COLUMNS = ("case_id", "patient_id", "center", "image", "mask", "mask_labels", "label")
@@ -29,24 +31,33 @@ MASK_LABEL_SEP = ";"
 
 
 def format_mask_labels(labels) -> str:
-    return MASK_LABEL_SEP.join(str(int(v)) for v in labels)
+    return MASK_LABEL_SEP.join(str(v) if isinstance(v, str) else str(int(v)) for v in labels)
 
 
-def parse_mask_labels(value, case_id: str = "?") -> tuple[int, ...]:
-    """``"11;12"`` → ``(11, 12)``; empty → ``()``."""
+def parse_mask_labels(value, case_id: str = "?", names: bool = False) -> tuple[int | str, ...]:
+    """``"11;12"`` → ``(11, 12)``; empty → ``()``.
+
+    names: the mask is an RTSTRUCT / DICOM-SEG, whose lesions are named (``"GTV_1;GTV_2"`` →
+    ``("GTV_1", "GTV_2")``); whole numbers stay integers (segment numbers), and ``,`` may be
+    part of a name.
+    """
     if value is None or (isinstance(value, float) and np.isnan(value)) or str(value).strip() == "":
         return ()
-    out = []
-    for part in str(value).replace(",", MASK_LABEL_SEP).split(MASK_LABEL_SEP):
-        part = part.strip()
+    text = str(value) if names else str(value).replace(",", MASK_LABEL_SEP)
+    out: list[int | str] = []
+    for part in (p.strip() for p in text.split(MASK_LABEL_SEP)):
         if not part:
+            continue
+        if names:
+            out.append(int(part) if part.isdigit() else part)
             continue
         try:
             number = float(part)
         except ValueError:
             raise InputError(f"case {case_id}: mask_labels must be integers separated by "
-                             f"'{MASK_LABEL_SEP}', got {value!r}") from None
-        if number != int(number) or number <= 0:
+                             f"'{MASK_LABEL_SEP}', got {value!r} (names are lesion ROIs / segments "
+                             "of an RTSTRUCT or DICOM-SEG mask only)") from None
+        if not np.isfinite(number) or number != int(number) or number <= 0:
             raise InputError(f"case {case_id}: mask_labels must be positive integers, got {value!r}")
         out.append(int(number))
     return tuple(out)
@@ -122,9 +133,11 @@ def load_manifest(path: str | os.PathLike, clinical: Mapping[str, str] | None = 
                 problems.append(f"case {df['case_id'].iloc[i]}: clinical column '{col}' is "
                                 f"numeric but holds {df[col].iloc[i]!r}")
     parsed = []
-    for cid, value in zip(df["case_id"], df["mask_labels"]):
+    base = path.resolve().parent
+    for cid, value, mask in zip(df["case_id"], df["mask_labels"], df["mask"]):
+        named = isinstance(mask, str) and bool(mask.strip()) and dicom_mask_kind(base / mask) is not None
         try:
-            parsed.append(parse_mask_labels(value, cid))
+            parsed.append(parse_mask_labels(value, cid, names=named))
         except InputError as exc:
             problems.append(str(exc))
             parsed.append(())
@@ -141,7 +154,6 @@ def load_manifest(path: str | os.PathLike, clinical: Mapping[str, str] | None = 
             out[col] = pd.to_numeric(out[col], errors="coerce")
         else:
             out[col] = out[col].map(lambda v: v if pd.isna(v) else str(v).removesuffix(".0"))
-    base = path.resolve().parent
     out["image_path"] = [str((base / p).resolve()) for p in out["image"]]
     out["mask_path"] = [str((base / p).resolve()) if isinstance(p, str) and p.strip() else ""
                         for p in out["mask"].fillna("")]

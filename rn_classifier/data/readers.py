@@ -9,7 +9,9 @@ MHA/MHD, a single DICOM file; SimpleITK) and ``dicom_series`` (a folder; SimpleI
 series reader). Each returns a :class:`~rn_classifier.data.ingest.Volume` in RAS voxel order.
 
 Mask formats (:data:`MASK_FORMATS`, keyed by kind): ``label_image`` (a label map in any image
-format, on the image's voxel grid; ``mask_labels`` are its integer values). A mask format turns
+format, on the image's voxel grid; ``mask_labels`` are its integer values), ``rtstruct`` and
+``seg`` (an RTSTRUCT's ROIs / a DICOM-SEG's segments, rasterised on the grid of the DICOM series
+they were drawn on: :mod:`rn_classifier.data.dicom_rt`). A mask format turns
 ``(mask file, mask_labels, the image it belongs to)`` into a :class:`LesionMask` on the image's
 grid. Formats whose files need looking inside to be recognised (an RTSTRUCT or a DICOM-SEG is a
 ``.dcm`` like an MR slice) are asked first, in the order they were registered; ``label_image``
@@ -204,11 +206,11 @@ def read_label_image(path: Path, labels: tuple[MaskLabel, ...], image: Volume) -
     present, fractional = label_values(mask)
     if fractional:
         raise InputError(fractional)
-    try:
-        codes = tuple(int(v) for v in labels)
-    except (TypeError, ValueError):
-        raise InputError(f"mask {path} is a label image: mask_labels must be its integer values, "
-                         f"got {list(labels)}; it holds {list(present)}") from None
+    names = [v for v in labels if not isinstance(v, (int, np.integer))]
+    if names:
+        raise InputError(f"{path}: mask labels {names} are names, which only an RTSTRUCT or DICOM-SEG "
+                         f"mask has; expected the integer codes of this label image ({list(present)})")
+    codes = tuple(int(v) for v in labels)
     missing = missing_labels_message(path, codes, present)
     if missing:
         raise InputError(missing)
@@ -221,16 +223,58 @@ register_mask_format(MaskFormat(LABEL_IMAGE, lambda p: any(f.claims(p) for f in 
                                 read_label_image, "a label image on the image's grid"))
 
 
-def to_sitk(volume: Volume, array: np.ndarray | None = None):
+def _dicom_kind(path: Path) -> str | None:
+    from .dicom_rt import dicom_mask_kind
+
+    return dicom_mask_kind(path)
+
+
+def read_dicom_mask(path: Path, labels: tuple[MaskLabel, ...], image: Volume) -> LesionMask:
+    """An RTSTRUCT (``labels``: ROI names) or DICOM-SEG (segment numbers or labels; empty: every
+    segment) rasterised on the grid of ``image``, which must be the DICOM series it was drawn on
+    (:mod:`rn_classifier.data.dicom_rt` checks the frame of reference and the series)."""
+    from .dicom_rt import read_rtstruct, read_seg, rtstruct_summary, seg_summary
+    from .dicom_series import find_image_series
+
+    kind = _dicom_kind(path)
+    if not Path(image.path).is_dir():
+        raise InputError(f"{path}: an {kind.upper()} mask needs as image the DICOM series folder it "
+                         f"was drawn on; got {image.path}")
+    series = find_image_series(image.path)
+    if kind == "rtstruct":
+        array = read_rtstruct(path, [str(v) for v in labels], series, image.affine, image.shape)
+        present = tuple(sorted(rtstruct_summary(path)[2]))
+    else:
+        array = read_seg(path, list(labels), series, image.affine, image.shape)
+        present = tuple(seg_summary(path)[2])
+    return LesionMask(lesion=array > 0, labels=tuple(labels), present=present, path=str(path))
+
+
+for _kind, _describe in (("rtstruct", "an RTSTRUCT of the image's DICOM series"),
+                         ("seg", "a DICOM-SEG of the image's DICOM series")):
+    register_mask_format(MaskFormat(_kind, lambda p, k=_kind: _dicom_kind(p) == k, read_dicom_mask, _describe))
+
+
+def to_sitk(volume: Volume, array: np.ndarray | None = None, as_stored: bool = False):
     """A SimpleITK image (LPS world, as ITK and pyradiomics expect) of ``volume``'s grid holding
-    ``array`` (default: the volume's voxels); the inverse of the reading's LPS → RAS step."""
+    ``array`` (default: the volume's voxels; RAS voxel order, as read).
+
+    as_stored: in the voxel order the file stores (``volume.stored_affine``; a DICOM series has
+    none and stays in RAS order); the world geometry is the same either way."""
+    import nibabel as nib
     import SimpleITK as sitk
 
     from .ingest import LPS_TO_RAS
 
     data = np.asarray(volume.array if array is None else array)
+    affine = np.asarray(volume.affine, dtype=float)
+    if as_stored and volume.stored_affine is not None:
+        to_stored = nib.orientations.ornt_transform(nib.orientations.io_orientation(affine),
+                                                    nib.orientations.io_orientation(volume.stored_affine))
+        data = nib.orientations.apply_orientation(data, to_stored)
+        affine = volume.stored_affine
     image = sitk.GetImageFromArray(np.ascontiguousarray(np.transpose(data, (2, 1, 0))))
-    lps = LPS_TO_RAS @ np.asarray(volume.affine, dtype=float)   # the flip is its own inverse
+    lps = LPS_TO_RAS @ affine   # the flip is its own inverse
     spacing = np.sqrt((lps[:3, :3] ** 2).sum(axis=0))
     image.SetSpacing(tuple(float(s) for s in spacing))
     image.SetDirection(tuple(float(v) for v in (lps[:3, :3] / spacing[None, :]).ravel()))

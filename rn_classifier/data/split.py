@@ -29,16 +29,19 @@ def _class_counts(labels) -> str:
 
 
 def make_split(manifest: pd.DataFrame, test_fraction: float = 0.2, n_folds: int = 5,
-               seed: int = 0) -> pd.DataFrame:
+               seed: int = 0, keys: tuple[str, str] = ("cv.test_fraction", "cv.n_folds")) -> pd.DataFrame:
     """Split labelled cases by patient: internal test + ``n_folds`` CV folds on the rest.
 
     Returns a DataFrame with columns ``case_id, patient_id, part, fold`` (fold = -1 for the
-    internal test). Unlabeled rows are ignored.
+    internal test). Unlabeled rows are ignored. ``keys``: how the caller names the test
+    fraction and the number of folds (``--test-fraction`` / ``--folds`` on the command line),
+    so an error says what to change.
     """
+    fraction_key, folds_key = keys
     if not 0.0 <= test_fraction < 1.0:
-        raise InputError(f"test_fraction must be in [0, 1), got {test_fraction}")
+        raise InputError(f"{fraction_key} must be in [0, 1), got {test_fraction}")
     if n_folds < 2:
-        raise InputError(f"n_folds must be at least 2, got {n_folds}")
+        raise InputError(f"{folds_key} must be at least 2, got {n_folds}")
     df = manifest[manifest["label"].notna()].reset_index(drop=True)
     y = df["label"].astype(int).to_numpy()
     groups = df["patient_id"].astype(str).to_numpy()
@@ -46,12 +49,23 @@ def make_split(manifest: pd.DataFrame, test_fraction: float = 0.2, n_folds: int 
         raise InputError(f"the internal cohort needs both classes to be split, found {_class_counts(y)}")
     n_patients = len(np.unique(groups))
     n_holdout_splits = int(round(1.0 / test_fraction)) if test_fraction > 0 else 0
-    if n_patients < n_folds + (1 if test_fraction > 0 else 0):
-        raise InputError(f"{n_patients} patients are too few for {n_folds} folds plus an internal "
-                         f"test set; lower cv.n_folds or add patients")
+    if test_fraction > 0 and n_holdout_splits < 2:
+        raise InputError(f"{fraction_key} must be at most 0.5 (the internal test is "
+                         f"1 / round(1 / fraction) of the patients), got {test_fraction}")
+    too_few = (f"{n_patients} patients are too few for {n_folds} folds plus an internal test set of "
+               f"{test_fraction:.0%}: use fewer folds ({folds_key}), a larger test fraction "
+               f"({fraction_key}, at most 0.5: fewer, larger parts) or more patients")
+    if n_patients < max(n_holdout_splits, n_folds + (1 if test_fraction > 0 else 0)):
+        raise InputError(too_few)
+    try:
+        return _stratified_group_split(df, y, groups, n_holdout_splits, n_folds, seed)
+    except ValueError as exc:  # sklearn: a fold would hold no patient
+        raise InputError(f"{too_few} (scikit-learn: {exc})") from exc
 
+
+def _stratified_group_split(df, y, groups, n_holdout_splits: int, n_folds: int, seed: int) -> pd.DataFrame:
     part = np.full(len(df), "train", dtype=object)
-    if test_fraction > 0:
+    if n_holdout_splits:
         outer = StratifiedGroupKFold(n_splits=n_holdout_splits, shuffle=True, random_state=seed)
         _, test_idx = next(outer.split(np.zeros(len(df)), y, groups))
         part[test_idx] = "internal_test"
@@ -85,7 +99,7 @@ def check_split(split: pd.DataFrame, labels: pd.Series | None = None) -> None:
         in_fold = split["fold"].to_numpy() == k
         if len(np.unique(y[in_fold])) < 2:
             raise InputError(f"fold {k} holds one class only: {_class_counts(y[in_fold])}; "
-                             "use fewer folds or a different seed")
+                             "use fewer folds or another split seed")
 
 
 def save_split(split: pd.DataFrame, path: str | os.PathLike) -> Path:

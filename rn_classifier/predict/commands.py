@@ -8,17 +8,14 @@ from typing import Annotated, Optional
 import typer
 
 
-def parse_labels(text: str | None) -> list[int]:
-    """``"11,12"`` → ``[11, 12]``; empty → ``[]`` (every non-zero mask value)."""
-    from ..errors import InputError
-
+def parse_labels(text: str | None) -> list[int | str]:
+    """``"11,12"`` → ``[11, 12]``; ``"GTV_1"`` → ``["GTV_1"]`` (an RTSTRUCT's ROI names, a SEG's
+    segment labels); empty → ``[]`` (every non-zero mask value). Names are refused later for a
+    label-image mask."""
     if not text:
         return []
-    try:
-        return [int(v) for v in text.replace(" ", "").split(",") if v]
-    except ValueError:
-        raise InputError(f"--mask-labels {text!r}: expected integers separated by commas, "
-                         "e.g. 11,12") from None
+    parts = [v.strip() for v in text.split(",") if v.strip()]
+    return [int(v) if v.isdigit() else v for v in parts]
 
 
 def register(app: typer.Typer) -> None:
@@ -26,10 +23,12 @@ def register(app: typer.Typer) -> None:
     def predict_cmd(
         model: Annotated[Path, typer.Option(help="fine-tuning run folder (e.g. RUN/finetune/ssl_vit)")],
         image: Annotated[Path, typer.Option(help="T1CE image: NIfTI, NRRD, MHA or a DICOM series folder")],
-        mask: Annotated[Path, typer.Option(help="lesion mask on the image's voxel grid")],
+        mask: Annotated[Path, typer.Option(help="lesion mask on the image's voxel grid, or the RTSTRUCT / "
+                                                "DICOM-SEG drawn on the image's DICOM series")],
         out: Annotated[Path, typer.Option(help="output folder")],
         mask_labels: Annotated[Optional[str], typer.Option(
-            help="mask values forming the lesion, e.g. 11,12 (default: every non-zero value)")] = None,
+            help="mask values forming the lesion, e.g. 11,12, or the ROI name(s) of an RTSTRUCT mask "
+                 "(GTV_1) / segment numbers or labels of a DICOM-SEG (default: every non-zero value)")] = None,
         clinical: Annotated[Optional[list[str]], typer.Option(
             help="clinical values key=value, repeated or comma-separated (age=61,sex=F), for models "
                  "with clinical inputs; values left out are imputed as in training")] = None,

@@ -88,7 +88,7 @@ def check_image_setting(image: Volume, prep: Preprocessing) -> None:
                          "expected a T1CE MR image (is a mask or label map passed as --image?)")
 
 
-def prepare_case(image_path, mask_path, mask_labels: Sequence[int] | None,
+def prepare_case(image_path, mask_path, mask_labels: Sequence[int | str] | None,
                  prep: Preprocessing) -> CaseInput:
     """Read, check, resample, normalise and crop one case (see the module docstring): the road
     of :mod:`rn_classifier.data.crop` that preprocessing takes, with the checks of a new case."""

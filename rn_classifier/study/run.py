@@ -233,7 +233,8 @@ class Study:
 
         def work(stale: bool):
             internal = load_manifest(self.manifest("internal"))
-            split = make_split(internal, test_fraction=s.test_fraction, n_folds=s.n_folds, seed=s.seed)
+            split = make_split(internal, test_fraction=s.test_fraction, n_folds=s.n_folds, seed=s.seed,
+                               keys=("split.test_fraction", "split.n_folds"))
             save_split(split, self.split_path)
             counts = split.groupby("part")["patient_id"].nunique().to_dict()
             self.echo(f"  patients per part {counts}, {s.n_folds} folds")

@@ -368,6 +368,125 @@ def check_data_lists_every_bad_case(root: Path) -> Case:
                 not_in_message=["case GOOD-01"])
 
 
+# -- radiotherapy DICOM: MR series + RTSTRUCT / DICOM-SEG ----------------------------------------
+
+def _dicom_series(folder: Path, key: str = "BAD-01"):
+    """BAD-01's image as an MR series (the package's writer); returns (folder, volume, series)."""
+    from rn_classifier.data.dicom_write import write_mr_series
+    from rn_classifier.data.ingest import Volume
+
+    volume = Volume(lesion_image_and_mask()[0], AFFINE.copy())
+    return folder, volume, write_mr_series(volume, folder, key=key, patient_id="PBAD")
+
+
+def _rtstruct(root: Path, edit=None, rois=None) -> Callable[[Path], Path]:
+    """A mask writer for image_cohort: an RTSTRUCT with ROI GTV_1 (the lesion) on BAD-01's series,
+    written at ``root/images/BAD-01``; ``edit(volume, series)`` -> (volume, series) changes what the
+    contours are drawn on."""
+    def write(folder: Path) -> Path:
+        from rn_classifier.data.dicom_write import write_rtstruct
+
+        _, volume, series = _dicom_series(root / "images" / "BAD-01")
+        mask = lesion_image_and_mask()[1] > 0
+        drawn_on, references = edit(volume, series) if edit else (volume, series)
+        return write_rtstruct(folder / "BAD-01.RS.dcm", rois or {"GTV_1": mask}, drawn_on, references,
+                              key="BAD-01")
+    return write
+
+
+def rtstruct_case(root: Path, expect: str, mask_labels: str = "GTV_1", **rtstruct) -> Case:
+    def image(folder: Path) -> Path:
+        return folder / "BAD-01"          # written with the RTSTRUCT, which references it
+    return preprocess_case(root, expect, bad_image=image, bad_mask=_rtstruct(root, **rtstruct),
+                           mask_labels=mask_labels)
+
+
+@kind("preprocess")
+def rtstruct_without_the_roi(root: Path) -> Case:
+    """The manifest asks for GTV_2; the structure set holds GTV_1 only."""
+    return rtstruct_case(root, r"BAD-01\.RS\.dcm: no ROI named 'GTV_2'; the RTSTRUCT holds the ROIs "
+                               r"\['GTV_1'\]", mask_labels="GTV_2")
+
+
+@kind("preprocess")
+def rtstruct_of_another_series(root: Path) -> Case:
+    """Contours drawn on another series of the same patient position (same frame of reference)."""
+    import dataclasses
+
+    def other(volume, series):
+        return volume, dataclasses.replace(series, series="1.2.826.0.1.3680043.8.498.1")
+    return rtstruct_case(root, r"BAD-01\.RS\.dcm: the RTSTRUCT references series 1\.2\.826\.0\.1\.3680043\.8\.498\.1, "
+                               r"the image .*BAD-01 is series [0-9.]+; expected the RTSTRUCT drawn on this image",
+                         edit=other)
+
+
+@kind("preprocess")
+def rtstruct_empty_contour(root: Path) -> Case:
+    """The ROI exists but holds no contour (a structure created and never drawn)."""
+    empty = np.zeros(SHAPE, bool)
+    return rtstruct_case(root, r"BAD-01\.RS\.dcm, ROI 'GTV_1': the ROI has no contour; expected closed planar",
+                         rois={"GTV_1": empty})
+
+
+@kind("preprocess")
+def rtstruct_contour_outside_the_image(root: Path) -> Case:
+    """Contours 60 mm beyond the image's field of view (a structure set of another scan)."""
+    from rn_classifier.data.ingest import Volume
+
+    def shifted(volume, series):
+        affine = volume.affine.copy()
+        affine[0, 3] += 60.0
+        return Volume(volume.array, affine), series
+    return rtstruct_case(root, r"BAD-01\.RS\.dcm, ROI 'GTV_1': contour 1 lies outside the image: point .* mm "
+                               r"\(LPS\) falls at voxel .* of an image of \[40, 44, 36\] voxels", edit=shifted)
+
+
+@kind("preprocess")
+def seg_of_another_frame_of_reference(root: Path) -> Case:
+    """A DICOM-SEG whose Frame of Reference is not the image's (registered to another scan)."""
+    from dicom_builders import write_seg
+
+    def mask(folder: Path) -> Path:
+        series_folder = root / "images" / "BAD-01"
+        lesion = np.transpose(lesion_image_and_mask()[1] > 0, (2, 1, 0))      # (Z, Y, X) slices
+        return write_seg(folder / "BAD-01.SEG.dcm", series_folder, {"lesion": lesion},
+                         frame_of_reference="1.2.826.0.1.3680043.8.498.2")
+    return preprocess_case(root, r"BAD-01\.SEG\.dcm: the SEG is drawn in Frame of Reference "
+                                 r"1\.2\.826\.0\.1\.3680043\.8\.498\.2, the image series .*BAD-01 is in "
+                                 r"Frame of Reference [0-9.]+; expected the SEG of this image",
+                           bad_image=lambda d: _dicom_series(d / "BAD-01")[0], bad_mask=mask,
+                           mask_labels="lesion")
+
+
+@kind("preprocess")
+def dicom_folder_with_two_series(root: Path) -> Case:
+    """A planning export that put the T1CE and a second series into one folder."""
+    def image(folder: Path) -> Path:
+        _dicom_series(folder / "BAD-01", key="BAD-01")
+        from rn_classifier.data.dicom_write import write_mr_series
+        from rn_classifier.data.ingest import Volume
+
+        write_mr_series(Volume(lesion_image_and_mask(seed=1)[0], AFFINE.copy()), folder / "BAD-01" / "second",
+                        key="BAD-01-FLAIR", patient_id="PBAD", description="FLAIR")
+        for f in (folder / "BAD-01" / "second").iterdir():
+            f.rename(folder / "BAD-01" / f"FLAIR.{f.name}")
+        (folder / "BAD-01" / "second").rmdir()
+        return folder / "BAD-01"
+    return preprocess_case(root, r"images/BAD-01: folder holds 2 image series \([0-9.]+ \(.*, 36 files\); "
+                                 r"[0-9.]+ \(.*, 36 files\)\); expected exactly one: put each series in its own folder",
+                           bad_image=image)
+
+
+@kind("check-data")
+def rtstruct_with_a_nifti_image(root: Path) -> Case:
+    """An RTSTRUCT listed with a NIfTI export of the scan: its UIDs cannot be checked against it."""
+    manifest = image_cohort(root, bad_mask=_rtstruct(root), mask_labels="GTV_1")
+    return Case(["check-data", str(manifest), "--workers", "1"],
+                r"1 problem\(s\) in 2 cases.*case BAD-01: mask: .*BAD-01\.RS\.dcm: an RTSTRUCT mask needs as image "
+                r"the DICOM series folder it was drawn on; got .*BAD-01\.nii\.gz", [], exit_code=1,
+                not_in_message=["case GOOD-01"])
+
+
 # -- cohort tables ------------------------------------------------------------------------------
 
 def cohort_table(n_patients: int, prefix: str, seed: int = 0) -> pd.DataFrame:
@@ -677,8 +796,8 @@ def config_not_yaml(root: Path) -> Case:
 
 @kind("config")
 def config_override_without_value(root: Path) -> Case:
-    return pretrain_config_case(root, "", r"override 'trainer\.epochs' must look like key=value",
-                                "--set", "trainer.epochs")
+    return pretrain_config_case(root, "", r"--set expects key=value, got 'trainer\.epochs'; write "
+                                          r"--set trainer\.epochs=VALUE", "--set", "trainer.epochs")
 
 
 # -- outputs ------------------------------------------------------------------------------------
