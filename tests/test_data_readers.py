@@ -101,7 +101,7 @@ def test_a_mask_format_registered_outside_the_package_reaches_every_reader(spher
 
 def test_a_label_image_refuses_names_and_missing_codes(case_files):
     image = read_image(case_files["image"])
-    with pytest.raises(InputError, match=r"label image: mask_labels must be its integer values, got \['GTV_1'\]"):
+    with pytest.raises(InputError, match=r"mask labels \[.GTV_1.\] are names, which only an RTSTRUCT or DICOM-SEG"):
         read_mask(case_files["label"], ["GTV_1"], image)
     with pytest.raises(InputError, match=r"lacks lesion code\(s\) \[12\]; expected \[11, 12\], found \[11\]"):
         read_mask(case_files["label"], [11, 12], image)
