@@ -47,7 +47,7 @@ def check_case(row: pd.Series) -> list[str]:
     try:
         mask = read_mask(mask_path, labels, image)
     except InputError as exc:
-        return problems + [f"case {cid}: {exc}"]
+        return problems + [f"case {cid}: mask: {exc}"]
     if not mask.lesion.any():
         problems.append(f"case {cid}: lesion mask is empty for codes {list(labels) or 'any non-zero'}")
     return problems
