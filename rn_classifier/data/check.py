@@ -47,7 +47,9 @@ def check_case(row: pd.Series) -> list[str]:
     try:
         mask = read_mask(mask_path, labels, image)
     except InputError as exc:
-        return problems + [f"case {cid}: mask: {exc}"]
+        # name the mask when the reader's message does not already start with it
+        text = str(exc) if str(exc).startswith("mask ") else f"mask: {exc}"
+        return problems + [f"case {cid}: {text}"]
     if not mask.lesion.any():
         problems.append(f"case {cid}: lesion mask is empty for codes {list(labels) or 'any non-zero'}")
     return problems
