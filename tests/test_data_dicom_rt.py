@@ -47,7 +47,7 @@ def test_sphere_contours_rasterise_to_the_spheres_volume(series, tmp_path):
     contours = [_circle(centre, math.sqrt(r**2 - (z - centre[2]) ** 2), z)
                 for z in slices if abs(z - centre[2]) < r]
     rs = write_rtstruct(tmp_path / "RS.dcm", {"sphere": contours}, series["folder"])
-    mask, codes = load_mask(rs, ["sphere"], series["folder"], series["volume"])
+    mask, codes = load_mask(rs, ["sphere"], series["volume"])
     volume = (mask.array == codes[0]).sum() * np.prod(SPACING)
     assert volume == pytest.approx(4 / 3 * math.pi * r**3, rel=0.03)
     world = series["volume"].voxel_to_world(np.argwhere(mask.array > 0))   # RAS
@@ -59,7 +59,7 @@ def test_a_contour_inside_another_is_a_hole(series, tmp_path):
     z = ORIGIN[2] + SPACING[2] * 12
     rs = write_rtstruct(tmp_path / "RS.dcm", {"ring": [_circle((-10, -18), 8, z), _circle((-10, -18), 4, z)]},
                         series["folder"])
-    mask, _ = load_mask(rs, ["ring"], series["folder"], series["volume"])
+    mask, _ = load_mask(rs, ["ring"], series["volume"])
     area = (mask.array > 0).sum() * SPACING[0] * SPACING[1]
     assert area == pytest.approx(math.pi * (8**2 - 4**2), rel=0.05)
     centre = np.rint(series["volume"].world_to_voxel([10.0, 18.0, z])).astype(int)
@@ -78,7 +78,7 @@ def test_rtstruct_beside_the_series_in_one_folder(series, tmp_path):
     reference = sitk.ReadImage(sorted(str(p) for p in folder.glob("*.dcm")))
     rs = write_rtstruct_from_mask(folder / "RS.lesion.dcm", reference, {"GTV 1": lesion}, series["folder"])
     image = load_volume(folder)
-    mask, _ = load_mask(rs, ["GTV 1"], folder, image)
+    mask, _ = load_mask(rs, ["GTV 1"], image)
     assert (mask.array > 0).sum() == lesion.sum()
 
 
@@ -86,9 +86,9 @@ def test_seg_segments_by_number_or_label(series, tmp_path):
     a = sphere(series["zyx"].shape, (8, 20, 20), 4)
     b = sphere(series["zyx"].shape, (16, 36, 30), 3)
     seg = write_seg(tmp_path / "seg.dcm", series["folder"], {"enhancing": a, "necrosis": b})
-    by_label, codes = load_mask(seg, ["necrosis"], series["folder"], series["volume"])
-    by_number, _ = load_mask(seg, [2], series["folder"], series["volume"])
-    both, both_codes = load_mask(seg, [], series["folder"], series["volume"])
+    by_label, codes = load_mask(seg, ["necrosis"], series["volume"])
+    by_number, _ = load_mask(seg, [2], series["volume"])
+    both, both_codes = load_mask(seg, [], series["volume"])
     assert codes == (1,) and both_codes == (1, 2)
     np.testing.assert_array_equal(by_label.array, by_number.array)
     assert (by_label.array > 0).sum() == b.sum() and (both.array > 0).sum() == a.sum() + b.sum()
@@ -97,7 +97,7 @@ def test_seg_segments_by_number_or_label(series, tmp_path):
 
     reference = sitk.ReadImage(sorted(str(p) for p in series["folder"].glob("*.dcm")))
     rs = write_rtstruct_from_mask(tmp_path / "RS.dcm", reference, {"n": b}, series["folder"])
-    contoured, _ = load_mask(rs, ["n"], series["folder"], series["volume"])
+    contoured, _ = load_mask(rs, ["n"], series["volume"])
     np.testing.assert_array_equal(contoured.array > 0, by_label.array > 0)
 
 
@@ -109,9 +109,9 @@ def test_rtstruct_needs_the_series_as_image(series, tmp_path):
                                   series["folder"])
     nifti = save_nifti(series["volume"].array, tmp_path / "t1.nii.gz", series["volume"].affine)
     with pytest.raises(InputError, match="needs as image the DICOM series folder"):
-        load_mask(rs, ["GTV"], nifti, load_volume(nifti))
+        load_mask(rs, ["GTV"], load_volume(nifti))
     with pytest.raises(InputError, match=r"are names, which only an RTSTRUCT or DICOM-SEG mask has"):
-        load_mask(nifti, ["GTV"], nifti, load_volume(nifti))
+        load_mask(nifti, ["GTV"], load_volume(nifti))
 
 
 # -- the real brain1 scan as a planning system would export it -----------------------------------

@@ -77,7 +77,7 @@ def _read_case(image_path, mask_path, mask_labels, case: str):
         return _read(image_path, "image", case), _read(mask_path, "mask", case), mask_labels
     try:
         image = load_volume(image_path)
-        mask, codes = load_mask(mask_path, list(mask_labels or []), image_path, image)
+        mask, codes = load_mask(mask_path, list(mask_labels or []), image)
     except InputError as exc:
         raise InputError(f"case {case}: {exc}") from None
     return volume_to_sitk(image), volume_to_sitk(mask), codes or mask_labels

@@ -44,7 +44,7 @@ def check_case(row: pd.Series, atol_mm: float = 1e-3) -> list[str]:
             problems.append(f"case {cid}: labelled case has no mask (expected a lesion mask)")
         return problems
     try:
-        mask, labels = load_mask(mask_path, labels, row["image_path"], image)
+        mask, labels = load_mask(mask_path, labels, image)
     except InputError as exc:
         return problems + [f"case {cid}: mask: {exc}"]
     mismatch = geometry_mismatch(image, mask, atol_mm)

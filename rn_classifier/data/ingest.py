@@ -188,14 +188,14 @@ def load_volume(path: str | os.PathLike) -> Volume:
     return Volume(array=array, affine=affine, path=str(p))
 
 
-def load_mask(mask_path: str | os.PathLike, labels, image_path: str | os.PathLike,
-              image: Volume) -> tuple[Volume, tuple[int, ...]]:
+def load_mask(mask_path: str | os.PathLike, labels, image: Volume) -> tuple[Volume, tuple[int, ...]]:
     """A case's mask on its image's grid, and the mask values that make up its lesion.
 
     A label image (NIfTI, NRRD, ...) is read as it is; ``labels`` are its lesion codes. An
     RTSTRUCT (``labels`` = ROI names) or DICOM-SEG (segment numbers or labels) is rasterised on
-    ``image``'s grid, which must come from the DICOM series it references; its ``k``-th ROI or
-    segment gets the value ``k``, and those values are returned as the lesion's codes.
+    ``image``'s grid, which must be read from the DICOM series folder it references
+    (``image.path``); its ``k``-th ROI or segment gets the value ``k``, and those values are
+    returned as the lesion's codes.
     """
     from .dicom_rt import dicom_mask_kind, read_rtstruct, read_seg
 
@@ -208,10 +208,10 @@ def load_mask(mask_path: str | os.PathLike, labels, image_path: str | os.PathLik
         return load_volume(mask_path), tuple(int(v) for v in labels)
     from .dicom_series import find_image_series
 
-    if image_format(image_path) != "dicom_series":
+    if not image.path or image_format(image.path) != "dicom_series":
         raise InputError(f"{mask_path}: an {kind.upper()} mask needs as image the DICOM series folder it "
-                         f"was drawn on; got {image_path}")
-    series = find_image_series(image_path)
+                         f"was drawn on; got {image.path or 'an image without a file'}")
+    series = find_image_series(image.path)
     read = read_rtstruct if kind == "rtstruct" else read_seg
     names = [str(v) for v in labels] if kind == "rtstruct" else list(labels)
     array = read(mask_path, names, series, image.affine, image.shape)

@@ -87,7 +87,7 @@ def process_case(row: dict, cfg: PreprocessConfig, labelled: bool) -> tuple[np.n
         if not np.isfinite(np.asarray(image.array, dtype=np.float32)).all():
             raise InputError(f"image {image.path} holds NaN or infinite voxels (expected finite intensities)")
         if labelled:
-            mask, codes = load_mask(row["mask_path"], row["mask_labels"], row["image_path"], image)
+            mask, codes = load_mask(row["mask_path"], row["mask_labels"], image)
             mismatch = geometry_mismatch(image, mask)
             if mismatch:
                 raise InputError(mismatch)

@@ -98,7 +98,7 @@ def prepare_case(image_path, mask_path, mask_labels: Sequence[int | str] | None,
     numbers or labels in a DICOM-SEG); empty = every non-zero value.
     """
     image = load_volume(image_path)
-    mask, codes = load_mask(mask_path, list(mask_labels or []), image_path, image)
+    mask, codes = load_mask(mask_path, list(mask_labels or []), image)
     mismatch = geometry_mismatch(image, mask)
     if mismatch:
         raise InputError(f"{mask_path}: {mismatch}; the mask must be drawn on the image's voxel grid")

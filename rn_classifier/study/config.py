@@ -40,6 +40,7 @@ class SynthConfig:
     pool_size: Optional[int] = None           # null: the preset's unlabeled pool size
     separation: Optional[float] = None        # null: the preset's class separation
     workers: int = 2
+    format: str = "nifti"                     # nifti | dicom-rt (centres as MR series + RTSTRUCT)
 
 
 @dataclass
