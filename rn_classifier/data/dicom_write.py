@@ -152,7 +152,7 @@ def write_rtstruct(path: str | os.PathLike, rois: Mapping[str, np.ndarray], volu
     ds.Modality = "RTSTRUCT"
     ds.SeriesInstanceUID = _uid(key, "rtstruct-series")
     ds.SeriesNumber = 2
-    ds.StructureSetLabel = label
+    ds.StructureSetLabel = label[:16]          # VR SH: 16 characters at most
     ds.StructureSetDate = study_date
     image_refs = []
     for sop in series.sop_instances:
