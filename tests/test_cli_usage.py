@@ -16,6 +16,10 @@ from rn_classifier.cli import app, main
 CASES = {
     "import-molab": (["import-molab", "root", "--labels", "l.csv"],
                      ["import-molab", "root", "--labels", "l.csv", "--out", "m.csv", "--center"]),
+    "import-dicom": (["import-dicom", "root", "--labels", "l.csv"],
+                     ["import-dicom", "root", "--labels", "l.csv", "--out", "m.csv", "--roi-pattern"]),
+    "build-pool": (["build-pool", "--config", "p.yaml"], ["build-pool", "--config", "p.yaml", "--out", "o",
+                                                        "--set"]),
     "synth": (["synth"], ["synth", "--out", "d", "--seed", "abc"]),
     "check-data": (["check-data"], ["check-data", "m.csv", "--workers", "two"]),
     "preprocess": (["preprocess", "m.csv"], ["preprocess", "m.csv", "--out", "c", "--set", "spacing", "2"]),

@@ -183,6 +183,8 @@ def test_a_baseline_unlike_the_pretrained_encoder_is_pointed_out(tmp_path):
 def test_bad_study_config_is_one_clear_error(tmp_path):
     with pytest.raises(ConfigError, match="data.source must be one of"):
         load_study_config(TINY, ["data.source=dicom"])
+    with pytest.raises(ConfigError, match=r"data.synth.format must be one of \['nifti', 'dicom-rt'\], got 'dicom'"):
+        load_study_config(TINY, ["data.synth.format=dicom"])
     with pytest.raises(ConfigError, match="data.internal.manifest"):
         load_study_config(TINY, ["data.source=manifests"])
     with pytest.raises(ConfigError, match="label_efficiency.fractions"):

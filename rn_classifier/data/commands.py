@@ -1,4 +1,4 @@
-"""Data-stage commands: synth, import-molab, check-data, preprocess, split."""
+"""Data-stage commands: synth, import-molab, import-dicom, build-pool, check-data, preprocess, split."""
 
 from __future__ import annotations
 
@@ -27,6 +27,48 @@ def register(app: typer.Typer) -> None:
                    + (f"; {df.attrs['unlabelled_lesions']} lesion(s) without a label left out"
                       if df.attrs.get("unlabelled_lesions") else ""))
 
+    @app.command("import-dicom")
+    def import_dicom_cmd(
+        root: Annotated[Path, typer.Argument(help="folder holding MR series and RTSTRUCT / DICOM-SEG files (any nesting)")],
+        labels: Annotated[Path, typer.Option(help="CSV patient,roi,label[,study][,clinical columns] (1 = RN, 0 = progression)")],
+        out: Annotated[Path, typer.Option(help="manifest CSV to write (and <name>.report.csv beside it)")],
+        center: Annotated[str, typer.Option(help="centre name written into the manifest")] = "DICOM",
+        roi_pattern: Annotated[Optional[str], typer.Option(
+            help="regular expression an ROI name must match to be a lesion (default: names starting "
+                 "with GTV, lesion, met or tumour, any case)")] = None,
+    ):
+        """Build a cohort manifest from a planning-system export: one case per lesion ROI of each
+        structure set, paired with the MR series it references."""
+        import pandas as pd
+
+        from .dicom_import import DEFAULT_ROI_PATTERN, import_dicom
+
+        df = import_dicom(root, labels, out, center=center, roi_pattern=roi_pattern or DEFAULT_ROI_PATTERN)
+        report = df.attrs["report"]
+        typer.echo(f"wrote {out}: {len(df)} cases, {df['patient_id'].nunique()} patients, "
+                   f"{int((df['label'] == 1).sum())} RN / {int((df['label'] == 0).sum())} progression")
+        if report:
+            kinds = pd.Series([r["kind"] for r in report]).value_counts()
+            typer.secho(f"not paired or not labelled ({len(report)}, listed in "
+                        f"{out.with_name(out.stem + '.report.csv')}): "
+                        + ", ".join(f"{n} {k}" for k, n in kinds.items()), fg="yellow", err=True)
+
+    @app.command("build-pool")
+    def build_pool_cmd(
+        config: Annotated[Path, typer.Option(help="pool YAML: sources (brats-mets / pattern layouts), exclusions, sizes")],
+        out: Annotated[Path, typer.Option(help="folder for unlabeled.csv, exclusions.csv, counts.csv")],
+        set_: Annotated[Optional[list[str]], typer.Option("--set", help="override key=value")] = None,
+    ):
+        """Build the unlabeled pretraining pool (lesion-centred + random brain sub-volumes, with
+        masks) from public collections; de-duplicate patients, exclude the labelled cohorts."""
+        from ..config import load_config
+        from .pool import PoolConfig, build_pool
+
+        result = build_pool(load_config(PoolConfig, config, set_ or []), out)
+        typer.echo(f"wrote {out / 'unlabeled.csv'}: {result['n']} sub-volumes; "
+                   f"{len(result['exclusions'])} scan(s) excluded (listed in {out / 'exclusions.csv'})")
+        typer.echo(result["counts"].to_string(index=False))
+
     @app.command("synth")
     def synth_cmd(
         out: Annotated[Path, typer.Option(help="folder to write the synthetic cohort into")],
@@ -34,11 +76,14 @@ def register(app: typer.Typer) -> None:
         seed: Annotated[int, typer.Option(help="random seed (the cohort is deterministic for a seed)")] = 0,
         pool_size: Annotated[Optional[int], typer.Option(help="unlabeled pool size (paper: up to 10167)")] = None,
         workers: Annotated[int, typer.Option(help="processes")] = 2,
+        format_: Annotated[str, typer.Option("--format", help="nifti (MOLAB layout) | dicom-rt (MR series + "
+                                             "RTSTRUCT per scan, as a planning system exports)")] = "nifti",
     ):
         """Write a SYNTHETIC MOLAB-like cohort (internal, external, unlabeled pool) and its manifests."""
         from .synth import make_synthetic_cohort
 
-        info = make_synthetic_cohort(out, preset=preset, seed=seed, pool_size=pool_size, workers=workers)
+        info = make_synthetic_cohort(out, preset=preset, seed=seed, pool_size=pool_size, workers=workers,
+                                     fmt=format_)
         typer.echo(f"SYNTHETIC cohort written to {out}")
         for name in ("internal", "external", "unlabeled"):
             typer.echo(f"  manifests/{name}.csv")

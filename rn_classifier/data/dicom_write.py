@@ -23,7 +23,6 @@ from ..errors import InputError
 from .dicom_series import MR_SOP_CLASS, RTSTRUCT_SOP_CLASS
 from .ingest import LPS_TO_RAS, Volume
 
-DS_DIGITS = 10   # decimal strings hold at most 16 characters
 
 
 @dataclass(frozen=True)
@@ -45,7 +44,11 @@ def _uid(key: str, part: str) -> str:
 
 
 def _ds(value: float) -> str:
-    return f"{float(value):.{DS_DIGITS}g}"
+    """A decimal string (at most 16 characters) with as many digits as fit: geometry written with
+    fewer moves the voxel grid by ~1e-7 mm, enough to change a resampled grid's size."""
+    from pydicom.valuerep import format_number_as_ds
+
+    return format_number_as_ds(float(value))
 
 
 def _file_dataset(sop_class: str, sop_instance: str):
@@ -149,7 +152,7 @@ def write_rtstruct(path: str | os.PathLike, rois: Mapping[str, np.ndarray], volu
     ds.Modality = "RTSTRUCT"
     ds.SeriesInstanceUID = _uid(key, "rtstruct-series")
     ds.SeriesNumber = 2
-    ds.StructureSetLabel = label
+    ds.StructureSetLabel = label[:16]          # VR SH: 16 characters at most
     ds.StructureSetDate = study_date
     image_refs = []
     for sop in series.sop_instances:

@@ -237,9 +237,9 @@ def read_dicom_mask(path: Path, labels: tuple[MaskLabel, ...], image: Volume) ->
     from .dicom_series import find_image_series
 
     kind = _dicom_kind(path)
-    if not Path(image.path).is_dir():
+    if not image.path or not Path(image.path).is_dir():
         raise InputError(f"{path}: an {kind.upper()} mask needs as image the DICOM series folder it "
-                         f"was drawn on; got {image.path}")
+                         f"was drawn on; got {image.path or 'an image without a file'}")
     series = find_image_series(image.path)
     if kind == "rtstruct":
         array = read_rtstruct(path, [str(v) for v in labels], series, image.affine, image.shape)

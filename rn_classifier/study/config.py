@@ -40,6 +40,7 @@ class SynthConfig:
     pool_size: Optional[int] = None           # null: the preset's unlabeled pool size
     separation: Optional[float] = None        # null: the preset's class separation
     workers: int = 2
+    format: str = "nifti"                     # nifti | dicom-rt (centres as MR series + RTSTRUCT)
 
 
 @dataclass
@@ -172,6 +173,11 @@ def validate_study(cfg: StudyConfig) -> StudyConfig:
     """Checks the schema cannot express, before any stage runs."""
     if cfg.data.source not in DATA_SOURCES:
         raise ConfigError(f"data.source must be one of {list(DATA_SOURCES)}, got {cfg.data.source!r}")
+    if cfg.data.source == "synth":
+        from ..data.synth.cohort import FORMATS
+
+        if cfg.data.synth.format not in FORMATS:
+            raise ConfigError(f"data.synth.format must be one of {list(FORMATS)}, got {cfg.data.synth.format!r}")
     if cfg.data.source == "manifests":
         _need_file(cfg.data.internal.manifest, "data.internal.manifest")
         for name in ("external", "unlabeled"):

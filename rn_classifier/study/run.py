@@ -127,6 +127,8 @@ class Study:
         if d.source == "synth":
             settings = {"source": "synth", **to_dict(d.synth)}
             settings.pop("workers")
+            if settings.get("format") == "nifti":   # the default: keys of earlier runs stay valid
+                settings.pop("format")
         else:
             settings = {"source": d.source}
             for name in COHORTS:
@@ -148,7 +150,8 @@ class Study:
                 self.echo(f"  writing the SYNTHETIC {d.synth.preset} cohort (seed {d.synth.seed})")
                 info = make_synthetic_cohort(self.out / "cohort", preset=d.synth.preset,
                                              seed=d.synth.seed, pool_size=d.synth.pool_size,
-                                             workers=d.synth.workers, separation=d.synth.separation)
+                                             workers=d.synth.workers, separation=d.synth.separation,
+                                             fmt=d.synth.format)
                 return {"synthetic": True, "counts": info["counts"]}
             folder = self.out / "cohort" / "manifests"
             if folder.exists():

@@ -487,6 +487,28 @@ def rtstruct_with_a_nifti_image(root: Path) -> Case:
                 not_in_message=["case GOOD-01"])
 
 
+@kind("import-dicom")
+def dicom_label_matches_no_lesion(root: Path) -> Case:
+    """The labels name an ROI the structure set does not hold (a typo: GTV1 for GTV_1)."""
+    root.mkdir(parents=True, exist_ok=True)
+    _rtstruct(root)(root / "images")
+    pd.DataFrame([{"patient": "PBAD", "roi": "GTV1", "label": 1}]).to_csv(root / "labels.csv", index=False)
+    out = root / "cohort" / "site2.csv"
+    return Case(["import-dicom", str(root / "images"), "--labels", str(root / "labels.csv"), "--out", str(out)],
+                r"labels file: patient PBAD, ROI GTV1 matches no lesion ROI of a structure set", [out])
+
+
+@kind("build-pool")
+def pool_source_root_missing(root: Path) -> Case:
+    """A pool source whose folder is not there (a path from another machine)."""
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "pool.yaml").write_text(f"sources:\n  - name: BraTS-METS\n    root: {root / 'nowhere'}\n"
+                                    "    layout: brats-mets\n")
+    out = root / "pool"
+    return Case(["build-pool", "--config", str(root / "pool.yaml"), "--out", str(out)],
+                r"pool source BraTS-METS: root .*nowhere is not a folder", [out])
+
+
 # -- cohort tables ------------------------------------------------------------------------------
 
 def cohort_table(n_patients: int, prefix: str, seed: int = 0) -> pd.DataFrame:
