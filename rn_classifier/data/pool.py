@@ -38,7 +38,8 @@ import pandas as pd
 
 from .. import atomic
 from ..errors import ConfigError, InputError
-from .ingest import Volume, geometry_mismatch, load_volume
+from .ingest import Volume, geometry_mismatch
+from .readers import read_image
 from .manifest import format_mask_labels, load_manifest, write_manifest
 
 LAYOUTS = {  # layout: (image pattern, mask pattern, patient regex on the id, lesion labels)
@@ -157,7 +158,7 @@ def labelled_patients(manifests: list[str], id_map: dict) -> tuple[set[str], dic
         df = load_manifest(path)
         ids.update(df["patient_id"].astype(str))
         for image, cid in dict(zip(df["image_path"], df["case_id"])).items():
-            digests.setdefault(image_digest(load_volume(image)), f"{Path(path).name}:{cid}")
+            digests.setdefault(image_digest(read_image(image)), f"{Path(path).name}:{cid}")
     return ids, digests
 
 
@@ -209,7 +210,7 @@ def lesion_components(scan: Scan, image: Volume, min_ml: float) -> list[dict]:
 
     if scan.mask is None:
         return []
-    mask = load_volume(scan.mask)
+    mask = read_image(scan.mask)
     mismatch = geometry_mismatch(image, mask)
     if mismatch:
         raise InputError(f"pool source {scan.source}, {scan.source_id}: {mismatch} ({scan.mask})")
@@ -284,7 +285,7 @@ def build_pool(cfg: PoolConfig, out: str | os.PathLike) -> dict:
     screen = Screen(*labelled_patients(cfg.exclude_manifests, id_map))
     kept, lesion_rows = [], []
     for scan in scans:
-        image = load_volume(scan.image)
+        image = read_image(scan.image)
         scan.digest = image_digest(image)
         if screen.keep(scan):
             kept.append(scan)
@@ -296,7 +297,7 @@ def build_pool(cfg: PoolConfig, out: str | os.PathLike) -> dict:
     randoms = _allocate_random([len(r) for r in lesion_rows], cfg.random_share, rng)
     rows = []
     for scan, lesions, n_random in zip(kept, lesion_rows, randoms):
-        extra = random_centres(load_volume(scan.image), n_random, cfg.random_depth_mm, rng) if n_random else []
+        extra = random_centres(read_image(scan.image), n_random, cfg.random_depth_mm, rng) if n_random else []
         rows += [_row(scan, sub, i, out) for i, sub in enumerate(lesions + extra)]
     counts = _counts(cfg, scans, kept, screen.audit, rows)
     write_manifest(pd.DataFrame(rows), out / "unlabeled.csv")

@@ -21,7 +21,7 @@ import pandas as pd
 
 from ...atomic import write_csv
 from ..dicom_write import write_mr_series, write_rtstruct
-from ..ingest import load_volume
+from ..readers import read_image
 from .writer import DESCRIP
 
 NOTE = DESCRIP.decode()
@@ -42,8 +42,8 @@ def roi_name(lesion: int) -> str:
 def write_scan(image_path: Path, mask_path: Path, lesions: dict[int, tuple[int, ...]], folder: Path,
                patient: str, date: str) -> None:
     """One scan (NIfTI image + MOLAB mask) as ``folder/MR/`` + ``folder/RS.dcm``."""
-    image = load_volume(image_path)
-    mask = np.asarray(load_volume(mask_path).array)
+    image = read_image(image_path)
+    mask = np.asarray(read_image(mask_path).array)
     key = f"{patient}/{date}"
     series = write_mr_series(image, folder / "MR", key=key, patient_id=patient, study_date=date,
                              description=f"{NOTE} T1 post-Gd", note=NOTE)
