@@ -10,7 +10,8 @@ import pytest
 from rn_classifier.cli import main
 from rn_classifier.data.dicom_import import import_dicom
 from rn_classifier.data.dicom_write import write_mr_series, write_rtstruct
-from rn_classifier.data.ingest import Volume, lesion_mask, load_mask, load_volume
+from rn_classifier.data.ingest import Volume
+from rn_classifier.data.readers import read_image, read_mask
 from rn_classifier.data.manifest import load_manifest
 from rn_classifier.data.synth import make_synthetic_cohort
 from rn_classifier.data.synth.dicom_export import roi_name, study_date
@@ -73,9 +74,8 @@ def test_import_pairs_structure_sets_and_segs_with_their_series(planning_export,
     assert "not paired or not labelled (3, listed in" in captured.err and len(report) == 3
     # every case reads: RTSTRUCT ROIs and the SEG segment land where the lesions are
     for _, row in df.iterrows():
-        image = load_volume(row["image_path"])
-        mask, codes = load_mask(row["mask_path"], row["mask_labels"], image)
-        lesion = lesion_mask(mask, codes)
+        image = read_image(row["image_path"])
+        lesion = read_mask(row["mask_path"], row["mask_labels"], image).lesion
         assert (image.array[lesion] == 1400).mean() > 0.95
 
 

@@ -11,7 +11,7 @@ import yaml
 from builders import head_volume, save_nifti, sphere
 
 from rn_classifier.cli import main
-from rn_classifier.data.ingest import load_volume
+from rn_classifier.data.readers import read_image
 
 SHAPE = (40, 44, 36)
 AFFINE = np.diag([2.0, 2.0, 2.0, 1.0])
@@ -104,7 +104,7 @@ def test_pool_rows_carry_the_mask_and_a_centre_in_the_lesion(collections):
     assert set(segmented["mask_labels"]) == {"1;3"}                     # oedema (2) is not lesion
     assert pool.loc[pool["mask"].isna(), "source_id"].eq("NYU-4").all()
     for _, row in pool[pool["kind"] == "lesion"].iterrows():
-        mask = load_volume(out / row["mask"])
+        mask = read_image(out / row["mask"])
         voxel = np.rint(mask.world_to_voxel([row["centre_x"], row["centre_y"], row["centre_z"]])).astype(int)
         assert mask.array[tuple(voxel)] in (1, 3) and row["lesion_ml"] >= 0.05
     assert not pool["case_id"].duplicated().any()
