@@ -23,6 +23,7 @@ from typing import Optional
 
 from ..config import check_choice
 from ..errors import ConfigError
+from ..family import ModelFamily, family_of
 
 MODEL_KINDS = ("vit", "clinical")
 FUSION_KINDS = ("none", "late", "intermediate")
@@ -165,21 +166,22 @@ def validate_config(cfg: FinetuneConfig) -> FinetuneConfig:
     bad = {k: v for k, v in cfg.clinical.items() if v not in CLINICAL_TYPES}
     if bad:
         raise ConfigError(f"clinical: column types must be one of {list(CLINICAL_TYPES)}, got {bad}")
-    uses_clinical = cfg.model.kind == "clinical" or cfg.fusion.kind != "none"
-    if uses_clinical and not cfg.clinical:
-        raise ConfigError(f"model.kind={cfg.model.kind!r} with fusion.kind={cfg.fusion.kind!r} needs "
-                          "clinical columns: set `clinical: {age: numeric, sex: categorical, ...}`")
     if cfg.model.kind == "clinical" and cfg.fusion.kind != "none":
         raise ConfigError("fusion.kind must be 'none' for model.kind='clinical' (fusion combines the "
                           "image model with clinical data)")
-    if cfg.fusion.image_run is not None and cfg.fusion.kind != "late":
+    family = family_of(cfg)
+    if family.uses_clinical and not cfg.clinical:
+        raise ConfigError(f"model.kind={cfg.model.kind!r} with fusion.kind={cfg.fusion.kind!r} needs "
+                          "clinical columns: set `clinical: {age: numeric, sex: categorical, ...}`")
+    if cfg.fusion.image_run is not None and family is not ModelFamily.LATE:
         raise ConfigError("fusion.image_run is used only by fusion.kind='late'")
     if not cfg.data.internal_manifest:
         raise ConfigError("data.internal_manifest is required (the labelled internal cohort); "
                           "set it in the config or with --set data.internal_manifest=PATH")
     if cfg.data.external_cache and not cfg.data.external_manifest:
         raise ConfigError("data.external_cache is set but data.external_manifest is not")
-    needs_images = cfg.model.kind == "vit" and not (cfg.fusion.kind == "late" and cfg.fusion.image_run)
+    # late fusion trains its image model itself unless it stacks on an existing image run
+    needs_images = family.trains_a_network or (family is ModelFamily.LATE and not cfg.fusion.image_run)
     if needs_images:
         if not cfg.data.internal_cache:
             raise ConfigError("data.internal_cache is required for an image model (the `rn-classifier "

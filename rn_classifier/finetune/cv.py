@@ -33,6 +33,7 @@ import pandas as pd
 
 from .. import atomic
 from ..errors import InputError
+from ..family import ModelFamily, family_of
 from .clinical import clinical_frame, fit_preprocessor, preprocessor_to_json
 from .clinical_model import fit_logistic, save_logistic
 from .config import FinetuneConfig
@@ -222,7 +223,7 @@ def image_trainer(cfg: FinetuneConfig, cases: pd.DataFrame, internal_cache, exte
     from .module import FinetuneModule, ImageClassifier, steps_per_epoch
 
     spec = dict(cfg.clinical)
-    intermediate = cfg.fusion.kind == "intermediate"
+    intermediate = family_of(cfg) is ModelFamily.INTERMEDIATE
 
     def train(k: int, folder: Path) -> FoldResult:
         with quiet_lightning():

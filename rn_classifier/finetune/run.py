@@ -19,6 +19,7 @@ from __future__ import annotations
 import copy
 import os
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -29,12 +30,13 @@ from ..config import config_hash, save_config, to_dict
 from ..data.manifest import check_categorical_levels, check_disjoint_ids, load_manifest
 from ..data.split import load_split, make_split, save_split
 from ..errors import InputError
+from ..family import ModelFamily, family_of
 from ..predictions import write_predictions
 from ..provenance import run_provenance
 from .bundle import export_bundle
 from .config import FinetuneConfig, validate_config
-from .cv import (clinical_trainer, ensemble, fold_dir, image_trainer, late_fusion_trainer,
-                 read_fold, run_folds)
+from .cv import (FoldTrainer, clinical_trainer, ensemble, fold_dir, image_trainer,
+                 late_fusion_trainer, read_fold, run_folds)
 
 # Settings that do not change what a run computes; a resumed run may differ in these.
 _RESUME_IGNORED = {"train": ("num_workers", "progress_bar")}
@@ -138,7 +140,7 @@ def resolve_split(cfg: FinetuneConfig, out: Path, internal: pd.DataFrame,
     """Reuse the run's split, ``data.split`` or the image run's; else make one. Saved in ``out``."""
     own = out / "split.csv"
     source = cfg.data.split
-    if source is None and not own.is_file() and cfg.fusion.kind == "late" and cfg.fusion.image_run:
+    if source is None and not own.is_file() and family_of(cfg) is ModelFamily.LATE and cfg.fusion.image_run:
         source = str(Path(cfg.fusion.image_run) / "split.csv")
     if source is not None:
         split = load_split(source, internal)
@@ -168,8 +170,7 @@ def load_cases(cfg: FinetuneConfig, out: Path, echo: Callable[[str], None]
                ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(cases, split): one row per case (index ``case_id``) with ``patient_id, label, synthetic,
     part`` (train | internal_test | external), ``fold`` and the clinical columns."""
-    uses_clinical = cfg.model.kind == "clinical" or cfg.fusion.kind != "none"
-    spec = dict(cfg.clinical) if uses_clinical else {}
+    spec = dict(cfg.clinical) if family_of(cfg).uses_clinical else {}
     internal = load_manifest(cfg.data.internal_manifest, clinical=spec)
     unlabelled = internal["label"].isna()
     if unlabelled.any():
@@ -229,10 +230,96 @@ def quick_aucs(preds: pd.DataFrame) -> dict:
     return out
 
 
+def _check_resumable(cfg: FinetuneConfig, out: Path) -> None:
+    run_meta = out / "run.json"
+    if run_meta.is_file():
+        import json
+
+        previous = json.loads(run_meta.read_text()).get("result_hash")
+        if previous != _result_hash(cfg):
+            raise InputError(f"{out} holds a run made with different settings (see "
+                             f"{out / 'config.yaml'}); use another --out or delete that folder")
+
+
+@dataclass
+class RunInputs:
+    """What a family's trainer factory gets: the config, the run folder, the cases and the split."""
+
+    cfg: FinetuneConfig
+    out: Path
+    cases: pd.DataFrame
+    split: pd.DataFrame
+    folds: Sequence[int] | None
+    echo: Callable[[str], None]
+
+
+def _clinical_trainer(run: RunInputs) -> tuple[FoldTrainer | None, dict]:
+    return clinical_trainer(run.cfg, run.cases), {}
+
+
+def _late_fusion_trainer(run: RunInputs) -> tuple[FoldTrainer | None, dict]:
+    """The stacker, on ``fusion.image_run`` or on an image model trained here first."""
+    cfg, out = run.cfg, run.out
+    image_dir = Path(cfg.fusion.image_run) if cfg.fusion.image_run else out / "image_model"
+    if cfg.fusion.image_run is None:
+        image_cfg = copy.deepcopy(cfg)
+        image_cfg.name = f"{cfg.name}_image"
+        image_cfg.fusion.kind = "none"
+        image_cfg.data.split = str(out / "split.csv")
+        run.echo(f"late fusion: training the image model in {image_dir}")
+        if not run_finetune(image_cfg, image_dir, folds=run.folds, echo=run.echo)["complete"]:
+            run.echo("late fusion waits for every fold of its image model")
+            return None, {}
+    elif not _same_split(run.split, load_split(image_dir / "split.csv")):
+        raise InputError(f"fusion.image_run {image_dir} used another split than this run; "
+                         f"stacking needs the same folds (pass --set data.split={image_dir / 'split.csv'})")
+    image_preds = _image_fold_predictions(image_dir, cfg.cv.n_folds)
+    return late_fusion_trainer(cfg, run.cases, run.split, image_preds), {"image_run": str(image_dir)}
+
+
+def _network_trainer(run: RunInputs) -> tuple[FoldTrainer | None, dict]:
+    internal_cache, external_cache = _open_caches(run.cfg, run.cases)
+    build, origin = encoder_builder(run.cfg, internal_cache)
+    return image_trainer(run.cfg, run.cases, internal_cache, external_cache, build, echo=run.echo), origin
+
+
+# family → the factory of its fold trainer (None while an upstream run is incomplete) and the
+# origin recorded in provenance.json
+TRAINERS: dict[ModelFamily, Callable[[RunInputs], tuple[FoldTrainer | None, dict]]] = {
+    ModelFamily.CLINICAL: _clinical_trainer,
+    ModelFamily.LATE: _late_fusion_trainer,
+    ModelFamily.IMAGE: _network_trainer,
+    ModelFamily.INTERMEDIATE: _network_trainer,
+}
+
+
+def _write_run_files(cfg: FinetuneConfig, out: Path, cases: pd.DataFrame, origin: dict) -> None:
+    save_config(cfg, out / "config.yaml")
+    atomic.write_json(out / "provenance.json", {**run_provenance(), **origin,
+                                                "synthetic": bool(cases["synthetic"].any())})
+    atomic.write_json(out / "run.json", {"result_hash": _result_hash(cfg), "name": cfg.name})
+
+
+def _finish(cfg: FinetuneConfig, out: Path, cases: pd.DataFrame, echo: Callable[[str], None]) -> dict:
+    """Once every fold is complete: predictions.csv, summary.json and the model bundle."""
+    n_folds = cfg.cv.n_folds
+    tables = {k: t for k in range(n_folds) if (t := read_fold(fold_dir(out, k))) is not None}
+    if len(tables) < n_folds:
+        echo(f"{len(tables)}/{n_folds} folds complete; predictions.csv is written when all are")
+        return {"complete": False, "folds_complete": sorted(tables)}
+    preds = ensemble(tables, cases, cfg.name, n_folds)
+    write_predictions(preds, out / "predictions.csv")
+    summary = {"complete": True, "model": cfg.name, "synthetic": bool(cases["synthetic"].any()),
+               "cohorts": quick_aucs(preds)}
+    atomic.write_json(out / "summary.json", summary)
+    export_bundle(out)
+    return summary
+
+
 def run_finetune(cfg: FinetuneConfig, out: str | os.PathLike, encoder_dir: str | os.PathLike | None = None,
                  folds: Sequence[int] | None = None,
                  echo: Callable[[str], None] = print) -> dict:
-    """Cross-validate one model and write ``out/predictions.csv`` (seam 2).
+    """Cross-validate one model and write ``out/predictions.csv`` (seam 2) and its bundle (seam 5).
 
     encoder_dir: encoder export or pretraining run folder; overrides ``model.pretrained``.
     folds: train only these folds (cluster array jobs); predictions.csv is written once every
@@ -245,57 +332,14 @@ def run_finetune(cfg: FinetuneConfig, out: str | os.PathLike, encoder_dir: str |
         cfg.model.pretrained = str(encoder_dir)
     validate_config(cfg)
     out = atomic.make_output_dir(out)
-    run_meta = out / "run.json"
-    if run_meta.is_file():
-        import json
-
-        previous = json.loads(run_meta.read_text()).get("result_hash")
-        if previous != _result_hash(cfg):
-            raise InputError(f"{out} holds a run made with different settings (see "
-                             f"{out / 'config.yaml'}); use another --out or delete that folder")
+    _check_resumable(cfg, out)
     cases, split = load_cases(cfg, out, echo)
-    n_folds = cfg.cv.n_folds
-    echo(f"{cfg.name}: {int((cases['part'] == 'train').sum())} training cases in {n_folds} folds, "
+    echo(f"{cfg.name}: {int((cases['part'] == 'train').sum())} training cases in {cfg.cv.n_folds} folds, "
          f"{int((cases['part'] == 'internal_test').sum())} internal test, "
          f"{int((cases['part'] == 'external').sum())} external")
-
-    origin: dict = {}
-    if cfg.model.kind == "clinical":
-        trainer = clinical_trainer(cfg, cases)
-    elif cfg.fusion.kind == "late":
-        image_dir = Path(cfg.fusion.image_run) if cfg.fusion.image_run else out / "image_model"
-        if cfg.fusion.image_run is None:
-            image_cfg = copy.deepcopy(cfg)
-            image_cfg.name = f"{cfg.name}_image"
-            image_cfg.fusion.kind = "none"
-            image_cfg.data.split = str(out / "split.csv")
-            echo(f"late fusion: training the image model in {image_dir}")
-            if not run_finetune(image_cfg, image_dir, folds=folds, echo=echo)["complete"]:
-                echo("late fusion waits for every fold of its image model")
-                return {"complete": False, "folds_complete": []}
-        elif not _same_split(split, load_split(image_dir / "split.csv")):
-            raise InputError(f"fusion.image_run {image_dir} used another split than this run; "
-                             f"stacking needs the same folds (pass --set data.split={image_dir / 'split.csv'})")
-        origin = {"image_run": str(image_dir)}
-        trainer = late_fusion_trainer(cfg, cases, split, _image_fold_predictions(image_dir, n_folds))
-    else:
-        internal_cache, external_cache = _open_caches(cfg, cases)
-        build, origin = encoder_builder(cfg, internal_cache)
-        trainer = image_trainer(cfg, cases, internal_cache, external_cache, build, echo=echo)
-
-    save_config(cfg, out / "config.yaml")
-    atomic.write_json(out / "provenance.json", {**run_provenance(), **origin,
-                                                "synthetic": bool(cases["synthetic"].any())})
-    atomic.write_json(run_meta, {"result_hash": _result_hash(cfg), "name": cfg.name})
-    run_folds(out, n_folds, trainer, folds=folds, echo=echo)
-    tables = {k: t for k in range(n_folds) if (t := read_fold(fold_dir(out, k))) is not None}
-    if len(tables) < n_folds:
-        echo(f"{len(tables)}/{n_folds} folds complete; predictions.csv is written when all are")
-        return {"complete": False, "folds_complete": sorted(tables)}
-    preds = ensemble(tables, cases, cfg.name, n_folds)
-    write_predictions(preds, out / "predictions.csv")
-    summary = {"complete": True, "model": cfg.name, "synthetic": bool(cases["synthetic"].any()),
-               "cohorts": quick_aucs(preds)}
-    atomic.write_json(out / "summary.json", summary)
-    export_bundle(out)
-    return summary
+    trainer, origin = TRAINERS[family_of(cfg)](RunInputs(cfg, out, cases, split, folds, echo))
+    if trainer is None:
+        return {"complete": False, "folds_complete": []}
+    _write_run_files(cfg, out, cases, origin)
+    run_folds(out, cfg.cv.n_folds, trainer, folds=folds, echo=echo)
+    return _finish(cfg, out, cases, echo)

@@ -19,6 +19,7 @@ import pandas as pd
 
 from .. import __version__, atomic
 from ..errors import InputError
+from ..family import ModelFamily, family_of
 from . import figures
 from .pseudonym import Pseudonymizer, scrub_paths
 from .sources import ReportSources, find_sources, resolve_data_path
@@ -36,18 +37,21 @@ def _models(stats: dict) -> list[str]:
     return ordered
 
 
+FUSION_DESCRIPTIONS = {ModelFamily.IMAGE: "", ModelFamily.LATE: " + clinical (late fusion)",
+                       ModelFamily.INTERMEDIATE: " + clinical (intermediate fusion)"}
+
+
 def _run_description(run_dir: Path) -> dict:
     from ..config import load_config
     from ..finetune.config import FinetuneConfig
 
     cfg = load_config(FinetuneConfig, run_dir / "config.yaml")
-    if cfg.model.kind == "clinical":
+    family = family_of(cfg)
+    if family is ModelFamily.CLINICAL:
         kind = "clinical-only logistic regression"
     else:
         init = "self-supervised pretrained" if cfg.model.pretrained else "random init (supervised)"
-        fusion = {"late": " + clinical (late fusion)",
-                  "intermediate": " + clinical (intermediate fusion)"}.get(cfg.fusion.kind, "")
-        kind = f"{cfg.model.arch} ViT, {init}{fusion}"
+        kind = f"{cfg.model.arch} ViT, {init}{FUSION_DESCRIPTIONS[family]}"
     return {"description": kind, "n_folds": cfg.cv.n_folds, "test_fraction": cfg.cv.test_fraction,
             "clinical_columns": dict(cfg.clinical), "crop_size": list(cfg.model.crop_size),
             "epochs": cfg.train.epochs, "cfg": cfg}

@@ -29,6 +29,7 @@ import pandas as pd
 from .. import atomic
 from ..data.split import save_split
 from ..errors import ConfigError
+from ..family import ModelFamily, family_of
 
 CURVE_COLUMNS = ("model", "fraction", "n_train_patients", "n_train_cases", "cohort", "n_cases",
                  "n_positive", "auc", "auc_ci_low", "auc_ci_high", "reference", "auc_diff_vs_reference",
@@ -124,7 +125,7 @@ def run_label_efficiency(study, models: dict, outputs: dict[str, Path], stale: b
             else:
                 run_dir = root / name / frac_tag(fraction)
                 cfg = study.fill_finetune_paths(base, manifest=manifest, split=folder / "split.csv")
-                if cfg.fusion.kind == "late" and cfg.fusion.image_run is None:
+                if family_of(cfg) is ModelFamily.LATE and cfg.fusion.image_run is None:
                     raise ConfigError(f"label_efficiency.models: {name} is a late-fusion model; "
                                       "the curve is drawn for image models (ssl_vit, supervised_vit)")
                 study.echo(f"  {name} on {fraction:.0%} of the training patients "

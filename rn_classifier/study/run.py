@@ -33,6 +33,7 @@ import pandas as pd
 from .. import atomic
 from ..config import load_config, save_config, to_dict
 from ..errors import ConfigError, InputError
+from ..family import ModelFamily, family_of
 from .config import StudyConfig, resolve_path, validate_study
 from .stages import StageBook, file_fingerprint, stage_key
 
@@ -116,7 +117,7 @@ class Study:
             cfg.cv.n_folds, cfg.cv.test_fraction, cfg.cv.seed = (
                 self.cfg.split.n_folds, self.cfg.split.test_fraction, self.cfg.split.seed)
             models[name] = cfg
-        late = [n for n, c in models.items() if c.fusion.kind == "late"]
+        late = [n for n, c in models.items() if family_of(c) is ModelFamily.LATE]
         ordered = {n: c for n, c in models.items() if n not in late}
         ordered.update({n: models[n] for n in late})
         return ordered
@@ -182,7 +183,7 @@ class Study:
     def _clinical_spec(self) -> dict:
         spec = {}
         for cfg in self.finetune_models().values():
-            if cfg.model.kind == "clinical" or cfg.fusion.kind != "none":
+            if family_of(cfg).uses_clinical:
                 spec.update(dict(cfg.clinical))
         return spec
 
@@ -355,7 +356,7 @@ class Study:
         return cfg
 
     def _uses_encoder(self, cfg) -> bool:
-        return cfg.model.kind == "vit" and cfg.model.pretrained is not None
+        return family_of(cfg).uses_images and cfg.model.pretrained is not None
 
     def stage_finetune(self) -> dict[str, Path]:
         """Every fine-tuned model; returns {model: predictions.csv}."""
@@ -363,8 +364,8 @@ class Study:
 
         models = self.finetune_models()
         self._warn_unlike_baselines(models)
-        image_model = next((n for n, c in models.items() if c.model.kind == "vit"
-                            and c.fusion.kind == "none" and c.model.pretrained is not None), None)
+        image_model = next((n for n, c in models.items() if family_of(c) is ModelFamily.IMAGE
+                            and c.model.pretrained is not None), None)
         outputs = {}
         for name, base in models.items():
             cfg = self.fill_finetune_paths(base)
@@ -376,7 +377,7 @@ class Study:
                     raise ConfigError(f"finetune.models.{name} needs an encoder: enable pretrain or "
                                       "set pretrain.encoder")
                 upstream.append(self.keys["pretrain"])
-            if cfg.fusion.kind == "late" and cfg.fusion.image_run is None and image_model:
+            if family_of(cfg) is ModelFamily.LATE and cfg.fusion.image_run is None and image_model:
                 cfg.fusion.image_run = str(self.out / "finetune" / image_model)
                 upstream.append(self.keys[f"finetune:{image_model}"])
             key = stage_key(self._finetune_settings(cfg), upstream)
@@ -410,7 +411,7 @@ class Study:
         encoder = self.pretrain_config_file().model
         encoder_pos = model_setting(encoder.name, "pos_embed_type", encoder.pos_embed_type)
         for name, cfg in models.items():
-            if cfg.model.kind == "vit" and cfg.model.pretrained is None:
+            if family_of(cfg).uses_images and cfg.model.pretrained is None:
                 own = model_setting(cfg.model.arch, "pos_embed_type", cfg.model.pos_embed_type)
                 if own != encoder_pos:
                     self.echo(f"  warning: {name} (no pretraining) has a {own!r} positional "
