@@ -31,7 +31,7 @@ from ..config import load_config
 from ..errors import InputError
 from ..models.bundle import (META_NAME, Preprocessing, read_bundle_meta, set_threshold,
                              threshold_from_stats, write_bundle)
-from ..models.family import ModelFamily, family_of
+from ..family import ModelFamily, family_of
 from .config import FinetuneConfig
 from .cv import fold_dir, read_fold
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from enum import Enum
 
-from ..errors import InputError
+from .errors import InputError
 
 
 class ModelFamily(str, Enum):
