@@ -2,13 +2,13 @@
 
 The fine-tuned twin of the encoder export (:mod:`.export`)::
 
-    bundle.json          format and version; name and family (:mod:`.family`); the number of fold
-                         models; the architecture (network, encoder constructor arguments, head,
-                         pooling, fusion head); the preprocessing (voxel spacing, crop size,
-                         intensity normalisation); the clinical columns and, per fold, the fitted
-                         clinical transform / logistic model as plain numbers; the frozen decision
-                         threshold and where it came from; provenance (git SHA, date, synthetic
-                         flag, the run it came from)
+    bundle.json          format and version; name and family (:mod:`rn_classifier.family`);
+                         the number of fold models; the architecture (network, encoder
+                         constructor arguments, head, pooling, fusion head); the preprocessing
+                         (voxel spacing, crop size, intensity normalisation); the clinical columns
+                         and, per fold, the fitted clinical transform / logistic model as plain
+                         numbers; the frozen decision threshold and where it came from;
+                         provenance (git SHA, date, synthetic flag, the run it came from)
     fold_k.safetensors   fold model k's classifier network (every family but clinical-only)
 
 A new case is predicted by every fold model: the probability is their mean and the fold spread
@@ -35,7 +35,7 @@ from scipy.special import expit
 from .. import atomic
 from ..errors import InputError
 from .clinical_json import ClinicalTransformJSON, LogisticModelJSON
-from .family import ModelFamily
+from ..family import ModelFamily
 
 FORMAT = "rn-classifier/model-bundle"
 VERSION = 1
