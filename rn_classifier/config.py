@@ -19,6 +19,7 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
 
 from . import atomic
+from . import errors
 from .errors import ConfigError
 
 T = TypeVar("T")
@@ -79,16 +80,20 @@ def save_config(cfg: Any, path: str | os.PathLike) -> Path:
     return atomic.write_text(path, OmegaConf.to_yaml(OmegaConf.structured(cfg)))
 
 
-def config_hash(cfg: Any) -> str:
-    """A stable short hash of a config, for caches and stage skipping."""
+def json_hash(obj: Any) -> str:
+    """A stable short hash of a JSON-able object (keys sorted; other values as ``str``)."""
     import hashlib
     import json
 
-    text = json.dumps(to_dict(cfg), sort_keys=True, default=str)
+    text = json.dumps(obj, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-def check_choice(value, key: str, choices: Sequence) -> None:
+def config_hash(cfg: Any) -> str:
+    """A stable short hash of a config, for caches and stage skipping."""
+    return json_hash(to_dict(cfg))
+
+
+def check_choice(value, key: str, choices: Sequence):
     """Refuse a config value outside its allowed set, naming the dotted key and the choices."""
-    if value not in choices:
-        raise ConfigError(f"{key} must be one of {list(choices)}, got {value!r}")
+    return errors.check_choice(value, key, choices, ConfigError)

@@ -8,6 +8,8 @@ a bug and keeps its traceback.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 
 class InputError(ValueError):
     """Bad user input: the message names the file / case / key and what was expected."""
@@ -36,3 +38,11 @@ class OutputError(InputError):
 
     The message names the output; nothing is left under its final name (rn_classifier.atomic).
     """
+
+
+def check_choice(value, name: str, choices: Sequence, error: type[InputError] = InputError):
+    """``value`` if it is one of ``choices``; else one ``error`` naming the key and the choices
+    (``ConfigError`` for a config key). The one check of a string choice in the package."""
+    if value not in choices:
+        raise error(f"{name} must be one of {list(choices)}, got {value!r}")
+    return value

@@ -139,7 +139,7 @@ def tiny_encoder_export(folder, crop=32, spacing=2.0) -> Path:
 
 
 def tiny_study_run(root, crop=32, n_boot=200) -> Path:
-    """A study run folder (STUDY_LAYOUT.md) with 3 fine-tuned models and compare/stats.json.
+    """A study run folder (the layout of rn_classifier.study.run) with 3 fine-tuned models and compare/stats.json.
 
     ``ssl_vit`` (random "pretrained" export), ``supervised_vit``, ``clinical`` and
     ``ssl_vit_clinical_late`` (stacked on the ``ssl_vit`` run) on :func:`write_crop_cohort`,

@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from rn_classifier.baselines.commands import run_radiomics
+from rn_classifier.baselines.radiomics_run import run_radiomics
 from rn_classifier.cli import main
 from rn_classifier.data.manifest import write_manifest
 from rn_classifier.data.split import load_split, make_split, save_split

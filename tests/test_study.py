@@ -259,3 +259,52 @@ def test_a_changed_model_config_reruns_only_that_model_and_what_follows(study):
     assert result["ran"] == ["finetune:clinical", "compare", "report"]
     config = (out / "finetune" / "clinical" / "config.yaml").read_text()
     assert "C: 0.5" in config
+
+
+def _coin_baseline_run(run) -> dict:
+    """A toy baseline: a score from each case id's checksum (no learning), written as seam 2."""
+    import zlib
+
+    from rn_classifier.data.manifest import load_manifest
+    from rn_classifier.data.split import load_split
+    from rn_classifier.predictions import write_predictions
+
+    internal = load_manifest(run.internal, require_labels=True)
+    split = load_split(run.split, internal)
+    rows = internal.merge(split[["case_id", "part", "fold"]], on="case_id")
+    frames = [rows.assign(cohort=np.where(rows["part"] == "train", "oof", "internal_test"),
+                          fold=np.where(rows["part"] == "train", rows["fold"], -1))]
+    if run.external is not None:
+        frames.append(load_manifest(run.external, require_labels=True).assign(cohort="external", fold=-1))
+    preds = pd.concat(frames, ignore_index=True)
+    preds = preds.assign(model="coin", y_true=preds["label"].astype(int), y_std=np.nan,
+                         y_prob=[zlib.crc32(c.encode()) / 2**32 for c in preds["case_id"]])
+    run.out.mkdir(parents=True, exist_ok=True)
+    write_predictions(preds, run.out / "predictions.csv")
+    return {"auc": {}}
+
+
+def test_a_baseline_registered_from_this_file_is_run_compared_and_reported(study):
+    """Registered here alone (no package edit) and named in the study config, a toy baseline runs
+    as a stage of its own; compare and the report take it like any model. Last in this module:
+    it adds a model to the shared study."""
+    from rn_classifier.baselines.registry import BASELINES, Baseline, register_baseline
+
+    register_baseline(Baseline(name="coin", description="coin-toss baseline (toy, from a test)",
+                               model_name=lambda config, overrides: "coin",
+                               settings=lambda config, overrides: {"toy": 1}, run=_coin_baseline_run))
+    try:
+        out = study["out"]
+        result, _ = _run(out, ["baselines.coin.enabled=true"], fractions=[0.5, 1.0])
+        assert result["ran"] == ["coin", "compare", "report"]
+        preds = pd.read_csv(out / "coin" / "predictions.csv")
+        assert set(preds["cohort"]) == {"oof", "internal_test", "external"}
+        stats = json.loads((out / "compare" / "stats.json").read_text())
+        assert "coin" in stats["cohorts"]["external"]["models"]
+        compared = {c["model"] for c in stats["cohorts"]["internal_test"]["comparisons"]}
+        assert "coin" in compared                       # DeLong against the reference model
+        report = json.loads((out / "report" / "report.json").read_text())
+        assert "coin" in report["models"]
+        assert report["model_descriptions"]["coin"].startswith("coin-toss baseline (toy, from a test)")
+    finally:
+        BASELINES.pop("coin", None)

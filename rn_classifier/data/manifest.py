@@ -63,6 +63,18 @@ def parse_mask_labels(value, case_id: str = "?", names: bool = False) -> tuple[i
     return tuple(out)
 
 
+def with_absolute_paths(manifest: str | os.PathLike) -> pd.DataFrame:
+    """The manifest as written (strings), its image / mask paths made absolute (a manifest's paths
+    are relative to the file), so the rows can be written into a manifest elsewhere."""
+    manifest = Path(manifest)
+    df = pd.read_csv(manifest, dtype=str, keep_default_na=False)
+    for column in ("image", "mask"):
+        if column in df.columns:
+            df[column] = [str((manifest.parent / p).resolve()) if p and not Path(p).is_absolute() else p
+                          for p in df[column]]
+    return df
+
+
 def validate_clinical_spec(spec: Mapping[str, str] | None) -> dict[str, str]:
     spec = dict(spec or {})
     bad = {k: v for k, v in spec.items() if v not in CLINICAL_TYPES}

@@ -149,6 +149,22 @@ class FinetuneConfig:
     augment: AugmentConfig = field(default_factory=AugmentConfig)
 
 
+# Settings that do not change what a run computes (how fast, how it shows progress): a resumed run
+# and the study's stage key may differ in these.
+RESULT_NEUTRAL = {"train": ("num_workers", "progress_bar")}
+
+
+def result_settings(cfg: FinetuneConfig) -> dict:
+    """The config as a dict without the :data:`RESULT_NEUTRAL` settings."""
+    from ..config import to_dict
+
+    d = to_dict(cfg)
+    for section, keys in RESULT_NEUTRAL.items():
+        for key in keys:
+            d[section].pop(key, None)
+    return d
+
+
 def validate_config(cfg: FinetuneConfig) -> FinetuneConfig:
     """Checks the schema cannot express: choices, combinations, required paths."""
     check_choice(cfg.model.kind, "model.kind", MODEL_KINDS)

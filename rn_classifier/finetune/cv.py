@@ -30,6 +30,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from scipy.special import expit
 
 from .. import atomic
 from ..errors import InputError
@@ -102,7 +103,7 @@ def fold_rows(k: int, cohorts: dict[str, Sequence[str]], y_logit: dict[str, np.n
             continue
         logits = np.asarray(y_logit[cohort], dtype=float)
         frames.append(pd.DataFrame({"case_id": list(ids), "cohort": cohort, "fold": k,
-                                    "y_logit": logits, "y_prob": 1.0 / (1.0 + np.exp(-logits))}))
+                                    "y_logit": logits, "y_prob": expit(logits)}))
     return pd.concat(frames, ignore_index=True)
 
 
@@ -204,6 +205,105 @@ def quiet_lightning():
             lg.setLevel(level)
 
 
+def _fold_clinical(cfg: FinetuneConfig, cases: pd.DataFrame, train_ids: list[str], folder: Path
+                   ) -> tuple[pd.DataFrame | None, list[str]]:
+    """Intermediate fusion: the clinical vectors of every case, preprocessing fitted on this fold's
+    training cases only (written as JSON); (None, []) for the image-only model."""
+    if family_of(cfg) is not ModelFamily.INTERMEDIATE:
+        return None, []
+    spec = dict(cfg.clinical)
+    pre = fit_preprocessor(clinical_frame(cases.loc[train_ids], spec), spec)
+    atomic.write_json(folder / "clinical_preprocessor.json", preprocessor_to_json(pre, spec))
+    return pd.DataFrame(pre.transform(clinical_frame(cases, spec)), index=cases.index), \
+        ["clinical_preprocessor.json"]
+
+
+def _fold_network(cfg: FinetuneConfig, encoder, clinical: pd.DataFrame | None):
+    from ..models.classifiers import IntermediateFusionClassifier, ImageClassifier
+
+    if clinical is None:
+        return ImageClassifier(encoder, cfg.model.head_dropout, cfg.model.pool)
+    return IntermediateFusionClassifier(encoder, clinical.shape[1], cfg.fusion.clinical_embed_dim,
+                                        cfg.fusion.cross_attention, cfg.fusion.attention_heads,
+                                        cfg.fusion.dropout, cfg.model.pool)
+
+
+def _lightning_trainer(cfg: FinetuneConfig, folder: Path):
+    """(Trainer, the checkpoint callback keeping the best — or the last — epoch's weights)."""
+    import lightning.pytorch as pl
+    from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
+    from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
+
+    from ..checkpoints import WeightsOnlyCheckpointIO
+
+    keep_best = cfg.train.checkpoint == "best"
+    best = ModelCheckpoint(dirpath=folder / "lightning", filename="best",
+                           monitor="val_auc" if keep_best else None, mode="max", save_top_k=1,
+                           save_weights_only=True, enable_version_counter=False)
+    callbacks = [best]
+    if cfg.train.early_stopping_patience:
+        callbacks.append(EarlyStopping(monitor="val_auc", mode="max",
+                                       patience=cfg.train.early_stopping_patience))
+    trainer = pl.Trainer(max_epochs=cfg.train.epochs, accelerator=cfg.train.accelerator,
+                         devices=cfg.train.devices, precision=cfg.train.precision,
+                         callbacks=callbacks, plugins=[WeightsOnlyCheckpointIO()],
+                         logger=[CSVLogger(folder, name="logs", version=""),
+                                 TensorBoardLogger(folder, name="logs", version="",
+                                                   default_hp_metric=False)],
+                         default_root_dir=folder, num_sanity_val_steps=0,
+                         enable_progress_bar=cfg.train.progress_bar, enable_model_summary=False,
+                         deterministic=cfg.train.deterministic, log_every_n_steps=1)
+    return trainer, best
+
+
+def _keep_selected_epoch(cfg: FinetuneConfig, trainer, best, module) -> dict:
+    """Model selection: load the epoch with the best validation AUC of this fold (or the last)."""
+    from ..checkpoints import load_checkpoint
+
+    checkpoint = load_checkpoint(best.best_model_path)
+    module.load_state_dict(checkpoint["state_dict"])
+    val_auc = trainer.callback_metrics.get("val_auc")
+    return {"checkpoint": cfg.train.checkpoint, "epochs_run": trainer.current_epoch,
+            "kept_epoch": int(checkpoint.get("epoch", -1)),
+            "best_val_auc": float(best.best_model_score) if cfg.train.checkpoint == "best" else None,
+            "last_val_auc": float(val_auc) if val_auc is not None else None}
+
+
+def _predict_cohorts(trainer, module, dm, caches: dict, predict: dict, items) -> dict[str, np.ndarray]:
+    """Logits of every cohort to predict (oof, internal_test, external), by the kept weights."""
+    import torch
+
+    cohorts = [c for c, ids in predict.items() if ids]
+    batches = trainer.predict(module, dataloaders=[
+        dm.eval_loader(caches[c], items(caches[c], predict[c])) for c in cohorts])
+    if len(cohorts) == 1:  # Lightning unwraps a single loader's list
+        batches = [batches]
+    logits = {c: [] for c in predict}
+    logits.update({c: torch.cat(b).float().cpu().numpy() for c, b in zip(cohorts, batches)})
+    return logits
+
+
+def _save_fold_network(folder: Path, network, cfg: FinetuneConfig, internal_cache,
+                       clinical: pd.DataFrame | None, k: int, info: dict) -> None:
+    """``model.safetensors`` + ``model.json``: what rebuilds the fold network (and its bundle)."""
+    from safetensors.torch import save_file
+
+    weights = {n: t.detach().cpu().contiguous() for n, t in network.state_dict().items()}
+    with atomic.atomic_path(folder / "model.safetensors") as tmp:
+        save_file(weights, str(tmp), metadata={"format": "rn-classifier/finetuned-classifier"})
+    atomic.write_json(folder / "model.json", {
+        "network": "intermediate_fusion" if clinical is not None else "image",
+        "encoder": dict(getattr(network.encoder, "init_kwargs", {})),
+        "arch": getattr(network.encoder, "arch_name", cfg.model.arch),
+        "crop_size": list(cfg.model.crop_size), "spacing": list(internal_cache.spacing),
+        "normalisation": internal_cache.meta.get("normalisation"),
+        "fusion": {"kind": cfg.fusion.kind, "clinical_embed_dim": cfg.fusion.clinical_embed_dim,
+                   "cross_attention": cfg.fusion.cross_attention,
+                   "attention_heads": cfg.fusion.attention_heads,
+                   "n_clinical": int(clinical.shape[1]) if clinical is not None else 0},
+        "head_dropout": cfg.model.head_dropout, "pool": cfg.model.pool, "fold": k, **info})
+
+
 def image_trainer(cfg: FinetuneConfig, cases: pd.DataFrame, internal_cache, external_cache,
                   build_encoder: Callable[[], "object"], echo: Callable[[str], None] = print) -> FoldTrainer:
     """Fine-tune the ViT (with the intermediate fusion head when ``fusion.kind=intermediate``).
@@ -212,44 +312,26 @@ def image_trainer(cfg: FinetuneConfig, cases: pd.DataFrame, internal_cache, exte
     randomly initialised); called after the fold's seed is set.
     """
     import lightning.pytorch as pl
-    import torch
-    from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
-    from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
-    from safetensors.torch import save_file
 
-    from ..checkpoints import WeightsOnlyCheckpointIO, load_checkpoint
     from .datamodule import FinetuneDataModule, make_items
-    from ..models.classifiers import IntermediateFusionClassifier
-    from .module import FinetuneModule, ImageClassifier, steps_per_epoch
+    from .module import FinetuneModule, steps_per_epoch
 
-    spec = dict(cfg.clinical)
-    intermediate = family_of(cfg) is ModelFamily.INTERMEDIATE
+    caches = {"oof": internal_cache, "internal_test": internal_cache, "external": external_cache}
 
     def train(k: int, folder: Path) -> FoldResult:
         with quiet_lightning():
-            return train_quietly(k, folder)
+            return train_fold(k, folder)
 
-    def train_quietly(k: int, folder: Path) -> FoldResult:
+    def train_fold(k: int, folder: Path) -> FoldResult:
         pl.seed_everything(cfg.train.seed + k, workers=True, verbose=False)
         train_ids, predict = cohort_ids(cases, k)
-        files, info = ["model.safetensors", "model.json"], {}
-        clinical = None
-        if intermediate:  # preprocessing fitted on this fold's training cases only
-            pre = fit_preprocessor(clinical_frame(cases.loc[train_ids], spec), spec)
-            atomic.write_json(folder / "clinical_preprocessor.json", preprocessor_to_json(pre, spec))
-            files.append("clinical_preprocessor.json")
-            clinical = pd.DataFrame(pre.transform(clinical_frame(cases, spec)), index=cases.index)
+        clinical, clinical_files = _fold_clinical(cfg, cases, train_ids, folder)
 
         def items(cache, ids):
             return make_items(cache, ids, cases.loc[ids, "label"].astype(int).to_numpy(),
                               clinical.loc[ids].to_numpy() if clinical is not None else None)
 
-        encoder = build_encoder()
-        network = (IntermediateFusionClassifier(encoder, clinical.shape[1], cfg.fusion.clinical_embed_dim,
-                                                cfg.fusion.cross_attention, cfg.fusion.attention_heads,
-                                                cfg.fusion.dropout, cfg.model.pool)
-                   if intermediate else ImageClassifier(encoder, cfg.model.head_dropout,
-                                                        cfg.model.pool))
+        network = _fold_network(cfg, build_encoder(), clinical)
         y_train = cases.loc[train_ids, "label"].astype(int).to_numpy()
         n_pos, n_neg = int(y_train.sum()), int(len(y_train) - y_train.sum())
         dm = FinetuneDataModule(internal_cache, items(internal_cache, train_ids),
@@ -259,61 +341,19 @@ def image_trainer(cfg: FinetuneConfig, cases: pd.DataFrame, internal_cache, exte
         module = FinetuneModule(network, cfg.optim, cfg.train.epochs,
                                 steps_per_epoch(len(train_ids), cfg.train.batch_size),
                                 pos_weight=n_neg / n_pos if cfg.train.balance == "loss" else None)
-        keep_best = cfg.train.checkpoint == "best"
-        best = ModelCheckpoint(dirpath=folder / "lightning", filename="best",
-                               monitor="val_auc" if keep_best else None, mode="max", save_top_k=1,
-                               save_weights_only=True, enable_version_counter=False)
-        callbacks = [best]
-        if cfg.train.early_stopping_patience:
-            callbacks.append(EarlyStopping(monitor="val_auc", mode="max",
-                                           patience=cfg.train.early_stopping_patience))
-        trainer = pl.Trainer(max_epochs=cfg.train.epochs, accelerator=cfg.train.accelerator,
-                             devices=cfg.train.devices, precision=cfg.train.precision,
-                             callbacks=callbacks, plugins=[WeightsOnlyCheckpointIO()],
-                             logger=[CSVLogger(folder, name="logs", version=""),
-                                     TensorBoardLogger(folder, name="logs", version="",
-                                                       default_hp_metric=False)],
-                             default_root_dir=folder, num_sanity_val_steps=0,
-                             enable_progress_bar=cfg.train.progress_bar, enable_model_summary=False,
-                             deterministic=cfg.train.deterministic, log_every_n_steps=1)
+        trainer, best = _lightning_trainer(cfg, folder)
         echo(f"fold {k}: training on {len(train_ids)} cases ({n_pos} RN / {n_neg} progression), "
              f"validating on {len(predict['oof'])}")
         trainer.fit(module, datamodule=dm)
-        # model selection: the epoch with the best validation AUC of this fold, or the last one
-        checkpoint = load_checkpoint(best.best_model_path)
-        module.load_state_dict(checkpoint["state_dict"])
-        val_auc = trainer.callback_metrics.get("val_auc")
-        info = {"checkpoint": cfg.train.checkpoint, "epochs_run": trainer.current_epoch,
-                "kept_epoch": int(checkpoint.get("epoch", -1)),
-                "best_val_auc": float(best.best_model_score) if keep_best else None,
-                "last_val_auc": float(val_auc) if val_auc is not None else None}
-        caches = {"oof": internal_cache, "internal_test": internal_cache, "external": external_cache}
-        cohorts = [c for c, ids in predict.items() if ids]
-        batches = trainer.predict(module, dataloaders=[
-            dm.eval_loader(caches[c], items(caches[c], predict[c])) for c in cohorts])
-        if len(cohorts) == 1:  # Lightning unwraps a single loader's list
-            batches = [batches]
-        logits = {c: [] for c in predict}
-        logits.update({c: torch.cat(b).float().cpu().numpy() for c, b in zip(cohorts, batches)})
-        weights = {n: t.detach().cpu().contiguous() for n, t in network.state_dict().items()}
-        with atomic.atomic_path(folder / "model.safetensors") as tmp:
-            save_file(weights, str(tmp), metadata={"format": "rn-classifier/finetuned-classifier"})
-        atomic.write_json(folder / "model.json", {
-            "network": "intermediate_fusion" if intermediate else "image",
-            "encoder": dict(getattr(network.encoder, "init_kwargs", {})),
-            "arch": getattr(network.encoder, "arch_name", cfg.model.arch),
-            "crop_size": list(cfg.model.crop_size), "spacing": list(internal_cache.spacing),
-            "normalisation": internal_cache.meta.get("normalisation"),
-            "fusion": {"kind": cfg.fusion.kind, "clinical_embed_dim": cfg.fusion.clinical_embed_dim,
-                       "cross_attention": cfg.fusion.cross_attention,
-                       "attention_heads": cfg.fusion.attention_heads,
-                       "n_clinical": int(clinical.shape[1]) if clinical is not None else 0},
-            "head_dropout": cfg.model.head_dropout, "pool": cfg.model.pool, "fold": k, **info})
+        info = _keep_selected_epoch(cfg, trainer, best, module)
+        logits = _predict_cohorts(trainer, module, dm, caches, predict, items)
+        _save_fold_network(folder, network, cfg, internal_cache, clinical, k, info)
         shutil.rmtree(folder / "lightning", ignore_errors=True)
-        if keep_best:
+        if cfg.train.checkpoint == "best":
             echo(f"fold {k}: best validation AUC {info['best_val_auc']:.3f} (epoch {info['kept_epoch']})")
         else:
             echo(f"fold {k}: last epoch kept, validation AUC {info['last_val_auc']:.3f}")
-        return FoldResult(fold_rows(k, predict, logits), files, info)
+        return FoldResult(fold_rows(k, predict, logits), ["model.safetensors", "model.json", *clinical_files],
+                          info)
 
     return train

@@ -19,8 +19,8 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-import numpy as np
 import pandas as pd
+from scipy.special import expit
 
 from ..errors import InputError
 from .clinical import clinical_frame
@@ -103,5 +103,5 @@ def late_fusion_fold(k: int, image_preds: pd.DataFrame, cases: pd.DataFrame, spl
     frame = cases.loc[wanted["case_id"]].assign(**{IMAGE_LOGIT: wanted["y_logit"].to_numpy()})
     out = wanted[["case_id", "cohort", "fold"]].reset_index(drop=True)
     out["y_logit"] = pipe.decision_function(clinical_frame(frame, stack_spec))
-    out["y_prob"] = 1.0 / (1.0 + np.exp(-out["y_logit"].to_numpy()))
+    out["y_prob"] = expit(out["y_logit"].to_numpy())
     return pipe, stack_spec, out

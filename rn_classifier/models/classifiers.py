@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..errors import InputError
+from ..errors import InputError, check_choice
 
 ENCODER_PREFIX = "encoder."
 POOLS = ("cls", "avg", "mask")
@@ -32,9 +32,7 @@ MASK_CHANNEL = 1  # input channels: 0 = T1CE, 1 = lesion mask
 
 
 def check_pool(pool: str) -> str:
-    if pool not in POOLS:
-        raise InputError(f"pool must be one of {list(POOLS)}, got {pool!r}")
-    return pool
+    return check_choice(pool, "pool", POOLS)
 
 
 def mask_patch_weights(mask: torch.Tensor, patch_size: tuple[int, ...]) -> torch.Tensor:

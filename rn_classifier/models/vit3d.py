@@ -26,18 +26,12 @@ from timm.models.vision_transformer import Block, init_weights_vit_timm
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from ..errors import InputError
+from ..errors import InputError, check_choice
 from .patch_embed import PatchEmbed, check_spatial_dims, grid_for
 from .pos_embed import resample_pos_embed, sincos_pos_embed
 
 GLOBAL_POOLS = ("token", "avg")
 POS_EMBED_TYPES = ("learn", "sincos")
-
-
-def _check_choice(name: str, value: str, choices: Sequence[str]) -> str:
-    if value not in choices:
-        raise InputError(f"{name} must be one of {list(choices)}, got {value!r}")
-    return value
 
 
 class VisionTransformer3D(nn.Module):
@@ -63,8 +57,8 @@ class VisionTransformer3D(nn.Module):
                  pos_embed_type: str = "learn"):
         super().__init__()
         check_spatial_dims(spatial_dims)
-        _check_choice("global_pool", global_pool, GLOBAL_POOLS)
-        _check_choice("pos_embed_type", pos_embed_type, POS_EMBED_TYPES)
+        check_choice(global_pool, "global_pool", GLOBAL_POOLS)
+        check_choice(pos_embed_type, "pos_embed_type", POS_EMBED_TYPES)
         if in_chans < 1:
             raise InputError(f"in_chans must be at least 1, got {in_chans}")
         if embed_dim % num_heads:
@@ -139,7 +133,7 @@ class VisionTransformer3D(nn.Module):
     def reset_classifier(self, num_classes: int, global_pool: str | None = None) -> None:
         """Replace the head by a fresh ``Linear(embed_dim, num_classes)`` (0 → no head)."""
         if global_pool is not None:
-            self.global_pool = _check_choice("global_pool", global_pool, GLOBAL_POOLS)
+            self.global_pool = check_choice(global_pool, "global_pool", GLOBAL_POOLS)
             self.init_kwargs["global_pool"] = global_pool
         self.num_classes = num_classes
         self.init_kwargs["num_classes"] = int(num_classes)

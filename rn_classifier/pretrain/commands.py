@@ -1,4 +1,4 @@
-"""Pretraining command: ``rn-classifier pretrain``."""
+"""Pretraining commands: ``rn-classifier pretrain`` and ``rn-classifier probe-encoder``."""
 
 from __future__ import annotations
 
@@ -9,6 +9,23 @@ import typer
 
 
 def register(app: typer.Typer) -> None:
+    register_pretrain(app)
+    register_probe(app)
+
+
+def parse_devices(devices: str) -> int | str:
+    """``--devices``: a number of devices per node, or ``auto``."""
+    from ..errors import InputError
+
+    if devices == "auto":
+        return devices
+    try:
+        return int(devices)
+    except ValueError:
+        raise InputError(f"--devices must be a number or 'auto', got {devices!r}") from None
+
+
+def register_pretrain(app: typer.Typer) -> None:
     @app.command("pretrain")
     def pretrain_cmd(
         config: Annotated[Optional[Path], typer.Option(help="pretraining YAML (configs/pretrain/); "
@@ -36,12 +53,7 @@ def register(app: typer.Typer) -> None:
             raise InputError("--set cannot change a resumed run: it keeps the config in "
                              f"{resume / 'config.yaml'}")
         cfg = load_pretrain_config(config, set_ or []) if config is not None else None
-        n_devices: int | str = devices
-        if devices != "auto":
-            try:
-                n_devices = int(devices)
-            except ValueError:
-                raise InputError(f"--devices must be a number or 'auto', got {devices!r}") from None
+        n_devices = parse_devices(devices)
         try:
             run = run_pretraining(cfg, out=out, devices=n_devices, accelerator=accelerator,
                                   max_steps=max_steps, resume=resume, num_nodes=num_nodes)
@@ -53,6 +65,8 @@ def register(app: typer.Typer) -> None:
         if rank_zero_only.rank == 0 and (run / "encoder.json").is_file():
             typer.echo(f"{run}: encoder exported to {run / 'encoder.safetensors'} (+ encoder.json)")
 
+
+def register_probe(app: typer.Typer) -> None:
     @app.command("probe-encoder")
     def probe_encoder_cmd(
         encoder: Annotated[list[Path], typer.Option(help="encoder export folder (RUN_DIR of `pretrain`); "

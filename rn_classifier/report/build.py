@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 
 from .. import __version__, atomic
+from ..baselines.registry import read_record
 from ..errors import InputError
 from ..family import ModelFamily, family_of
 from . import figures
@@ -203,11 +204,11 @@ def assemble(sources: ReportSources, pseudo: Pseudonymizer, attention_dir: Path 
                 descriptions[name] = _run_description(run)
             except InputError:
                 continue
-    for path in sources.prediction_files:      # models without a fine-tuning run (radiomics)
+    for path in sources.prediction_files:      # models without a fine-tuning run: the baselines
         folder = path.parent
+        record = read_record(folder) or {}
         for model in set(table.loc[table["source"] == str(path), "model"]) - set(descriptions):
-            kind = "radiomics baseline (pyradiomics features, classical classifier)" if (
-                folder.name == "radiomics" or (folder / "selected_features.csv").is_file()) else "model"
+            kind = record.get("description", "model")
             descriptions[model] = {"description": f"{kind}; run folder {folder.name}/", "cfg": None}
     provenance = sources.provenance or stats.get("provenance", {})
     clean = (lambda text: scrub_paths(text, sources.root)) if pseudo.enabled else (lambda text: text)

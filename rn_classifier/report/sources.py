@@ -1,7 +1,7 @@
 """Where the report's inputs are, for a study run folder or a single fine-tuning run.
 
-Study run folder (notes/STUDY_LAYOUT.md): ``compare/stats.json``, ``finetune/<model>/`` and other
-``*/predictions.csv``, ``provenance.json``, ``study.yaml``. A single fine-tuning run folder
+Study run folder (the layout in :mod:`rn_classifier.study.run`): ``compare/stats.json``,
+``finetune/<model>/`` and other ``*/predictions.csv``, ``provenance.json``, ``study.yaml``. A single fine-tuning run folder
 (``config.yaml`` + ``predictions.csv``) works too when a ``stats.json`` is given.
 """
 

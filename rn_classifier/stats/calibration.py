@@ -22,6 +22,7 @@ import math
 from dataclasses import asdict, dataclass
 
 import numpy as np
+from scipy.special import expit
 
 from ..errors import InputError
 from .validation import (check_both_classes, check_choice, check_labels, check_probabilities,
@@ -188,5 +189,5 @@ class Recalibrator:
             raise RuntimeError("Recalibrator.transform called before fit")
         p = check_probabilities(y_prob)
         if self.method == "platt":
-            return 1.0 / (1.0 + np.exp(-(self._coef[0] + self._coef[1] * logit(p))))
+            return expit(self._coef[0] + self._coef[1] * logit(p))
         return np.asarray(self._isotonic.predict(p), float)

@@ -13,7 +13,7 @@ import math
 import numpy as np
 
 from ..errors import InputError
-from .validation import check_labels, check_same_length, check_scores
+from .validation import auc_or_none, check_labels, check_same_length, check_scores
 
 DEFAULT_FRACTIONS = tuple(round(f, 2) for f in np.arange(0.0, 0.51, 0.1))
 
@@ -25,8 +25,6 @@ def referral_curve(y_true, y_prob, uncertainty, fractions=DEFAULT_FRACTIONS) -> 
     referred in case order (stable). Returns ``{"fraction_referred", "n_kept", "auc"}`` lists;
     ``auc`` is None where the kept cases hold one class only.
     """
-    from sklearn.metrics import roc_auc_score
-
     y = check_labels(y_true)
     p = check_scores(y_prob)
     u = np.asarray(uncertainty, dtype=float)
@@ -41,7 +39,7 @@ def referral_curve(y_true, y_prob, uncertainty, fractions=DEFAULT_FRACTIONS) -> 
             raise InputError(f"referred fractions must be in [0, 1), got {f}")
         n_referred = math.ceil(round(float(f) * y.size, 9))
         kept = np.sort(order[n_referred:])
-        auc = float(roc_auc_score(y[kept], p[kept])) if np.unique(y[kept]).size == 2 else None
+        auc = auc_or_none(y[kept], p[kept])
         out["fraction_referred"].append(float(f))
         out["n_kept"].append(int(kept.size))
         out["auc"].append(auc)

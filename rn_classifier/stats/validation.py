@@ -11,7 +11,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from ..errors import InputError
+from ..errors import InputError, check_choice  # noqa: F401  (re-exported for the statistics)
 
 _MAX_LISTED = 10
 
@@ -109,7 +109,12 @@ def check_conf_level(conf_level: float) -> float:
     return float(conf_level)
 
 
-def check_choice(value: str, name: str, choices: Sequence[str]) -> str:
-    if value not in choices:
-        raise InputError(f"{name} must be one of {', '.join(map(repr, choices))}; got {value!r}")
-    return value
+
+
+def auc_or_none(y_true, y_score) -> float | None:
+    """ROC AUC (scikit-learn), or None where ``y_true`` holds one class only (a quick look at a
+    cohort that may be too small; the statistics themselves refuse one-class input)."""
+    from sklearn.metrics import roc_auc_score
+
+    y = np.asarray(y_true)
+    return float(roc_auc_score(y, y_score)) if np.unique(y).size == 2 else None

@@ -67,7 +67,8 @@ def register(app: typer.Typer) -> None:
         progress: Annotated[bool, typer.Option(help="progress bars")] = False,
     ):
         """The whole study from one config: cohort → check-data → preprocess → split → pretrain →
-        finetune (every model) → radiomics → label efficiency (optional) → compare → report.
+        finetune (every model) → baselines (radiomics, …) → label efficiency (optional) → compare →
+        report.
         Stages whose settings and inputs are unchanged are skipped, so a stopped study resumes."""
         from .run import Study, load_study_config
 

@@ -14,7 +14,8 @@ repository (``configs/...`` works from anywhere inside a checkout).
 ``preprocess``         ``configs/preprocess/*.yaml``
 ``pretrain``           ``configs/pretrain/*.yaml`` and the devices to run it on
 ``finetune``           one entry per model (``configs/finetune/*.yaml``); ``set`` applies to all
-``radiomics``          ``configs/radiomics/*.yaml``
+``radiomics``          ``configs/radiomics/*.yaml`` (the radiomics baseline)
+``baselines``          further registered baselines (:mod:`rn_classifier.baselines.registry`)
 ``label_efficiency``   training-patient fractions for the SSL and supervised models
 ``compare``            the reference model of the DeLong comparisons, bootstrap settings
 ``report``             ``rn-classifier report`` of the finished run
@@ -105,10 +106,16 @@ class FinetuneStage:
 
 
 @dataclass
-class RadiomicsStage:
+class BaselineStage:
+    """A registered baseline (rn_classifier.baselines.registry) run by the study."""
     enabled: bool = True
-    config: Optional[str] = "configs/radiomics/demo.yaml"
+    config: Optional[str] = None              # its config file, if it takes one
     set: list[str] = field(default_factory=list)
+
+
+@dataclass
+class RadiomicsStage(BaselineStage):
+    config: Optional[str] = "configs/radiomics/demo.yaml"
 
 
 @dataclass
@@ -144,6 +151,8 @@ class StudyConfig:
     pretrain: PretrainStage = field(default_factory=PretrainStage)
     finetune: FinetuneStage = field(default_factory=FinetuneStage)
     radiomics: RadiomicsStage = field(default_factory=RadiomicsStage)
+    # further registered baselines by name: {name: {enabled, config, set}}
+    baselines: dict[str, BaselineStage] = field(default_factory=dict)
     label_efficiency: LabelEfficiencyStage = field(default_factory=LabelEfficiencyStage)
     compare: CompareStage = field(default_factory=CompareStage)
     report: ReportStage = field(default_factory=ReportStage)
@@ -167,6 +176,14 @@ def _need_file(path: str | None, key: str) -> None:
     if not p.exists():
         raise ConfigError(f"{key}: {path} does not exist (looked in the current directory and in "
                           f"{REPO_ROOT})")
+
+
+def enabled_baselines(cfg: StudyConfig) -> dict[str, tuple[str, BaselineStage]]:
+    """The baselines the study runs: name → (its config section, its entry); the radiomics
+    baseline has a section of its own, the others sit under ``baselines``."""
+    entries = {"radiomics": ("radiomics", cfg.radiomics),
+               **{name: (f"baselines.{name}", entry) for name, entry in cfg.baselines.items()}}
+    return {name: pair for name, pair in entries.items() if pair[1].enabled}
 
 
 def validate_study(cfg: StudyConfig) -> StudyConfig:
@@ -198,12 +215,17 @@ def validate_study(cfg: StudyConfig) -> StudyConfig:
     elif cfg.pretrain.encoder:
         _need_file(cfg.pretrain.encoder, "pretrain.encoder")
     models = {k: m for k, m in cfg.finetune.models.items() if m.enabled}
-    if not models and not cfg.radiomics.enabled:
-        raise ConfigError("the study has no model: set finetune.models or radiomics.enabled")
+    baselines = enabled_baselines(cfg)
+    if not models and not baselines:
+        raise ConfigError("the study has no model: set finetune.models, radiomics.enabled or baselines")
     for name, model in models.items():
         _need_file(model.config, f"finetune.models.{name}.config")
-    if cfg.radiomics.enabled:
-        _need_file(cfg.radiomics.config, "radiomics.config")
+    from ..baselines.registry import get_baseline
+
+    for name, (section, entry) in baselines.items():
+        get_baseline(name)
+        if entry.config is not None:
+            _need_file(entry.config, f"{section}.config")
     for f in cfg.label_efficiency.fractions:
         if not 0.0 < f <= 1.0:
             raise ConfigError(f"label_efficiency.fractions must lie in (0, 1], got {f}")

@@ -21,6 +21,8 @@ from __future__ import annotations
 
 import math
 import shutil
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -81,75 +83,102 @@ def curve_rows(stats: dict, model_counts: dict, fraction: float) -> list[dict]:
     return rows
 
 
-def run_label_efficiency(study, models: dict, outputs: dict[str, Path], stale: bool = False) -> dict:
-    """Fine-tune ``models`` ({name: FinetuneConfig}) on every fraction; write the curve."""
-    from ..data.manifest import load_manifest
-    from ..data.split import load_split
+@dataclass
+class LabelEfficiencyInputs:
+    """What the stage takes from the study, passed explicitly.
+
+    fill_paths(cfg, manifest, split): the fine-tuning config with the study's caches and this
+    subset's manifest and split; encoder(cfg): the encoder export to fine-tune from, or None.
+    """
+
+    out: Path                                    # the study run folder
+    internal_manifest: Path
+    split: Path
+    settings: object                             # study config's label_efficiency section
+    compare: object                              # study config's compare section
+    fill_paths: Callable
+    encoder: Callable
+    echo: Callable[[str], None] = print
+
+
+def _subset_files(run: LabelEfficiencyInputs, root: Path, manifest_rows: pd.DataFrame, sub: pd.DataFrame,
+                  fraction: float) -> tuple[Path, Path]:
+    """The subset's manifest (absolute paths) and split, in ``root/subsets/frac_<f>/``."""
+    folder = root / "subsets" / frac_tag(fraction)
+    folder.mkdir(parents=True, exist_ok=True)
+    manifest = folder / "internal.csv"
+    atomic.write_csv(manifest, manifest_rows[manifest_rows["case_id"].isin(set(sub["case_id"]))])
+    save_split(sub, folder / "split.csv")
+    return manifest, folder / "split.csv"
+
+
+def _fraction_run(run: LabelEfficiencyInputs, root: Path, name: str, base, fraction: float,
+                  manifest: Path, split: Path, counts: dict) -> Path:
+    """Fine-tune model ``name`` on one subset; returns its run folder."""
     from ..finetune.run import run_finetune
+
+    run_dir = root / name / frac_tag(fraction)
+    cfg = run.fill_paths(base, manifest, split)
+    if family_of(cfg) is ModelFamily.LATE and cfg.fusion.image_run is None:
+        raise ConfigError(f"label_efficiency.models: {name} is a late-fusion model; "
+                          "the curve is drawn for image models (ssl_vit, supervised_vit)")
+    run.echo(f"  {name} on {fraction:.0%} of the training patients "
+             f"({counts['n_train_patients']} patients, {counts['n_train_cases']} cases)")
+    summary = run_finetune(cfg, run_dir, encoder_dir=run.encoder(cfg), echo=lambda m: None)
+    if not summary.get("complete"):
+        raise RuntimeError(f"{run_dir} did not complete every fold")
+    return run_dir
+
+
+def _write_curve(run: LabelEfficiencyInputs, root: Path, rows: list[dict], models: dict, runs: dict,
+                 synthetic: bool) -> None:
+    atomic.write_csv(root / "curve.csv", pd.DataFrame(rows, columns=list(CURVE_COLUMNS)))
+    atomic.write_json(root / "curve.json", {
+        "synthetic": synthetic, "reference": list(models)[0], "models": list(models),
+        "fractions": sorted(run.settings.fractions), "conf_level": run.compare.conf_level,
+        "ci": "DeLong", "p_value": "paired DeLong vs reference, two-sided, same cases",
+        "subsets": "patient-level, per CV fold and class group, nested across fractions; "
+                   "internal_test and external cases identical for every fraction",
+        "runs": {m: {f"{f:.2f}": p for f, p in r.items()} for m, r in runs.items()},
+        "rows": rows})
+
+
+def run_label_efficiency(run: LabelEfficiencyInputs, models: dict, outputs: dict[str, Path],
+                         stale: bool = False) -> dict:
+    """Fine-tune ``models`` ({name: FinetuneConfig}) on every fraction; write the curve.
+
+    outputs: {model: predictions.csv} of the study's own runs (the fraction 1 points)."""
+    from ..data.manifest import load_manifest, with_absolute_paths
+    from ..data.split import load_split
     from ..stats.compare import CompareSettings, compare_predictions
     from ..stats.predictions import read_predictions
-    from .run import _absolute_paths
 
-    le = study.cfg.label_efficiency
-    root = study.out / "label_efficiency"
+    le, c = run.settings, run.compare
+    root = run.out / "label_efficiency"
     if stale and root.exists():
-        study.echo(f"  settings changed: replacing {root}")
+        run.echo(f"  settings changed: replacing {root}")
         shutil.rmtree(root)
-    internal = load_manifest(study.manifest("internal"))
+    internal = load_manifest(run.internal_manifest)
     internal = internal[internal["label"].notna()]
     labels = internal.set_index(internal["case_id"].astype(str))["label"].astype(int)
-    split = load_split(study.split_path)
-    full_manifest = root / "subsets" / "internal_all.csv"
-    full_manifest.parent.mkdir(parents=True, exist_ok=True)
-    manifest_rows = _absolute_paths(study.manifest("internal"), full_manifest)
-    full_manifest.unlink()
-
-    reference = list(models)[0]
-    c = study.cfg.compare
+    split = load_split(run.split)
+    manifest_rows = with_absolute_paths(run.internal_manifest)
     settings = CompareSettings(n_boot=le.n_boot, seed=c.seed, conf_level=c.conf_level, n_bins=c.n_bins)
     rows, runs = [], {m: {} for m in models}
     for fraction in sorted(le.fractions):
         sub = subset_split(split, labels, fraction, le.seed)
         train = sub[sub["part"] == "train"]
         counts = {"n_train_patients": int(train["patient_id"].nunique()), "n_train_cases": int(len(train))}
-        folder = root / "subsets" / frac_tag(fraction)
-        folder.mkdir(parents=True, exist_ok=True)
-        manifest = folder / "internal.csv"
-        atomic.write_csv(manifest, manifest_rows[manifest_rows["case_id"].isin(set(sub["case_id"]))])
-        save_split(sub, folder / "split.csv")
+        manifest, sub_split = _subset_files(run, root, manifest_rows, sub, fraction)
         paths = []
         for name, base in models.items():
-            if fraction >= 1.0:
-                path = outputs[name]
-                runs[name][fraction] = str(path.parent.relative_to(study.out))
-            else:
-                run_dir = root / name / frac_tag(fraction)
-                cfg = study.fill_finetune_paths(base, manifest=manifest, split=folder / "split.csv")
-                if family_of(cfg) is ModelFamily.LATE and cfg.fusion.image_run is None:
-                    raise ConfigError(f"label_efficiency.models: {name} is a late-fusion model; "
-                                      "the curve is drawn for image models (ssl_vit, supervised_vit)")
-                study.echo(f"  {name} on {fraction:.0%} of the training patients "
-                           f"({counts['n_train_patients']} patients, {counts['n_train_cases']} cases)")
-                encoder = study.encoder_dir() if study._uses_encoder(cfg) else None
-                summary = run_finetune(cfg, run_dir, encoder_dir=encoder, echo=lambda m: None)
-                if not summary.get("complete"):
-                    raise RuntimeError(f"{run_dir} did not complete every fold")
-                path = run_dir / "predictions.csv"
-                runs[name][fraction] = str(run_dir.relative_to(study.out))
-            paths.append(path)
-        stats = compare_predictions(read_predictions(paths), reference, settings)
+            run_dir = (outputs[name].parent if fraction >= 1.0 else
+                       _fraction_run(run, root, name, base, fraction, manifest, sub_split, counts))
+            runs[name][fraction] = str(run_dir.relative_to(run.out))
+            paths.append(run_dir / "predictions.csv")
+        stats = compare_predictions(read_predictions(paths), list(models)[0], settings)
         fraction_rows = curve_rows(stats, counts, fraction)
         rows += fraction_rows
-        study.echo("  " + "; ".join(f"{r['model']} {r['cohort']} {r['auc']:.3f}" for r in fraction_rows))
-    synthetic = bool(stats.get("synthetic"))
-    curve = pd.DataFrame(rows, columns=list(CURVE_COLUMNS))
-    atomic.write_csv(root / "curve.csv", curve)
-    atomic.write_json(root / "curve.json", {
-        "synthetic": synthetic, "reference": reference, "models": list(models),
-        "fractions": sorted(le.fractions), "conf_level": c.conf_level,
-        "ci": "DeLong", "p_value": "paired DeLong vs reference, two-sided, same cases",
-        "subsets": "patient-level, per CV fold and class group, nested across fractions; "
-                   "internal_test and external cases identical for every fraction",
-        "runs": {m: {f"{f:.2f}": p for f, p in r.items()} for m, r in runs.items()},
-        "rows": rows})
-    return {"curve": str((root / "curve.csv").relative_to(study.out)), "points": len(rows)}
+        run.echo("  " + "; ".join(f"{r['model']} {r['cohort']} {r['auc']:.3f}" for r in fraction_rows))
+    _write_curve(run, root, rows, models, runs, bool(stats.get("synthetic")))
+    return {"curve": str((root / "curve.csv").relative_to(run.out)), "points": len(rows)}

@@ -1,6 +1,6 @@
 """``run_study``: the whole study from one config, stage by stage, resumable.
 
-Run folder (``RUN``; the contract is /work/notes/STUDY_LAYOUT.md)::
+Run folder (``RUN``)::
 
     study.yaml             the resolved study config
     provenance.json        git SHA, package versions, date, synthetic: true|false
@@ -9,8 +9,9 @@ Run folder (``RUN``; the contract is /work/notes/STUDY_LAYOUT.md)::
     cache/<cohort>/        preprocess caches
     split.csv              the patient-level split every model uses (internal test + CV folds)
     pretrain/              pretraining run (encoder.json + encoder.safetensors inside)
-    finetune/<model>/      one fine-tuning run per model (<model> = model column of predictions.csv)
-    radiomics/             radiomics run
+    finetune/<model>/      one fine-tuning run per model (<model> = model column of predictions.csv),
+                           with its model bundle (seam 5) in bundle/
+    radiomics/             radiomics run; every other registered baseline in RUN/<name>/ likewise
     label_efficiency/      with label fractions: runs per model and fraction, curve.csv + curve.json
     compare/stats.json     every predictions.csv compared with the reference model
     report/                report.html, report.json (rn_classifier.report)
@@ -34,7 +35,7 @@ from .. import atomic
 from ..config import load_config, save_config, to_dict
 from ..errors import ConfigError, InputError
 from ..family import ModelFamily, family_of
-from .config import StudyConfig, resolve_path, validate_study
+from .config import StudyConfig, enabled_baselines, resolve_path, validate_study
 from .stages import StageBook, file_fingerprint, stage_key
 
 COHORTS = ("internal", "external", "unlabeled")
@@ -49,11 +50,9 @@ def load_study_config(path: str | os.PathLike | None, overrides: Sequence[str] =
 
 def _absolute_paths(manifest: Path, out: Path) -> pd.DataFrame:
     """Copy a manifest with image / mask paths made absolute (they are relative to the file)."""
-    df = pd.read_csv(manifest, dtype=str, keep_default_na=False)
-    for column in ("image", "mask"):
-        if column in df.columns:
-            df[column] = [str((manifest.parent / p).resolve()) if p and not Path(p).is_absolute() else p
-                          for p in df[column]]
+    from ..data.manifest import with_absolute_paths
+
+    df = with_absolute_paths(manifest)
     atomic.write_csv(out, df)
     return df
 
@@ -88,6 +87,7 @@ class Study:
         self.progress = progress
         self.book: StageBook | None = None
         self.keys: dict[str, str] = {}
+        self.stage_of: dict[str, str] = {}       # model name → the stage that writes its predictions
 
     # -- paths -----------------------------------------------------------------------------
     def manifest(self, cohort: str) -> Path:
@@ -334,13 +334,14 @@ class Study:
         return resolve_path(p.encoder) if p.encoder else None
 
     def _finetune_settings(self, cfg) -> dict:
-        d = to_dict(cfg)
+        from ..finetune.config import result_settings
+
+        d = result_settings(cfg)
+        # paths the study fills in; what they hold enters the key through the upstream stages
         for k in ("internal_manifest", "external_manifest", "internal_cache", "external_cache", "split"):
             d["data"].pop(k, None)
         d["model"].pop("pretrained", None)
         d["fusion"].pop("image_run", None)
-        d["train"].pop("num_workers", None)
-        d["train"].pop("progress_bar", None)
         return d
 
     def fill_finetune_paths(self, cfg, manifest: Path | None = None, split: Path | None = None):
@@ -397,13 +398,14 @@ class Study:
             if detail and detail.get("auc"):
                 self.echo("  AUC " + ", ".join(f"{c} {a:.3f}" for c, a in detail["auc"].items()
                                                if a is not None))
+            self.stage_of[name] = f"finetune:{name}"
             outputs[name] = run_dir / "predictions.csv"
         return outputs
 
     def _warn_unlike_baselines(self, models: dict) -> None:
         """A ViT trained from scratch is the baseline of the pretrained one only if nothing but
         the initialisation differs; a fixed sin-cos vs a learned positional embedding alone moved
-        the demo's out-of-fold AUC by ~0.045 (configs/finetune/supervised_demo.yaml)."""
+        the demo's out-of-fold AUC by ~0.045 (benchmarks/RESULTS.md)."""
         from ..models.registry import model_setting
 
         if not self.cfg.pretrain.enabled:
@@ -418,36 +420,38 @@ class Study:
                               f"embedding, the pretrained encoder a {encoder_pos!r} one: the "
                               f"comparison mixes the two; set model.pos_embed_type={encoder_pos}")
 
-    def stage_radiomics(self) -> dict[str, Path]:
-        if not self.cfg.radiomics.enabled:
-            return {}
-        from ..baselines.commands import run_radiomics
-        from ..baselines.radiomics_config import RadiomicsConfig
+    def stage_baselines(self) -> dict[str, Path]:
+        """Every enabled baseline (:mod:`rn_classifier.baselines.registry`), each a stage of its
+        own named after it, in ``RUN/<name>/``; returns {model: predictions.csv}."""
+        from ..baselines.registry import BaselineRun, get_baseline, run_baseline
 
-        r = self.cfg.radiomics
-        cfg = load_config(RadiomicsConfig, resolve_path(r.config), r.set)
-        settings = to_dict(cfg)
-        settings.get("extraction", {}).pop("workers", None)
-        key = stage_key(settings, [self.keys["cohort"], self.keys["split"]])
-        run_dir = self.out / "radiomics"
+        outputs = {}
+        for name, (_, entry) in enabled_baselines(self.cfg).items():
+            baseline = get_baseline(name)
+            config, overrides = (resolve_path(entry.config) if entry.config else None), list(entry.set)
+            key = stage_key(baseline.settings(config, overrides), [self.keys["cohort"], self.keys["split"]])
+            run = BaselineRun(config, overrides, self.manifest("internal"),
+                              self.manifest("external") if self.has("external") else None,
+                              self.split_path, self.out / name, self.progress)
 
-        def work(stale: bool):
-            summary = run_radiomics(resolve_path(r.config), self.manifest("internal"), run_dir,
-                                    external=self.manifest("external") if self.has("external") else None,
-                                    split=self.split_path, overrides=list(r.set), progress=self.progress)
-            return {"auc": summary["auc"], "skipped": summary["skipped"]}
+            def work(stale: bool, name=name, run=run):
+                summary = run_baseline(name, run)
+                return {"auc": summary.get("auc"), "skipped": summary.get("skipped", 0)}
 
-        detail = self.book.run("radiomics", key, work)
-        self.keys["radiomics"] = self.book.token("radiomics")
-        if detail and detail.get("auc"):
-            self.echo("  AUC " + ", ".join(f"{c} {a:.3f}" for c, a in detail["auc"].items() if a is not None))
-        return {cfg.name: run_dir / "predictions.csv"}
+            detail = self.book.run(name, key, work)
+            self.keys[name] = self.book.token(name)
+            if detail and detail.get("auc"):
+                self.echo("  AUC " + ", ".join(f"{c} {a:.3f}" for c, a in detail["auc"].items() if a is not None))
+            model = baseline.model_name(config, overrides)
+            self.stage_of[model] = name
+            outputs[model] = run.out / "predictions.csv"
+        return outputs
 
     def stage_label_efficiency(self, outputs: dict[str, Path]) -> None:
         le = self.cfg.label_efficiency
         if not le.fractions:
             return
-        from .label_efficiency import run_label_efficiency
+        from .label_efficiency import LabelEfficiencyInputs, run_label_efficiency
 
         models = self.finetune_models()
         chosen = {m: models[m] for m in le.models}
@@ -458,8 +462,14 @@ class Study:
                     "n_boot": le.n_boot, "conf_level": self.cfg.compare.conf_level}
         key = stage_key(settings, upstream)
 
+        inputs = LabelEfficiencyInputs(
+            out=self.out, internal_manifest=self.manifest("internal"), split=self.split_path,
+            settings=le, compare=self.cfg.compare,
+            fill_paths=lambda cfg, manifest, split: self.fill_finetune_paths(cfg, manifest=manifest, split=split),
+            encoder=lambda cfg: self.encoder_dir() if self._uses_encoder(cfg) else None, echo=self.echo)
+
         def work(stale: bool):
-            return run_label_efficiency(self, chosen, outputs, stale=stale)
+            return run_label_efficiency(inputs, chosen, outputs, stale=stale)
 
         self.book.run("label_efficiency", key, work)
         self.keys["label_efficiency"] = self.book.token("label_efficiency")
@@ -474,8 +484,7 @@ class Study:
                               f"{sorted(predictions)}")
         settings = CompareSettings(n_boot=c.n_boot, seed=c.seed, conf_level=c.conf_level,
                                    n_bins=c.n_bins, recalibrate=c.recalibrate)
-        upstream = [self.keys[f"finetune:{m}"] if f"finetune:{m}" in self.keys else self.keys["radiomics"]
-                    for m in predictions]
+        upstream = [self.keys[self.stage_of[m]] for m in predictions]
         key = stage_key({**to_dict(c), "models": sorted(predictions)}, upstream)
         out = self.out / "compare" / "stats.json"
 
@@ -516,12 +525,12 @@ class Study:
         return Path(detail["report"]) if detail.get("report") else None
 
     def model_names(self) -> list[str]:
-        names = list(self.finetune_models())
-        if self.cfg.radiomics.enabled:
-            from ..baselines.radiomics_config import RadiomicsConfig
+        from ..baselines.registry import get_baseline
 
-            names.append(load_config(RadiomicsConfig, resolve_path(self.cfg.radiomics.config),
-                                     self.cfg.radiomics.set).name)
+        names = list(self.finetune_models())
+        for name, (_, entry) in enabled_baselines(self.cfg).items():
+            config = resolve_path(entry.config) if entry.config else None
+            names.append(get_baseline(name).model_name(config, list(entry.set)))
         return names
 
     def check_reference(self) -> None:
@@ -558,7 +567,7 @@ class Study:
         self.stage_split()
         self.stage_pretrain()
         predictions = self.stage_finetune()
-        predictions.update(self.stage_radiomics())
+        predictions.update(self.stage_baselines())
         self.stage_label_efficiency(predictions)
         stats = self.stage_compare(predictions)
         report = self.stage_report()

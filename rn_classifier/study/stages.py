@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import atomic
+from ..config import json_hash
 
 STAGES_FILE = "stages.json"
 VERSION = 1
@@ -29,8 +30,7 @@ VERSION = 1
 
 def stage_key(settings: Any, upstream: Iterable[str] = ()) -> str:
     """A stable short hash of a stage's settings (JSON-able) and its upstream stages' keys."""
-    text = json.dumps({"settings": settings, "upstream": list(upstream)}, sort_keys=True, default=str)
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
+    return json_hash({"settings": settings, "upstream": list(upstream)})
 
 
 def file_fingerprint(path: str | Path) -> dict:
