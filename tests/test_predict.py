@@ -100,7 +100,7 @@ def test_predict_writes_every_output_on_the_images_grid(ssl_run, new_case, tmp_p
 
 
 @pytest.mark.real_data
-def test_predict_on_real_brain1_scan(ssl_run, brain1, tmp_path):
+def test_predict_on_real_brain1_scan_places_the_map_on_the_lesion(ssl_run, brain1, tmp_path):
     result = predict_case(ssl_run.folder, brain1["image"], brain1["mask"], tmp_path / "brain1", run=ssl_run)
     grid = stored_grid(brain1["image"])
     img = nib.load(str(tmp_path / "brain1" / "attention.nii.gz"))
@@ -108,14 +108,16 @@ def test_predict_on_real_brain1_scan(ssl_run, brain1, tmp_path):
     assert img.shape == (256, 256, 25)
     assert result["input"]["stored_spacing_mm"] == pytest.approx([0.7812, 0.7812, 6.5], abs=1e-3)
     assert (tmp_path / "brain1" / "attention.png").stat().st_size > 1000
-    # the attention lies around the lesion: the map is non-zero on the lesion's voxels
+    # the map is placed on the lesion: the crop the model saw is centred on it, so the lesion's
+    # voxels carry more attention than the image on average (zero outside the crop). Where inside
+    # the crop the tiny synthetic-trained model looks is not asserted: it is not trained for that.
     attention = np.asarray(img.dataobj)
     label = stored_grid(brain1["mask"])
     np.testing.assert_allclose(label.affine, grid.affine, atol=1e-4)
     import SimpleITK as sitk
 
     lesion = np.transpose(sitk.GetArrayFromImage(sitk.ReadImage(str(brain1["mask"]))), (2, 1, 0)) > 0
-    assert attention[lesion].mean() > 0
+    assert attention[lesion].mean() > attention.mean() > 0
 
 
 def test_cli_predict(ssl_run, new_case, tmp_path, capsys):
