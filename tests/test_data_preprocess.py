@@ -127,3 +127,18 @@ def test_pool_crop_stays_inside_an_off_centre_head(tmp_path):
     assert (index_row["origin_x"], index_row["origin_y"], index_row["origin_z"]) == (16.0, 16.0, -4.0)
     assert (crop[0, :, :, [0, 1, 14, 15]] == 5.0).all()
     assert crop[0, -1, -1, 2:14].min() > 100, "the bright corner is inside the crop, not padding"
+
+
+def test_source_hash_sees_an_edited_slice_of_a_dicom_series_folder(tmp_path):
+    from rn_classifier.data.preprocess import source_hash
+    series = tmp_path / "series"
+    (series / "sub").mkdir(parents=True)
+    for i in range(3):
+        (series / "sub" / f"slice{i}.dcm").write_bytes(b"x" * 10)
+    manifest_path = tmp_path / "manifest.csv"
+    manifest_path.write_text("case_id\n")
+    manifest = pd.DataFrame({"image_path": [str(series)], "mask_path": [""]})
+    before = source_hash(manifest, manifest_path, PreprocessConfig())
+    assert source_hash(manifest, manifest_path, PreprocessConfig()) == before
+    (series / "sub" / "slice1.dcm").write_bytes(b"y" * 11)
+    assert source_hash(manifest, manifest_path, PreprocessConfig()) != before

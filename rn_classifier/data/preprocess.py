@@ -80,13 +80,19 @@ def process_case(row: dict, cfg: PreprocessConfig, labelled: bool) -> tuple[np.n
 
 
 def source_hash(manifest: pd.DataFrame, manifest_path: Path, cfg: PreprocessConfig) -> str:
-    """Hash of the config, the manifest and each source file's size and modification time."""
+    """Hash of the config, the manifest and each source file's size and modification time.
+
+    A DICOM series is a folder: every file in it counts, so a re-exported or edited slice
+    invalidates the cache as an edited NIfTI does.
+    """
     h = hashlib.sha256()
     h.update(json.dumps(to_dict(cfg) | {"workers": None}, sort_keys=True).encode())
     h.update(manifest_path.read_bytes())
-    for p in list(manifest["image_path"]) + [m for m in manifest["mask_path"] if m]:
-        st = os.stat(p) if os.path.exists(p) else None
-        h.update(f"{p}:{st.st_size if st else -1}:{st.st_mtime_ns if st else -1}".encode())
+    for source in list(manifest["image_path"]) + [m for m in manifest["mask_path"] if m]:
+        files = sorted(Path(source).rglob("*")) if os.path.isdir(source) else [Path(source)]
+        for p in files:
+            st = os.stat(p) if p.exists() else None
+            h.update(f"{p}:{st.st_size if st else -1}:{st.st_mtime_ns if st else -1}".encode())
     return h.hexdigest()[:16]
 
 
