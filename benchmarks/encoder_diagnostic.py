@@ -97,7 +97,8 @@ def statistics_scores(cache: CropCache, train: pd.DataFrame, test: pd.DataFrame)
 
     folds = list(GroupKFold(5).split(train, groups=train["patient_id"]))
     model = make_pipeline(StandardScaler(), LogisticRegressionCV(
-        Cs=np.logspace(-3, 2, 11), cv=folds, scoring="roc_auc", max_iter=5000))
+        Cs=np.logspace(-3, 2, 11), cv=folds, scoring="roc_auc", max_iter=5000,
+        l1_ratios=(0.0,), use_legacy_attributes=False))
     model.fit(features(train), train["label"].astype(int))
     return model.predict_proba(features(test))[:, 1]
 
