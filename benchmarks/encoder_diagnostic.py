@@ -149,8 +149,9 @@ def run(args) -> dict:
             row[arch] = auc_delong(y_test, logits).auc
             row[f"{arch} − statistics (DeLong p)"] = f"{paired.difference:+.3f} ({paired.p_value:.3g})"
             row[f"{arch} s"] = round(seconds, 1)
+            print(f"{len(subset)} training lesions, {arch}: held-out AUC {row[arch]:.3f} "
+                  f"(statistics {row[STATISTICS]:.3f}), {seconds:.0f} s", flush=True)
         rows.append(row)
-        print(pd.DataFrame([row]).to_string(index=False), flush=True)
     return {"title": "DIAGNOSTIC, SYNTHETIC cohort: supervised encoders vs crop statistics",
             "cohort": f"preset {args.preset}, seed {args.seed}", "held_out_lesions": len(test),
             "held_out_patients": int(test["patient_id"].nunique()),
