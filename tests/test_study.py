@@ -296,7 +296,9 @@ def test_a_baseline_registered_from_this_file_is_run_compared_and_reported(study
     try:
         out = study["out"]
         result, _ = _run(out, ["baselines.coin.enabled=true"], fractions=[0.5, 1.0])
-        assert result["ran"] == ["coin", "compare", "report"]
+        # the coin stage, and what reads every model (an earlier test's config change reverts too)
+        assert "coin" in result["ran"] and result["ran"][-2:] == ["compare", "report"]
+        assert "finetune:ssl_vit" in result["skipped"] and "radiomics" in result["skipped"]
         preds = pd.read_csv(out / "coin" / "predictions.csv")
         assert set(preds["cohort"]) == {"oof", "internal_test", "external"}
         stats = json.loads((out / "compare" / "stats.json").read_text())
