@@ -188,7 +188,10 @@ def test_bf16_run_clips_gradients_with_the_fused_optimizer(pool, tmp_path):
 def test_auto_precision_is_bf16_where_bf16_matmuls_are_native(monkeypatch):
     from rn_classifier.pretrain.run import fastest_precision
 
+    from rn_classifier.pretrain.methods import get_method
+
     monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: True)
-    assert fastest_precision(on_gpu=False) == "bf16-mixed"
+    assert fastest_precision(on_gpu=False, bf16_on_cpu=get_method("dino").bf16_on_cpu) == "bf16-mixed"
+    assert fastest_precision(on_gpu=False, bf16_on_cpu=get_method("mae").bf16_on_cpu) == "32-true"
     monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False)
-    assert fastest_precision(on_gpu=False) == "32-true"
+    assert fastest_precision(on_gpu=False, bf16_on_cpu=True) == "32-true"
