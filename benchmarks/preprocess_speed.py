@@ -83,7 +83,7 @@ def main() -> None:
 
     from rn_classifier.config import load_config
     from rn_classifier.data.manifest import load_manifest
-    from rn_classifier.data.preprocess import PreprocessConfig, preprocess, process_case
+    from rn_classifier.data.preprocess import LESION, PreprocessConfig, preprocess, process_case
     from rn_classifier.provenance import machine_description
 
     machine = machine_description()
@@ -99,7 +99,7 @@ def main() -> None:
         manifest = tmp / "manifest.csv"
         pd.DataFrame(rows).to_csv(manifest, index=False)
         cases = [dict(r) for _, r in load_manifest(manifest).iterrows()]
-        process_case(cases[0], cfg, True)            # imports and first-call costs, not timed
+        process_case(cases[0], cfg, LESION)            # imports and first-call costs, not timed
         floor(cases[0], cfg.spacing)
         times = {(c["case_id"], k): [] for c in cases for k in ("floor", "ours")}
         for _ in range(args.repeats):
@@ -107,7 +107,7 @@ def main() -> None:
                 t0 = time.perf_counter()
                 floor(case, cfg.spacing)
                 t1 = time.perf_counter()
-                process_case(case, cfg, True)
+                process_case(case, cfg, LESION)
                 times[case["case_id"], "floor"].append(t1 - t0)
                 times[case["case_id"], "ours"].append(time.perf_counter() - t1)
         med = {k: statistics.median(v) for k, v in times.items()}

@@ -247,10 +247,10 @@ def test_preprocessing_a_case_imports_neither_torch_nor_monai(tmp_path):
     mask[10:14, 10:14, 6:9] = 1
     affine = np.diag([1.5, 1.5, 2.5, 1.0])
     img, msk = save_nifti(image, tmp_path / "i.nii.gz", affine), save_nifti(mask, tmp_path / "m.nii.gz", affine)
-    code = ("import sys\nfrom rn_classifier.data.preprocess import PreprocessConfig, process_case\n"
+    code = ("import sys\nfrom rn_classifier.data.preprocess import LESION, PreprocessConfig, process_case\n"
             f"row = dict(case_id='c', patient_id='p', center='A', label=1, image_path={str(img)!r}, "
             f"mask_path={str(msk)!r}, mask_labels=(1,))\n"
-            "crop, _ = process_case(row, PreprocessConfig(spacing=[1.0, 1.0, 1.0], labelled_crop=[16, 16, 16]), True)\n"
+            "crop, _ = process_case(row, PreprocessConfig(spacing=[1.0, 1.0, 1.0], labelled_crop=[16, 16, 16]), LESION)\n"
             "assert crop.shape == (2, 16, 16, 16)\n"
             "print(sorted(m for m in ('torch', 'monai') if m in sys.modules))")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
