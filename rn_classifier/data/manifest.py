@@ -186,27 +186,3 @@ def check_disjoint_ids(internal: pd.DataFrame, external: pd.DataFrame) -> None:
     if problems:
         raise DataIntegrityError("internal vs external manifest", problems)
 
-
-def check_categorical_levels(internal: pd.DataFrame, external: pd.DataFrame,
-                             clinical: Mapping[str, str], source: str = "external manifest") -> None:
-    """Every level of a categorical clinical column in ``external`` must occur in ``internal``.
-
-    A model encodes a level it never saw as all zeros, so a typo or a recoding ('Female' where
-    the internal cohort has F / M) would pass silently; it is refused here, listing the cases.
-    Empty values are missing (imputed), not a level.
-    """
-    problems = []
-    for col, kind in clinical.items():
-        if kind != "categorical" or col not in internal.columns or col not in external.columns:
-            continue
-        known = set(internal[col].dropna().astype(str))
-        values = external[col].dropna().astype(str)
-        unknown = values[~values.isin(known)]
-        for level in sorted(set(unknown)):
-            cases = external.loc[unknown.index[unknown == level], "case_id"].astype(str).tolist()
-            problems.append(f"{source}: categorical clinical column '{col}' holds level(s) never seen "
-                            f"in the internal cohort: {level!r} (case(s) {', '.join(cases[:10])}); known "
-                            f"levels {sorted(known)}. Recode it to a known level, or leave it empty "
-                            "(= missing)")
-    if problems:
-        raise DataIntegrityError("internal vs external manifest", problems)

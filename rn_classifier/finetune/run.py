@@ -25,7 +25,8 @@ import pandas as pd
 
 from .. import atomic
 from ..config import config_hash, save_config, to_dict
-from ..data.manifest import check_categorical_levels, check_disjoint_ids, load_manifest
+from ..data.clinical_audit import apply_unseen_policy, clinical_audit
+from ..data.manifest import check_disjoint_ids, load_manifest
 from ..data.split import load_split, make_split, save_split
 from ..errors import InputError
 from ..predictions import write_predictions
@@ -40,6 +41,8 @@ _RESUME_IGNORED = {"train": ("num_workers", "progress_bar")}
 
 def _result_hash(cfg: FinetuneConfig) -> str:
     d = to_dict(cfg)
+    if d.get("unseen_levels") == "impute":   # the default: runs made before the key stay valid
+        d.pop("unseen_levels")
     for section, keys in _RESUME_IGNORED.items():
         for key in keys:
             d[section].pop(key, None)
@@ -163,9 +166,14 @@ def resolve_split(cfg: FinetuneConfig, out: Path, internal: pd.DataFrame,
 
 
 def load_cases(cfg: FinetuneConfig, out: Path, echo: Callable[[str], None]
-               ) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """(cases, split): one row per case (index ``case_id``) with ``patient_id, label, synthetic,
-    part`` (train | internal_test | external), ``fold`` and the clinical columns."""
+               ) -> tuple[pd.DataFrame, pd.DataFrame, dict | None]:
+    """(cases, split, audit): one row per case (index ``case_id``) with ``patient_id, label,
+    synthetic, part`` (train | internal_test | external), ``fold`` and the clinical columns.
+
+    audit: the clinical values the model imputes (:func:`clinical_audit`), None without
+    clinical columns; external levels the internal cohort lacks are made missing in ``cases``
+    under ``unseen_levels=impute`` and refused under ``error``.
+    """
     uses_clinical = cfg.model.kind == "clinical" or cfg.fusion.kind != "none"
     spec = dict(cfg.clinical) if uses_clinical else {}
     internal = load_manifest(cfg.data.internal_manifest, clinical=spec)
@@ -173,18 +181,25 @@ def load_cases(cfg: FinetuneConfig, out: Path, echo: Callable[[str], None]
     if unlabelled.any():
         echo(f"internal manifest: {int(unlabelled.sum())} unlabelled case(s) left out of fine-tuning")
         internal = internal[~unlabelled].reset_index(drop=True)
+    cohorts = {"internal": internal}
     external = None
     if cfg.data.external_manifest:
         external = load_manifest(cfg.data.external_manifest, clinical=spec, require_labels=True)
         check_disjoint_ids(internal, external)
-        check_categorical_levels(internal, external, spec, source=str(cfg.data.external_manifest))
+        cohorts["external"] = external
+        external, unseen = apply_unseen_policy(internal, external, spec, cfg.unseen_levels,
+                                               source=str(cfg.data.external_manifest))
+        for col, levels in unseen.items():
+            echo(f"external: clinical column '{col}' level(s) {sorted(levels)} never seen in the "
+                 "internal cohort: treated as missing (unseen_levels=impute)")
+    audit = clinical_audit(cohorts, spec, cfg.unseen_levels) if spec else None
     split = resolve_split(cfg, out, internal, echo)
     keep = ["case_id", "patient_id", "label", "synthetic", *spec]
     cases = internal[keep].merge(split[["case_id", "part", "fold"]], on="case_id", how="left")
     if external is not None:
         cases = pd.concat([cases, external[keep].assign(part="external", fold=-1)], ignore_index=True)
     cases["fold"] = cases["fold"].astype(int)
-    return cases.set_index("case_id", drop=False).rename_axis(None), split
+    return cases.set_index("case_id", drop=False).rename_axis(None), split, audit
 
 
 def _open_caches(cfg: FinetuneConfig, cases: pd.DataFrame):
@@ -251,7 +266,7 @@ def run_finetune(cfg: FinetuneConfig, out: str | os.PathLike, encoder_dir: str |
         if previous != _result_hash(cfg):
             raise InputError(f"{out} holds a run made with different settings (see "
                              f"{out / 'config.yaml'}); use another --out or delete that folder")
-    cases, split = load_cases(cfg, out, echo)
+    cases, split, audit = load_cases(cfg, out, echo)
     n_folds = cfg.cv.n_folds
     echo(f"{cfg.name}: {int((cases['part'] == 'train').sum())} training cases in {n_folds} folds, "
          f"{int((cases['part'] == 'internal_test').sum())} internal test, "
@@ -294,5 +309,7 @@ def run_finetune(cfg: FinetuneConfig, out: str | os.PathLike, encoder_dir: str |
     write_predictions(preds, out / "predictions.csv")
     summary = {"complete": True, "model": cfg.name, "synthetic": bool(cases["synthetic"].any()),
                "cohorts": quick_aucs(preds)}
+    if audit is not None:
+        summary["clinical_data"] = audit
     atomic.write_json(out / "summary.json", summary)
     return summary

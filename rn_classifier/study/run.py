@@ -12,7 +12,8 @@ Run folder (``RUN``; the contract is /work/notes/STUDY_LAYOUT.md)::
     finetune/<model>/      one fine-tuning run per model (<model> = model column of predictions.csv)
     radiomics/             radiomics run
     label_efficiency/      with label fractions: runs per model and fraction, curve.csv + curve.json
-    compare/stats.json     every predictions.csv compared with the reference model
+    check/clinical.json    missing clinical values and unseen levels per cohort (what the models impute)
+    compare/stats.json     every predictions.csv compared with the reference model (+ clinical.json)
     report/                report.html, report.json (rn_classifier.report)
 
 Stages run in that order. A stage is skipped when stages.json records it ``done`` with the
@@ -186,15 +187,21 @@ class Study:
                 spec.update(dict(cfg.clinical))
         return spec
 
+    @property
+    def clinical_audit_path(self) -> Path:
+        return self.out / "check" / "clinical.json"
+
     def stage_check(self) -> None:
         from ..data.check import check_manifest
         from ..errors import DataIntegrityError
 
         clinical = self._clinical_spec()
-        key = stage_key({"clinical": clinical}, [self.keys["cohort"]])
+        policy = self.cfg.clinical.unseen_levels
+        settings = {"clinical": clinical} if policy == "impute" else {"clinical": clinical, "unseen": policy}
+        key = stage_key(settings, [self.keys["cohort"]])
 
         def work(stale: bool):
-            counts = {}
+            counts, frames = {}, {}
             for name in COHORTS:
                 if not self.has(name):
                     continue
@@ -203,10 +210,31 @@ class Study:
                 if problems:
                     raise DataIntegrityError(str(self.manifest(name)), problems)
                 counts[name] = len(df)
+                if name != "unlabeled":
+                    frames[name] = df[df["label"].notna()]
                 self.echo(f"  {name}: {len(df)} cases OK")
-            return {"cases": counts}
+            return {"cases": counts, "clinical": self._audit_clinical(frames, clinical, policy)}
 
         self.book.run("check-data", key, work)
+        self.keys["check-data"] = self.book.token("check-data")
+
+    def _audit_clinical(self, frames: dict, clinical: dict, policy: str) -> dict | None:
+        """Unseen levels (refused under ``error``) and missing values, listed and written to
+        check/clinical.json, which compare copies into stats.json for the report."""
+        from ..data.clinical_audit import apply_unseen_policy, audit_lines, clinical_audit
+
+        if not clinical:
+            return None
+        if "external" in frames:
+            apply_unseen_policy(frames["internal"], frames["external"], clinical, policy,
+                                source=str(self.manifest("external")))
+        audit = clinical_audit(frames, clinical, policy)
+        for line in audit_lines(audit):
+            self.echo(f"  {line}")
+        atomic.write_json(self.clinical_audit_path, audit)
+        return {name: {"imputed": sum(len(v) for v in info["imputed"].values()),
+                       "unseen_levels": {c: sorted(levels) for c, levels in info["unseen_levels"].items()}}
+                for name, info in audit["cohorts"].items()}
 
     def stage_preprocess(self) -> None:
         from ..data.preprocess import PreprocessConfig, preprocess
@@ -340,6 +368,8 @@ class Study:
         d["fusion"].pop("image_run", None)
         d["train"].pop("num_workers", None)
         d["train"].pop("progress_bar", None)
+        if d.get("unseen_levels") == "impute":    # the default: keys of earlier runs stay valid
+            d.pop("unseen_levels")
         return d
 
     def fill_finetune_paths(self, cfg, manifest: Path | None = None, split: Path | None = None):
@@ -352,6 +382,7 @@ class Study:
         else:
             cfg.data.external_manifest = cfg.data.external_cache = None
         cfg.data.split = str(split or self.split_path)
+        cfg.unseen_levels = self.cfg.clinical.unseen_levels
         return cfg
 
     def _uses_encoder(self, cfg) -> bool:
@@ -474,12 +505,18 @@ class Study:
                                    n_bins=c.n_bins, recalibrate=c.recalibrate)
         upstream = [self.keys[f"finetune:{m}"] if f"finetune:{m}" in self.keys else self.keys["radiomics"]
                     for m in predictions]
+        audit = self.clinical_audit_path
+        if audit.is_file():
+            upstream.append(self.keys["check-data"])
         key = stage_key({**to_dict(c), "models": sorted(predictions)}, upstream)
         out = self.out / "compare" / "stats.json"
 
         def work(stale: bool):
+            import json
+
             out.parent.mkdir(parents=True, exist_ok=True)
-            run_compare([predictions[m] for m in predictions], out, c.reference, settings)
+            run_compare([predictions[m] for m in predictions], out, c.reference, settings,
+                        clinical_data=json.loads(audit.read_text()) if audit.is_file() else None)
             return {"stats": str(out.relative_to(self.out))}
 
         self.book.run("compare", key, work)

@@ -633,11 +633,14 @@ def clinical_value_mistyped(root: Path) -> Case:
 
 @kind("finetune")
 def unknown_categorical_level(root: Path) -> Case:
-    """A level in the external cohort that the model never saw ('Female' where training has F/M)."""
-    return finetune_clinical_case(root, r"external\.csv: categorical clinical column 'sex' holds level\(s\) "
-                                        r"never seen in the internal cohort: 'Female' \(case\(s\) EXT-001\); "
-                                        r"known levels \['F', 'M'\]",
+    """A level in the external cohort that the model never saw ('Female' where training has F/M),
+    under the strict policy (the default treats it as missing and lists it)."""
+    case = finetune_clinical_case(root, r"external\.csv: categorical clinical column 'sex' holds level "
+                                        r"'Female', never seen in the internal cohort \(case\(s\) EXT-001\); "
+                                        r"known levels \['F', 'M'\]\. Recode it",
                                   edit_external=_set(1, "sex", "Female"))
+    case.argv += ["--set", "unseen_levels=error"]
+    return case
 
 
 @kind("finetune")
