@@ -19,13 +19,15 @@ def register(app: typer.Typer) -> None:
         columns: Annotated[Optional[Path], typer.Option(help="column map YAML (default configs/data/molab_columns.yaml)")] = None,
     ):
         """Build a cohort manifest from a MOLAB-style tree, a labels CSV and the clinical spreadsheet."""
-        from .molab import import_molab
+        from .molab import import_molab, import_warnings
 
         df = import_molab(root, labels, clinical, center=center, out=out, column_map=columns)
         typer.echo(f"wrote {out}: {len(df)} cases, {df['patient_id'].nunique()} patients, "
                    f"{int((df['label'] == 1).sum())} RN / {int((df['label'] == 0).sum())} progression"
                    + (f"; {df.attrs['unlabelled_lesions']} lesion(s) without a label left out"
                       if df.attrs.get("unlabelled_lesions") else ""))
+        for line in import_warnings(df):
+            typer.secho(f"warning: {line}", fg="yellow", err=True)
 
     @app.command("import-dicom")
     def import_dicom_cmd(
@@ -105,7 +107,7 @@ def register(app: typer.Typer) -> None:
         from .check import check_manifest
         from .clinical_audit import (audit_lines, check_unseen_policy, clinical_audit,
                                      unseen_level_problems, unseen_levels as find_unseen)
-        from .manifest import load_manifest
+        from .manifest import load_manifest, undeclared_clinical_columns
         from .molab import load_column_map
 
         check_unseen_policy(unseen_levels, "--unseen-levels")
@@ -125,8 +127,10 @@ def register(app: typer.Typer) -> None:
         n_lab = int(df["label"].notna().sum())
         typer.secho(f"{manifest}: {len(df)} cases OK ({n_lab} labelled, "
                     f"{df['patient_id'].nunique()} patients)", fg="green")
-        if clinical:
-            audit = clinical_audit(cohorts, clinical, unseen_levels, reference="internal")
+        # without a column map every extra column is listed as a clinical one, untyped
+        listed = clinical or dict.fromkeys(undeclared_clinical_columns(df), "undeclared")
+        if listed:
+            audit = clinical_audit(cohorts, listed, unseen_levels, reference="internal")
             audit["cohorts"].pop("internal", None)
             for line in audit_lines(audit):
                 typer.echo(f"  {line.replace('checked: ', '', 1)}")

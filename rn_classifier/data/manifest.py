@@ -27,6 +27,13 @@ from .dicom_rt import dicom_mask_kind
 MANIFEST_VERSION = 1
 REQUIRED_COLUMNS = ("case_id", "patient_id", "center", "image", "mask", "mask_labels", "label")
 CLINICAL_TYPES = ("numeric", "categorical")
+# columns the importers write beside the required ones that are not clinical variables
+BOOKKEEPING_COLUMNS = ("synthetic", "timepoint", "lesion", "image_path", "mask_path")
+
+
+def undeclared_clinical_columns(df: pd.DataFrame) -> list[str]:
+    """The manifest's columns that can only be clinical variables (no config declares them)."""
+    return [c for c in df.columns if c not in REQUIRED_COLUMNS and c not in BOOKKEEPING_COLUMNS]
 MASK_LABEL_SEP = ";"
 
 

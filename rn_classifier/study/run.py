@@ -162,12 +162,14 @@ class Study:
             for name in COHORTS:
                 src = getattr(d, name)
                 if d.source == "molab" and src.root:
-                    from ..data.molab import import_molab
+                    from ..data.molab import import_molab, import_warnings
 
                     df = import_molab(resolve_path(src.root), resolve_path(src.labels),
                                       resolve_path(src.clinical) if src.clinical else None,
                                       center=src.center, out=folder / f"{name}.molab.csv",
                                       column_map=str(resolve_path(src.columns)) if src.columns else None)
+                    for line in import_warnings(df):
+                        self.echo(f"  warning: {name}: {line}")
                     df = _absolute_paths(folder / f"{name}.molab.csv", self.manifest(name))
                     (folder / f"{name}.molab.csv").unlink()
                 elif src.manifest:
