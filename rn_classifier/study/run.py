@@ -242,7 +242,10 @@ class Study:
         from ..data.preprocess import PreprocessConfig, preprocess
 
         cfg = load_config(PreprocessConfig, resolve_path(self.cfg.preprocess.config), self.cfg.preprocess.set)
-        key = stage_key(to_dict(cfg), [self.keys["cohort"]])
+        settings = to_dict(cfg)
+        if settings.get("lesion_view") is None:   # the default: keys of earlier runs stay valid
+            settings.pop("lesion_view", None)
+        key = stage_key(settings, [self.keys["cohort"]])
 
         def work(stale: bool):
             detail = {}
