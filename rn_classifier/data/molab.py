@@ -26,7 +26,7 @@ import numpy as np
 import pandas as pd
 
 from ..errors import DataIntegrityError, InputError
-from .manifest import format_mask_labels, write_manifest
+from .manifest import format_mask_labels, read_csv_table, write_manifest
 from .readers import read_image
 
 IMAGE_RE = re.compile(r"^(?P<stem>.+)_img\.nii(\.gz)?$")
@@ -100,9 +100,7 @@ def _parse_label(value) -> int | None:
 
 
 def read_labels(path: Path) -> tuple[pd.DataFrame, list[str]]:
-    if not path.is_file():
-        raise InputError(f"labels file {path} does not exist")
-    df = pd.read_csv(path, dtype=str)
+    df = read_csv_table(Path(path), "labels file", dtype=str)
     df.columns = [c.strip().lower() for c in df.columns]
     need = ["patient", "timepoint", "lesion", "label"]
     missing = [c for c in need if c not in df.columns]

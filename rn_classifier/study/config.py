@@ -30,10 +30,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
+from ..config import REPO_ROOT
 from ..errors import ConfigError
 
 DATA_SOURCES = ("synth", "manifests", "molab")
-REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 @dataclass

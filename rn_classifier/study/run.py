@@ -48,8 +48,11 @@ def load_study_config(path: str | os.PathLike | None, overrides: Sequence[str] =
 
 
 def _absolute_paths(manifest: Path, out: Path) -> pd.DataFrame:
-    """Copy a manifest with image / mask paths made absolute (they are relative to the file)."""
-    df = pd.read_csv(manifest, dtype=str, keep_default_na=False)
+    """Copy a manifest with image / mask paths made absolute (they are relative to the file), as a
+    ``,``-separated CSV whatever the user's separator."""
+    from ..data.manifest import read_csv_table
+
+    df = read_csv_table(Path(manifest), "manifest", dtype=str, keep_default_na=False)
     for column in ("image", "mask"):
         if column in df.columns:
             df[column] = [str((manifest.parent / p).resolve()) if p and not Path(p).is_absolute() else p
@@ -62,7 +65,9 @@ def _files_fingerprint(manifest: Path) -> dict:
     """What a real-data manifest points at: the manifest's content and each file's size/mtime."""
     import hashlib
 
-    df = pd.read_csv(manifest, dtype=str, keep_default_na=False)
+    from ..data.manifest import read_csv_table
+
+    df = read_csv_table(Path(manifest), "manifest", dtype=str, keep_default_na=False)
     h = hashlib.sha256()
     for column in ("image", "mask"):
         for p in df.get(column, []):
