@@ -2,7 +2,7 @@
 
 Run folder (``RUN_DIR``)::
 
-    config.yaml        the resolved config
+    config.yaml        the resolved config; its paths are relative to RUN_DIR (run_relative_config)
     provenance.json    git SHA, package versions, date
     run.json           hash of the settings that change results (a resume must match it)
     split.csv          the patient-level split (made here, or copied from data.split / fusion.image_run)
@@ -34,6 +34,27 @@ from ..provenance import run_provenance
 from .config import FinetuneConfig, validate_config
 from .cv import (clinical_trainer, ensemble, fold_dir, image_trainer, late_fusion_trainer,
                  read_fold, run_folds)
+
+# The config's paths to other files and runs: stored relative to the run folder (seam 4), so the
+# folder works from any working directory and after the study folder is moved.
+RUN_PATHS = (("data", "internal_manifest"), ("data", "external_manifest"), ("data", "internal_cache"),
+             ("data", "external_cache"), ("data", "split"), ("model", "pretrained"), ("fusion", "image_run"))
+
+
+def relative_to(path: str | os.PathLike, folder: Path) -> str:
+    """``path`` (absolute or relative to the working directory) as seen from ``folder``."""
+    return os.path.relpath(Path(path).resolve(), Path(folder).resolve())
+
+
+def run_relative_config(cfg: FinetuneConfig, out: Path) -> FinetuneConfig:
+    """A copy of ``cfg`` whose :data:`RUN_PATHS` are relative to the run folder ``out``."""
+    cfg = copy.deepcopy(cfg)
+    for section, key in RUN_PATHS:
+        value = getattr(getattr(cfg, section), key)
+        if value:
+            setattr(getattr(cfg, section), key, relative_to(value, out))
+    return cfg
+
 
 # Settings that do not change what a run computes; a resumed run may differ in these.
 _RESUME_IGNORED = {"train": ("num_workers", "progress_bar")}
@@ -289,14 +310,14 @@ def run_finetune(cfg: FinetuneConfig, out: str | os.PathLike, encoder_dir: str |
         elif not _same_split(split, load_split(image_dir / "split.csv")):
             raise InputError(f"fusion.image_run {image_dir} used another split than this run; "
                              f"stacking needs the same folds (pass --set data.split={image_dir / 'split.csv'})")
-        origin = {"image_run": str(image_dir)}
+        origin = {"image_run": relative_to(image_dir, out)}
         trainer = late_fusion_trainer(cfg, cases, split, _image_fold_predictions(image_dir, n_folds))
     else:
         internal_cache, external_cache = _open_caches(cfg, cases)
         build, origin = encoder_builder(cfg, internal_cache)
         trainer = image_trainer(cfg, cases, internal_cache, external_cache, build, echo=echo)
 
-    save_config(cfg, out / "config.yaml")
+    save_config(run_relative_config(cfg, out), out / "config.yaml")
     atomic.write_json(out / "provenance.json", {**run_provenance(), **origin,
                                                 "synthetic": bool(cases["synthetic"].any())})
     atomic.write_json(run_meta, {"result_hash": _result_hash(cfg), "name": cfg.name})

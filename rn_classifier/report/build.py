@@ -207,6 +207,22 @@ def _attention(sources: ReportSources, table: pd.DataFrame, stats: dict, pseudo:
     return section
 
 
+NO_IMAGE_MODEL = "no fine-tuned image model in the run folder"
+
+
+def missing_sections(report: dict) -> list[str]:
+    """Sections the report could not include from what the run folder holds, each with why (an
+    attention section of a study without image models is not missing: there is nothing to show)."""
+    missing = []
+    attention = report["attention"]
+    if not attention["available"] and attention.get("reason") != NO_IMAGE_MODEL:
+        missing.append(f"attention maps: {attention['reason']}")
+    if not report["provenance"]["data"] and report["run_settings"]:
+        missing.append("centres and missing clinical values: the manifests the runs name were not found "
+                       "(looked beside each run folder, in the working directory and the study folder)")
+    return missing
+
+
 def assemble(sources: ReportSources, pseudo: Pseudonymizer, attention_dir: Path | None) -> dict:
     """Everything the report shows, as JSON-ready data (the content of report.json)."""
     from ..stats.predictions import read_predictions
@@ -267,6 +283,7 @@ def assemble(sources: ReportSources, pseudo: Pseudonymizer, attention_dir: Path 
         "attention": _attention(sources, table, stats, pseudo, attention_dir),
     }
     report["tripod"] = _tripod(report)
+    report["missing_sections"] = missing_sections(report)
     return report
 
 

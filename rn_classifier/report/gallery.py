@@ -41,7 +41,9 @@ def _choose_model(sources: ReportSources, reference: str):
             continue
         if run.uses_images:
             return run, reasons
-    return None, reasons or ["no fine-tuned image model in the run folder"]
+    from .build import NO_IMAGE_MODEL
+
+    return None, reasons or [NO_IMAGE_MODEL]
 
 
 def _summary(values: list[float]) -> dict:

@@ -35,6 +35,7 @@ as JSON ``null``.
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -301,7 +302,8 @@ def run_compare(paths: Sequence[str | Path], out: str | Path, reference: str,
 
     table = read_predictions(paths)
     stats = compare_predictions(table, reference, settings, synthetic)
-    stats["inputs"] = [str(p) for p in paths]
+    # relative to stats.json's folder, so the report finds them from any working directory
+    stats["inputs"] = [os.path.relpath(Path(p).resolve(), Path(out).resolve().parent) for p in paths]
     if clinical_data is not None:
         stats["clinical_data"] = clinical_data
     stats["provenance"] = run_provenance()

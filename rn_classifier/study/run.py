@@ -551,8 +551,13 @@ class Study:
                 self.echo(f"  the report module is missing (rn_classifier.report: {missing}); "
                           "no report.html this time — the study runs it when it is installed")
                 return {"report": None}
+            import json
+
             path = build_report(self.out, pseudonymize=self.cfg.report.pseudonymize)
-            return {"report": str(Path(path))}
+            missing = json.loads(Path(path).with_name("report.json").read_text()).get("missing_sections", [])
+            for section in missing:
+                self.echo(f"  warning: the report lacks {section}")
+            return {"report": str(Path(path)), "missing_sections": missing}
 
         detail = self.book.run("report", key, work) or {}
         return Path(detail["report"]) if detail.get("report") else None
