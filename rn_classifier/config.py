@@ -57,6 +57,15 @@ def find_config(path: str | os.PathLike, folder: str | None = None) -> Path:
                       f"shipped {folder or ''} configs by name: {names}".replace("  ", " "))
 
 
+def _describe(exc: OmegaConfBaseException) -> str:
+    key = getattr(exc, "full_key", None) or getattr(exc, "key", None)
+    msg = str(exc).splitlines()[0]
+    owner = getattr(exc, "object_type", None)
+    if isinstance(exc, ConfigKeyError) and dataclasses.is_dataclass(owner):  # a misspelt key
+        msg += f"; expected one of {[f.name for f in dataclasses.fields(owner)]}"
+    return f"key '{key}': {msg}" if key else msg
+
+
 def _list_message(exc: OmegaConfBaseException, overrides: Sequence[str]) -> str | None:
     """For a scalar given to a list key (``spacing=2``): say so and how to write the list."""
     key = getattr(exc, "full_key", None)
