@@ -149,6 +149,7 @@ def tiny_study_run(root, crop=32, n_boot=200) -> Path:
 
     from rn_classifier.config import load_config
     from rn_classifier.finetune.config import FinetuneConfig
+    from rn_classifier.finetune.bundle import record_thresholds
     from rn_classifier.finetune.run import run_finetune
     from rn_classifier.stats.compare import CompareSettings, run_compare
 
@@ -175,6 +176,7 @@ def tiny_study_run(root, crop=32, n_boot=200) -> Path:
     predictions = sorted((root / "finetune").glob("*/predictions.csv"))
     run_compare(predictions, root / "compare" / "stats.json", "ssl_vit",
                 CompareSettings(n_boot=n_boot))
+    record_thresholds(root / "compare" / "stats.json", [p.parent for p in predictions])  # as the study
     (root / "provenance.json").write_text(json.dumps(
         {"git_sha": "0" * 40, "date": "2026-01-01T00:00:00+00:00", "synthetic": True,
          "versions": {"rn-classifier": "0.1.0"}}))

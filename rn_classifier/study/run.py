@@ -505,6 +505,7 @@ class Study:
         self.keys["label_efficiency"] = self.book.token("label_efficiency")
 
     def stage_compare(self, predictions: dict[str, Path]) -> dict:
+        from ..finetune.bundle import record_thresholds
         from ..stats.compare import CompareSettings, run_compare
 
         c = self.cfg.compare
@@ -527,6 +528,9 @@ class Study:
             out.parent.mkdir(parents=True, exist_ok=True)
             run_compare([predictions[m] for m in predictions], out, c.reference, settings,
                         clinical_data=json.loads(audit.read_text()) if audit.is_file() else None)
+            # the bundles decide with the threshold compare froze (the same Youden rule on the same
+            # oof predictions as the one they were written with)
+            record_thresholds(out, [path.parent for path in predictions.values()])
             return {"stats": str(out.relative_to(self.out))}
 
         self.book.run("compare", key, work)
