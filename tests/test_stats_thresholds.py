@@ -92,7 +92,7 @@ def test_threshold_bad_input():
 
 
 def test_a_threshold_inside_the_fold_spread_is_borderline():
-    from rn_classifier.stats.thresholds import threshold_in_spread
+    from rn_classifier.stats.borderline import threshold_in_spread
 
     folds = np.array([0.40, 0.55, 0.70, 0.50, 0.525])        # mean 0.535, SD ~0.097
     assert threshold_in_spread(folds, 0.538)                  # the case: called flatly before

@@ -28,7 +28,7 @@ import numpy as np
 from .. import __version__, atomic
 from ..errors import InputError
 from ..models.bundle import ModelBundle
-from ..stats.thresholds import threshold_in_spread
+from ..stats.borderline import threshold_in_spread
 from .inputs import CaseInput, parse_clinical, prepare_case
 from .model import frozen_threshold, load_model
 
