@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from typing import Optional
 
 from ..config import check_choice
+from ..data.clinical_audit import check_unseen_policy
 from ..errors import ConfigError
 from ..family import ModelFamily, family_of
 
@@ -141,6 +142,9 @@ class FinetuneConfig:
     cv: CVConfig = field(default_factory=CVConfig)
     # clinical columns of the manifest and their type: {age: numeric, sex: categorical, ...}
     clinical: dict[str, str] = field(default_factory=dict)
+    # a categorical level of the external cohort that the internal one lacks: impute (treated as
+    # missing) | error (rn_classifier.data.clinical_audit)
+    unseen_levels: str = "impute"
     model: ModelConfig = field(default_factory=ModelConfig)
     fusion: FusionConfig = field(default_factory=FusionConfig)
     logistic: LogisticConfig = field(default_factory=LogisticConfig)
@@ -162,6 +166,8 @@ def result_settings(cfg: FinetuneConfig) -> dict:
     for section, keys in RESULT_NEUTRAL.items():
         for key in keys:
             d[section].pop(key, None)
+    if d.get("unseen_levels") == "impute":   # the default: keys of runs made before the key stay valid
+        d.pop("unseen_levels")
     return d
 
 
@@ -182,6 +188,7 @@ def validate_config(cfg: FinetuneConfig) -> FinetuneConfig:
     bad = {k: v for k, v in cfg.clinical.items() if v not in CLINICAL_TYPES}
     if bad:
         raise ConfigError(f"clinical: column types must be one of {list(CLINICAL_TYPES)}, got {bad}")
+    check_unseen_policy(cfg.unseen_levels, "unseen_levels")
     if cfg.model.kind == "clinical" and cfg.fusion.kind != "none":
         raise ConfigError("fusion.kind must be 'none' for model.kind='clinical' (fusion combines the "
                           "image model with clinical data)")

@@ -2,7 +2,7 @@
 
 Run folder (``RUN_DIR``)::
 
-    config.yaml        the resolved config
+    config.yaml        the resolved config; its paths are relative to RUN_DIR (run_relative_config)
     provenance.json    git SHA, package versions, date
     run.json           hash of the settings that change results (a resume must match it)
     split.csv          the patient-level split (made here, or copied from data.split / fusion.image_run)
@@ -19,26 +19,57 @@ from __future__ import annotations
 import copy
 import os
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from .. import atomic
-from ..config import config_hash, save_config
-from ..data.manifest import check_categorical_levels, check_disjoint_ids, load_manifest
+from ..config import config_hash, save_config, to_dict
+from ..data.clinical_audit import apply_unseen_policy, clinical_audit
+from ..data.manifest import check_disjoint_ids, load_manifest
 from ..data.split import load_split, make_split, save_split
 from ..errors import InputError
-from ..family import ModelFamily, family_of
 from ..predictions import write_predictions
 from ..provenance import run_provenance
 from .bundle import export_bundle
-from .config import FinetuneConfig, result_settings, validate_config
-from .cv import (FoldTrainer, clinical_trainer, ensemble, fold_dir, image_trainer,
-                 late_fusion_trainer, read_fold, run_folds)
+from .config import FinetuneConfig, validate_config
+from .cv import (clinical_trainer, ensemble, fold_dir, image_trainer, late_fusion_trainer,
+                 read_fold, run_folds)
+
+# The config's paths to other files and runs: stored relative to the run folder (seam 4), so the
+# folder works from any working directory and after the study folder is moved.
+RUN_PATHS = (("data", "internal_manifest"), ("data", "external_manifest"), ("data", "internal_cache"),
+             ("data", "external_cache"), ("data", "split"), ("model", "pretrained"), ("fusion", "image_run"))
+
+
+def relative_to(path: str | os.PathLike, folder: Path) -> str:
+    """``path`` (absolute or relative to the working directory) as seen from ``folder``."""
+    return os.path.relpath(Path(path).resolve(), Path(folder).resolve())
+
+
+def run_relative_config(cfg: FinetuneConfig, out: Path) -> FinetuneConfig:
+    """A copy of ``cfg`` whose :data:`RUN_PATHS` are relative to the run folder ``out``."""
+    cfg = copy.deepcopy(cfg)
+    for section, key in RUN_PATHS:
+        value = getattr(getattr(cfg, section), key)
+        if value:
+            setattr(getattr(cfg, section), key, relative_to(value, out))
+    return cfg
+
+
+# Settings that do not change what a run computes; a resumed run may differ in these.
+_RESUME_IGNORED = {"train": ("num_workers", "progress_bar")}
+
 
 def _result_hash(cfg: FinetuneConfig) -> str:
-    return config_hash(result_settings(cfg))
+    d = to_dict(cfg)
+    if d.get("unseen_levels") == "impute":   # the default: runs made before the key stay valid
+        d.pop("unseen_levels")
+    for section, keys in _RESUME_IGNORED.items():
+        for key in keys:
+            d[section].pop(key, None)
+    return config_hash(d)
 
 
 def find_encoder_dir(path: str | os.PathLike) -> Path:
@@ -131,7 +162,7 @@ def resolve_split(cfg: FinetuneConfig, out: Path, internal: pd.DataFrame,
     """Reuse the run's split, ``data.split`` or the image run's; else make one. Saved in ``out``."""
     own = out / "split.csv"
     source = cfg.data.split
-    if source is None and not own.is_file() and family_of(cfg) is ModelFamily.LATE and cfg.fusion.image_run:
+    if source is None and not own.is_file() and cfg.fusion.kind == "late" and cfg.fusion.image_run:
         source = str(Path(cfg.fusion.image_run) / "split.csv")
     if source is not None:
         split = load_split(source, internal)
@@ -158,27 +189,40 @@ def resolve_split(cfg: FinetuneConfig, out: Path, internal: pd.DataFrame,
 
 
 def load_cases(cfg: FinetuneConfig, out: Path, echo: Callable[[str], None]
-               ) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """(cases, split): one row per case (index ``case_id``) with ``patient_id, label, synthetic,
-    part`` (train | internal_test | external), ``fold`` and the clinical columns."""
-    spec = dict(cfg.clinical) if family_of(cfg).uses_clinical else {}
+               ) -> tuple[pd.DataFrame, pd.DataFrame, dict | None]:
+    """(cases, split, audit): one row per case (index ``case_id``) with ``patient_id, label,
+    synthetic, part`` (train | internal_test | external), ``fold`` and the clinical columns.
+
+    audit: the clinical values the model imputes (:func:`clinical_audit`), None without
+    clinical columns; external levels the internal cohort lacks are made missing in ``cases``
+    under ``unseen_levels=impute`` and refused under ``error``.
+    """
+    uses_clinical = cfg.model.kind == "clinical" or cfg.fusion.kind != "none"
+    spec = dict(cfg.clinical) if uses_clinical else {}
     internal = load_manifest(cfg.data.internal_manifest, clinical=spec)
     unlabelled = internal["label"].isna()
     if unlabelled.any():
         echo(f"internal manifest: {int(unlabelled.sum())} unlabelled case(s) left out of fine-tuning")
         internal = internal[~unlabelled].reset_index(drop=True)
+    cohorts = {"internal": internal}
     external = None
     if cfg.data.external_manifest:
         external = load_manifest(cfg.data.external_manifest, clinical=spec, require_labels=True)
         check_disjoint_ids(internal, external)
-        check_categorical_levels(internal, external, spec, source=str(cfg.data.external_manifest))
+        cohorts["external"] = external
+        external, unseen = apply_unseen_policy(internal, external, spec, cfg.unseen_levels,
+                                               source=str(cfg.data.external_manifest))
+        for col, levels in unseen.items():
+            echo(f"external: clinical column '{col}' level(s) {sorted(levels)} never seen in the "
+                 "internal cohort: treated as missing (unseen_levels=impute)")
+    audit = clinical_audit(cohorts, spec, cfg.unseen_levels) if spec else None
     split = resolve_split(cfg, out, internal, echo)
     keep = ["case_id", "patient_id", "label", "synthetic", *spec]
     cases = internal[keep].merge(split[["case_id", "part", "fold"]], on="case_id", how="left")
     if external is not None:
         cases = pd.concat([cases, external[keep].assign(part="external", fold=-1)], ignore_index=True)
     cases["fold"] = cases["fold"].astype(int)
-    return cases.set_index("case_id", drop=False).rename_axis(None), split
+    return cases.set_index("case_id", drop=False).rename_axis(None), split, audit
 
 
 def _open_caches(cfg: FinetuneConfig, cases: pd.DataFrame):
@@ -211,106 +255,20 @@ def _image_fold_predictions(run_dir: Path, n_folds: int) -> pd.DataFrame:
 
 def quick_aucs(preds: pd.DataFrame) -> dict:
     """Per cohort: n, positives and ROC AUC (sklearn) where both classes occur."""
-    from ..stats.validation import auc_or_none
+    from sklearn.metrics import roc_auc_score
 
     out = {}
     for cohort, g in preds.groupby("cohort", sort=False):
         y = g["y_true"].to_numpy()
-        out[cohort] = {"n": int(len(g)), "n_radiation_necrosis": int(y.sum()),
-                       "auc": auc_or_none(y, g["y_prob"])}
+        auc = float(roc_auc_score(y, g["y_prob"])) if len(np.unique(y)) == 2 else None
+        out[cohort] = {"n": int(len(g)), "n_radiation_necrosis": int(y.sum()), "auc": auc}
     return out
-
-
-def _check_resumable(cfg: FinetuneConfig, out: Path) -> None:
-    run_meta = out / "run.json"
-    if run_meta.is_file():
-        import json
-
-        previous = json.loads(run_meta.read_text()).get("result_hash")
-        if previous != _result_hash(cfg):
-            raise InputError(f"{out} holds a run made with different settings (see "
-                             f"{out / 'config.yaml'}); use another --out or delete that folder")
-
-
-@dataclass
-class RunInputs:
-    """What a family's trainer factory gets: the config, the run folder, the cases and the split."""
-
-    cfg: FinetuneConfig
-    out: Path
-    cases: pd.DataFrame
-    split: pd.DataFrame
-    folds: Sequence[int] | None
-    echo: Callable[[str], None]
-
-
-def _clinical_trainer(run: RunInputs) -> tuple[FoldTrainer | None, dict]:
-    return clinical_trainer(run.cfg, run.cases), {}
-
-
-def _late_fusion_trainer(run: RunInputs) -> tuple[FoldTrainer | None, dict]:
-    """The stacker, on ``fusion.image_run`` or on an image model trained here first."""
-    cfg, out = run.cfg, run.out
-    image_dir = Path(cfg.fusion.image_run) if cfg.fusion.image_run else out / "image_model"
-    if cfg.fusion.image_run is None:
-        image_cfg = copy.deepcopy(cfg)
-        image_cfg.name = f"{cfg.name}_image"
-        image_cfg.fusion.kind = "none"
-        image_cfg.data.split = str(out / "split.csv")
-        run.echo(f"late fusion: training the image model in {image_dir}")
-        if not run_finetune(image_cfg, image_dir, folds=run.folds, echo=run.echo)["complete"]:
-            run.echo("late fusion waits for every fold of its image model")
-            return None, {}
-    elif not _same_split(run.split, load_split(image_dir / "split.csv")):
-        raise InputError(f"fusion.image_run {image_dir} used another split than this run; "
-                         f"stacking needs the same folds (pass --set data.split={image_dir / 'split.csv'})")
-    image_preds = _image_fold_predictions(image_dir, cfg.cv.n_folds)
-    return late_fusion_trainer(cfg, run.cases, run.split, image_preds), {"image_run": str(image_dir)}
-
-
-def _network_trainer(run: RunInputs) -> tuple[FoldTrainer | None, dict]:
-    internal_cache, external_cache = _open_caches(run.cfg, run.cases)
-    build, origin = encoder_builder(run.cfg, internal_cache)
-    return image_trainer(run.cfg, run.cases, internal_cache, external_cache, build, echo=run.echo), origin
-
-
-# family → the factory of its fold trainer (None while an upstream run is incomplete) and the
-# origin recorded in provenance.json
-TRAINERS: dict[ModelFamily, Callable[[RunInputs], tuple[FoldTrainer | None, dict]]] = {
-    ModelFamily.CLINICAL: _clinical_trainer,
-    ModelFamily.LATE: _late_fusion_trainer,
-    ModelFamily.IMAGE: _network_trainer,
-    ModelFamily.INTERMEDIATE: _network_trainer,
-}
-
-
-def _write_run_files(cfg: FinetuneConfig, out: Path, cases: pd.DataFrame, origin: dict) -> None:
-    save_config(cfg, out / "config.yaml")
-    atomic.write_json(out / "provenance.json", {**run_provenance(), **origin,
-                                                "synthetic": bool(cases["synthetic"].any())})
-    atomic.write_json(out / "run.json", {"result_hash": _result_hash(cfg), "name": cfg.name})
-
-
-def _finish(cfg: FinetuneConfig, out: Path, cases: pd.DataFrame, echo: Callable[[str], None]) -> dict:
-    """Once every fold is complete: predictions.csv, summary.json and the model bundle."""
-    n_folds = cfg.cv.n_folds
-    tables = {k: t for k in range(n_folds) if (t := read_fold(fold_dir(out, k))) is not None}
-    if len(tables) < n_folds:
-        echo(f"{len(tables)}/{n_folds} folds complete; predictions.csv is written when all are")
-        return {"complete": False, "folds_complete": sorted(tables)}
-    preds = ensemble(tables, cases, cfg.name, n_folds)
-    write_predictions(preds, out / "predictions.csv")
-    summary = {"complete": True, "model": cfg.name, "synthetic": bool(cases["synthetic"].any()),
-               "cohorts": quick_aucs(preds)}
-    atomic.write_json(out / "summary.json", summary)
-    export_bundle(out)
-    return summary
 
 
 def run_finetune(cfg: FinetuneConfig, out: str | os.PathLike, encoder_dir: str | os.PathLike | None = None,
                  folds: Sequence[int] | None = None,
                  echo: Callable[[str], None] = print) -> dict:
-    """Cross-validate one model and write ``out/predictions.csv`` (seam 2) and its bundle (seam 5).
+    """Cross-validate one model and write ``out/predictions.csv`` (seam 2).
 
     encoder_dir: encoder export or pretraining run folder; overrides ``model.pretrained``.
     folds: train only these folds (cluster array jobs); predictions.csv is written once every
@@ -323,14 +281,59 @@ def run_finetune(cfg: FinetuneConfig, out: str | os.PathLike, encoder_dir: str |
         cfg.model.pretrained = str(encoder_dir)
     validate_config(cfg)
     out = atomic.make_output_dir(out)
-    _check_resumable(cfg, out)
-    cases, split = load_cases(cfg, out, echo)
-    echo(f"{cfg.name}: {int((cases['part'] == 'train').sum())} training cases in {cfg.cv.n_folds} folds, "
+    run_meta = out / "run.json"
+    if run_meta.is_file():
+        import json
+
+        previous = json.loads(run_meta.read_text()).get("result_hash")
+        if previous != _result_hash(cfg):
+            raise InputError(f"{out} holds a run made with different settings (see "
+                             f"{out / 'config.yaml'}); use another --out or delete that folder")
+    cases, split, audit = load_cases(cfg, out, echo)
+    n_folds = cfg.cv.n_folds
+    echo(f"{cfg.name}: {int((cases['part'] == 'train').sum())} training cases in {n_folds} folds, "
          f"{int((cases['part'] == 'internal_test').sum())} internal test, "
          f"{int((cases['part'] == 'external').sum())} external")
-    trainer, origin = TRAINERS[family_of(cfg)](RunInputs(cfg, out, cases, split, folds, echo))
-    if trainer is None:
-        return {"complete": False, "folds_complete": []}
-    _write_run_files(cfg, out, cases, origin)
-    run_folds(out, cfg.cv.n_folds, trainer, folds=folds, echo=echo)
-    return _finish(cfg, out, cases, echo)
+
+    origin: dict = {}
+    if cfg.model.kind == "clinical":
+        trainer = clinical_trainer(cfg, cases)
+    elif cfg.fusion.kind == "late":
+        image_dir = Path(cfg.fusion.image_run) if cfg.fusion.image_run else out / "image_model"
+        if cfg.fusion.image_run is None:
+            image_cfg = copy.deepcopy(cfg)
+            image_cfg.name = f"{cfg.name}_image"
+            image_cfg.fusion.kind = "none"
+            image_cfg.data.split = str(out / "split.csv")
+            echo(f"late fusion: training the image model in {image_dir}")
+            if not run_finetune(image_cfg, image_dir, folds=folds, echo=echo)["complete"]:
+                echo("late fusion waits for every fold of its image model")
+                return {"complete": False, "folds_complete": []}
+        elif not _same_split(split, load_split(image_dir / "split.csv")):
+            raise InputError(f"fusion.image_run {image_dir} used another split than this run; "
+                             f"stacking needs the same folds (pass --set data.split={image_dir / 'split.csv'})")
+        origin = {"image_run": relative_to(image_dir, out)}
+        trainer = late_fusion_trainer(cfg, cases, split, _image_fold_predictions(image_dir, n_folds))
+    else:
+        internal_cache, external_cache = _open_caches(cfg, cases)
+        build, origin = encoder_builder(cfg, internal_cache)
+        trainer = image_trainer(cfg, cases, internal_cache, external_cache, build, echo=echo)
+
+    save_config(run_relative_config(cfg, out), out / "config.yaml")
+    atomic.write_json(out / "provenance.json", {**run_provenance(), **origin,
+                                                "synthetic": bool(cases["synthetic"].any())})
+    atomic.write_json(run_meta, {"result_hash": _result_hash(cfg), "name": cfg.name})
+    run_folds(out, n_folds, trainer, folds=folds, echo=echo)
+    tables = {k: t for k in range(n_folds) if (t := read_fold(fold_dir(out, k))) is not None}
+    if len(tables) < n_folds:
+        echo(f"{len(tables)}/{n_folds} folds complete; predictions.csv is written when all are")
+        return {"complete": False, "folds_complete": sorted(tables)}
+    preds = ensemble(tables, cases, cfg.name, n_folds)
+    write_predictions(preds, out / "predictions.csv")
+    summary = {"complete": True, "model": cfg.name, "synthetic": bool(cases["synthetic"].any()),
+               "cohorts": quick_aucs(preds)}
+    if audit is not None:
+        summary["clinical_data"] = audit
+    atomic.write_json(out / "summary.json", summary)
+    export_bundle(out)
+    return summary

@@ -41,7 +41,9 @@ def _choose_model(sources: ReportSources, reference: str):
             continue
         if run.uses_images:
             return run, sources.finetune_runs[name], reasons
-    return None, None, reasons or ["no fine-tuned image model in the run folder"]
+    from .build import NO_IMAGE_MODEL
+
+    return None, None, reasons or [NO_IMAGE_MODEL]
 
 
 def _summary(values: list[float]) -> dict:
@@ -107,7 +109,7 @@ def _case_maps(run, row, cache, manifests: dict, threshold, pseudo) -> dict:
 
 
 def _gallery(cases: list[dict], run, threshold, synthetic: bool, out_dir: Path | None,
-             per_group: int) -> list[dict]:
+             per_group: int, map_name: str) -> list[dict]:
     """The most confident ``per_group`` cases of each group (RN / progression, right / wrong):
     overlay PNG and, with ``out_dir``, the map as NIfTI on the crop's world grid."""
     from ..explain.figures import overlay_png
@@ -130,7 +132,7 @@ def _gallery(cases: list[dict], run, threshold, synthetic: bool, out_dir: Path |
             if out_dir is not None and c["_affine"] is not None:
                 name = f"{c['case']}_attention.nii.gz"
                 save_map_nifti(c["_map"], Grid(tuple(c["_map"].shape), c["_affine"]), out_dir / name,
-                               f"{run.name} CLS attention (crop)")
+                               f"{run.name} {map_name} (crop)")
                 entry["nifti"] = f"attention/{name}"
             gallery.append(entry)
     return gallery
@@ -155,6 +157,7 @@ def _focus_summary(cases: list[dict]) -> dict:
 def attention_gallery(sources: ReportSources, predictions: pd.DataFrame, stats: dict,
                       pseudo, out_dir: Path | None, per_group: int = 2) -> dict:
     """Focus numbers of every held-out case of one image model, and the gallery (report.json part)."""
+    from ..explain.maps import map_description
     from ..finetune.bundle import RunFolder
 
     run, run_dir, reasons = _choose_model(sources, stats["reference"])
@@ -175,9 +178,11 @@ def attention_gallery(sources: ReportSources, predictions: pd.DataFrame, stats: 
                 "reason": f"{run.name} needs the clinical values of the cases; manifest not found"}
     cases = [_case_maps(run, row, caches[row["cohort"]], manifests, threshold, pseudo)
              for _, row in rows.iterrows()]
+    map_name = map_description(image_run.cfg.model.pool)
     return {"available": True, "model": run.name, "image_model": image_run.name,
-            "map": "last-layer class-token attention, mean over heads and fold models",
+            "map": f"{map_name}, mean over heads and fold models",
             "margin_mm": cases[0]["focus"]["margin_mm"] if cases else None,
             "threshold": threshold, "summary": _focus_summary(cases),
-            "gallery": _gallery(cases, run, threshold, bool(stats.get("synthetic")), out_dir, per_group),
+            "gallery": _gallery(cases, run, threshold, bool(stats.get("synthetic")), out_dir, per_group,
+                                map_name),
             "cases": [{k: v for k, v in c.items() if not k.startswith("_")} for c in cases]}
