@@ -174,7 +174,7 @@ def tiny_study_run(root, crop=32, n_boot=200) -> Path:
                      encoder_dir=encoder if config == "ssl" else None, echo=lambda line: None)
     predictions = sorted((root / "finetune").glob("*/predictions.csv"))
     run_compare(predictions, root / "compare" / "stats.json", "ssl_vit",
-                CompareSettings(n_boot=n_boot))
+                CompareSettings(n_boot=n_boot, recalibrate="isotonic"))
     (root / "provenance.json").write_text(json.dumps(
         {"git_sha": "0" * 40, "date": "2026-01-01T00:00:00+00:00", "synthetic": True,
          "versions": {"rn-classifier": "0.1.0"}}))

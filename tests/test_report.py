@@ -23,7 +23,7 @@ from rn_classifier.report.pseudonym import Pseudonymizer, scrub_paths
 
 SECTIONS = ["provenance", "auc", "curves", "threshold", "uncertainty", "attention", "tripod"]
 STATS_TABLES = ("auc-table", "auc-bootstrap-table", "drop-table", "threshold-table", "calibration-table",
-                "operating-table")
+                "operating-table", "uncertainty-table")
 REPORT_TABLES = ("focus-table", "case-table", "referral-table", "cohort-table")
 NUMBER = re.compile(r"(?<![\w.])-?\d+\.\d+")
 
@@ -167,6 +167,24 @@ def test_every_number_in_the_tables_comes_from_stats_or_report_json(report):
                     assert number.lstrip("-") in allowed or number in allowed, where
                     seen[source] += 1
     assert seen["stats"] > 50 and seen["report"] > 20
+
+
+def test_uncertainty_table_is_the_stats_json_one(report):
+    stats = report["stats"]
+    names = list(stats["uncertainty"]["uncertainties"])
+    tables = [t for t in report["parser"].tables if "uncertainty-table" in t["class"].split()]
+    assert len(tables) == len(stats["cohorts"])
+    assert stats["uncertainty"]["ece_binning"] in report["html"]
+    for table, (cohort, info) in zip(tables, stats["cohorts"].items()):
+        rows = [[c["text"] for c in r] for r in table["rows"][1:]]
+        expected = [(m, stage, u) for m, e in info["models"].items() for stage, u in e["uncertainty"].items()]
+        assert len(rows) == len(expected)
+        assert any(stage == "after_recalibration" for _, stage, _ in expected) == (cohort != "oof")
+        for row, (model, stage, u) in zip(rows, expected):
+            assert row[2] == f"{u['ece']:.3f}" and row[3] == f"{u['brier']:.3f}", (cohort, model, stage)
+            for cell, name in zip(row[5:], names):
+                value = u["auroc_errors"].get(name)
+                assert cell == ("—" if value is None else f"{value:.3f}"), (cohort, model, name)
 
 
 def test_operating_points_and_thresholds_are_the_frozen_ones(report):

@@ -25,6 +25,11 @@ Design choices (the report stage reads only ``stats.json``):
 * Calibration: Brier, ECE (10 equal-width bins; equal-mass in ``ece_equal_mass``), calibration
   slope and intercept, reliability points. Optional recalibration (Platt or isotonic) is fitted on
   the model's oof predictions only and applied to internal_test and external (``recalibrated``).
+* Uncertainty (CURVAS view, :mod:`.uncertainty`): per model and cohort ECE, Brier (= CRPS of a
+  binary outcome) and the AUROC of each uncertainty (fold spread ``y_std``, contour spread
+  ``y_contour_std``, closeness to the threshold) for the wrong calls at the frozen threshold;
+  with ``recalibrate``, again after the oof-fitted map, the threshold re-chosen on recalibrated
+  oof. ``stats.json["uncertainty"]`` states the binning and the rules.
 * Decision curves: net benefit over threshold probabilities 0.01 … 0.99 vs treat-all / treat-none.
 * ``synthetic``: true if any predictions row is marked synthetic or the caller says so.
 
@@ -51,6 +56,7 @@ from .delong import delong_covariance, delong_unpaired, normal_ci, paired_test_f
 from .multiple import holm
 from .predictions import COHORTS, cohort_table, read_predictions, synthetic_flag
 from .thresholds import metrics_at_threshold, youden_threshold
+from .uncertainty import MARGIN, MARGIN_DESCRIPTION, SPREAD_DESCRIPTIONS, ece_binning, uncertainty_summary
 from .validation import check_choice, check_conf_level
 
 STATS_VERSION = 1
@@ -133,6 +139,29 @@ def fit_recalibrators(table: pd.DataFrame, models: Sequence[str], method: str) -
     return fitted
 
 
+def recalibrated_thresholds(table: pd.DataFrame, models: Sequence[str],
+                            recalibrators: dict) -> dict[str, float]:
+    """Per model: Youden's threshold on its recalibrated oof predictions (then frozen)."""
+    out = {}
+    for model in models:
+        part = table[(table["model"] == model) & (table["cohort"] == "oof")]
+        mapped = recalibrators[model].transform(part["y_prob"].to_numpy())
+        out[model] = youden_threshold(part["y_true"].to_numpy(), mapped).threshold
+    return out
+
+
+def _uncertainty_entry(data, k: int, threshold: float | None, recalibrator, threshold_after,
+                       n_bins: int) -> dict:
+    """The uncertainty table of model k of one cohort, before and after recalibration."""
+    y, p = data.y_true, data.y_prob[k]
+    spreads = {c: values[k] for c, values in data.spreads.items()}
+    out = {"before": uncertainty_summary(y, p, spreads, threshold, n_bins)}
+    if recalibrator is not None and data.cohort != "oof":
+        out["after_recalibration"] = uncertainty_summary(y, recalibrator.transform(p), spreads,
+                                                         threshold_after, n_bins)
+    return out
+
+
 def calibration_summary(y: np.ndarray, p: np.ndarray, n_bins: int) -> dict:
     """Brier, ECE (equal width and equal mass), slope/intercept, reliability points."""
     logistic = calibration_slope_intercept(y, p)
@@ -174,7 +203,7 @@ def _roc_points(y: np.ndarray, p: np.ndarray) -> dict:
 
 def analyse_cohort(table: pd.DataFrame, cohort: str, models: Sequence[str], reference: str,
                    thresholds: dict, recalibrators: dict | None,
-                   settings: CompareSettings) -> dict:
+                   settings: CompareSettings, thresholds_after: dict | None = None) -> dict:
     """All statistics of one cohort (one entry of ``stats.json["cohorts"]``)."""
     data = cohort_table(table, cohort, models)
     y, probs = data.y_true, data.y_prob
@@ -206,6 +235,10 @@ def analyse_cohort(table: pd.DataFrame, cohort: str, models: Sequence[str], refe
         if np.isfinite(data.y_std[k]).any():
             entry["mean_y_std"] = float(np.nanmean(data.y_std[k]))
         entry["roc_curve"] = _roc_points(y, probs[k])
+        entry["uncertainty"] = _uncertainty_entry(
+            data, k, thresholds[model]["threshold"],
+            None if recalibrators is None else recalibrators[model],
+            None if thresholds_after is None else thresholds_after[model], settings.n_bins)
         if recalibrators is not None and cohort != "oof":
             recalibrated = recalibrators[model].transform(probs[k])
             entry["recalibrated"] = {"method": settings.recalibrate, "fitted_on": "oof",
@@ -251,6 +284,21 @@ def internal_vs_external(table: pd.DataFrame, models: Sequence[str]) -> list[dic
     return results
 
 
+def uncertainty_rules(settings: CompareSettings, thresholds_after: dict | None) -> dict:
+    """How the per-model ``uncertainty`` entries were computed (stats.json["uncertainty"])."""
+    return {
+        "ece_binning": ece_binning(settings.n_bins),
+        "crps": "Brier score = CRPS of a binary outcome",
+        "wrong_call": "called RN (y_prob >= frozen threshold) differs from y_true",
+        "auroc_errors": "AUROC of each uncertainty as a score for the wrong calls (0.5 = chance)",
+        "uncertainties": {**SPREAD_DESCRIPTIONS, MARGIN: MARGIN_DESCRIPTION},
+        "recalibration": (None if settings.recalibrate is None else
+                          f"{settings.recalibrate}, fitted on each model's oof predictions only; "
+                          "threshold re-chosen by Youden's J on the recalibrated oof predictions"),
+        "thresholds_after_recalibration": thresholds_after,
+    }
+
+
 def compare_predictions(table: pd.DataFrame, reference: str,
                         settings: CompareSettings = CompareSettings(),
                         synthetic: bool | None = None) -> dict:
@@ -262,6 +310,8 @@ def compare_predictions(table: pd.DataFrame, reference: str,
     thresholds = choose_thresholds(table, models)
     recalibrators = (fit_recalibrators(table, models, settings.recalibrate)
                      if settings.recalibrate else None)
+    thresholds_after = (recalibrated_thresholds(table, models, recalibrators)
+                        if recalibrators else None)
     cohorts = {}
     for cohort in COHORTS:
         present = [m for m in models if ((table["model"] == m) & (table["cohort"] == cohort)).any()]
@@ -269,7 +319,7 @@ def compare_predictions(table: pd.DataFrame, reference: str,
             continue
         try:
             cohorts[cohort] = analyse_cohort(table, cohort, present, reference, thresholds,
-                                             recalibrators, settings)
+                                             recalibrators, settings, thresholds_after)
         except DataIntegrityError:
             raise
         except InputError as exc:
@@ -282,6 +332,7 @@ def compare_predictions(table: pd.DataFrame, reference: str,
         "settings": asdict(settings),
         "threshold_rule": THRESHOLD_RULE,
         "thresholds": thresholds,
+        "uncertainty": uncertainty_rules(settings, thresholds_after),
         "cohorts": cohorts,
         "internal_vs_external": internal_vs_external(table, models),
     }
