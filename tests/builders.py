@@ -150,6 +150,7 @@ def tiny_study_run(root, crop=32, n_boot=200) -> Path:
     from rn_classifier.config import load_config
     from rn_classifier.finetune.config import FinetuneConfig
     from rn_classifier.finetune.run import run_finetune
+    from rn_classifier.shift.run import run_shift_check
     from rn_classifier.stats.compare import CompareSettings, run_compare
 
     root = Path(root)
@@ -175,6 +176,8 @@ def tiny_study_run(root, crop=32, n_boot=200) -> Path:
     predictions = sorted((root / "finetune").glob("*/predictions.csv"))
     run_compare(predictions, root / "compare" / "stats.json", "ssl_vit",
                 CompareSettings(n_boot=n_boot, recalibrate="isotonic"))
+    run_shift_check([cohort / "cache" / "internal", cohort / "cache" / "external"], predictions,
+                    root / "shift", n_draws=50)
     (root / "provenance.json").write_text(json.dumps(
         {"git_sha": "0" * 40, "date": "2026-01-01T00:00:00+00:00", "synthetic": True,
          "versions": {"rn-classifier": "0.1.0"}}))

@@ -24,7 +24,7 @@ from rn_classifier.report.pseudonym import Pseudonymizer, scrub_paths
 SECTIONS = ["provenance", "auc", "curves", "threshold", "uncertainty", "attention", "tripod"]
 STATS_TABLES = ("auc-table", "auc-bootstrap-table", "drop-table", "threshold-table", "calibration-table",
                 "operating-table", "uncertainty-table")
-REPORT_TABLES = ("focus-table", "case-table", "referral-table", "cohort-table")
+REPORT_TABLES = ("focus-table", "case-table", "referral-table", "cohort-table", "shift-table")
 NUMBER = re.compile(r"(?<![\w.])-?\d+\.\d+")
 
 
@@ -185,6 +185,21 @@ def test_uncertainty_table_is_the_stats_json_one(report):
             for cell, name in zip(row[5:], names):
                 value = u["auroc_errors"].get(name)
                 assert cell == ("—" if value is None else f"{value:.3f}"), (cohort, model, name)
+
+
+def test_shift_check_section_is_the_runs_shift_json(report, tiny_study):
+    shift = json.loads((tiny_study / "shift" / "shift.json").read_text(encoding="utf-8"))
+    section = report["json"]["shift"]
+    assert section["available"] and section["image_statistics"]["cohorts"] == shift["image"]["cohorts"]
+    table = next(t for t in report["parser"].tables if t["id"] == "shift-image-table")
+    rows = [[c["text"] for c in r] for r in table["rows"][1:]]
+    assert len(rows) == len(shift["image"]["cohorts"]) + len(shift["image"]["folds"])
+    for row, v in zip(rows, [*shift["image"]["cohorts"].values(), *shift["image"]["folds"]]):
+        assert row[2] == f"{v['distance']:.2f}"
+        assert row[4] == ("—" if v["flagged"] is None else
+                          "OUTSIDE the internal range" if v["flagged"] else row[4])
+    scores = next(t for t in report["parser"].tables if t["id"] == "shift-score-table")
+    assert len(scores["rows"]) == 1 + len(shift["scores"])
 
 
 def test_operating_points_and_thresholds_are_the_frozen_ones(report):

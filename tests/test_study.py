@@ -60,7 +60,11 @@ def test_every_stage_writes_its_folder_of_the_run_layout(study):
     stages = json.loads((out / "stages.json").read_text())["stages"]
     assert all(entry["status"] == "done" for entry in stages.values())
     assert {"cohort", "check-data", "preprocess", "split", "pretrain", "radiomics",
-            "label_efficiency", "compare", "report"} <= set(stages)
+            "label_efficiency", "compare", "shift", "report"} <= set(stages)
+    shift = json.loads((out / "shift" / "shift.json").read_text())
+    assert shift["synthetic"] is True and set(shift["scores"]) == {*MODELS, "radiomics"}
+    assert set(shift["image"]["cohorts"]) == {"internal_test", "external"}
+    assert {"slice_mm", "noise", "z_smoothness"} <= set(shift["features"])
 
 
 def test_every_model_uses_the_one_split_of_the_run(study):
@@ -221,6 +225,6 @@ def test_an_interrupted_stage_resumes_and_reruns_what_reads_it(study):
 def test_a_changed_model_config_reruns_only_that_model_and_what_follows(study):
     out = study["out"]
     result, _ = _run(out, ["finetune.models.clinical.set=[logistic.C=0.5]"], fractions=[0.5, 1.0])
-    assert result["ran"] == ["finetune:clinical", "compare", "report"]
+    assert result["ran"] == ["finetune:clinical", "compare", "shift", "report"]
     config = (out / "finetune" / "clinical" / "config.yaml").read_text()
     assert "C: 0.5" in config

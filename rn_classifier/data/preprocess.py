@@ -64,11 +64,16 @@ def process_case(row: dict, cfg: PreprocessConfig, labelled: bool) -> tuple[np.n
     setting = crop_setting(cfg, labelled)
     try:
         if labelled:
-            crop = lesion_crop(read_case(row["image_path"], row["mask_path"], row["mask_labels"]), setting)
+            case = read_case(row["image_path"], row["mask_path"], row["mask_labels"])
+            crop = lesion_crop(case, setting)
             extra = {"lesion_voxels": crop.lesion_voxels, "lesion_inside_crop": crop.lesion_inside_crop,
                      "lesion_volume_ml": crop.lesion_volume_ml}
         else:
-            crop, extra = pool_crop(read_case(row["image_path"]).image, setting), {}
+            case = read_case(row["image_path"])
+            crop, extra = pool_crop(case.image, setting), {}
+        # the acquisition's voxel size (RAS), for the label-free shift check (rn_classifier.shift)
+        extra.update(zip(("source_spacing_x", "source_spacing_y", "source_spacing_z"),
+                         np.round(case.image.spacing, 4)))
     except InputError as exc:
         raise InputError(f"case {cid}: {exc}") from None
     affine = crop.affine

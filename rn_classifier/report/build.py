@@ -126,6 +126,30 @@ def _uncertainty(table: pd.DataFrame, stats: dict, pseudo: Pseudonymizer) -> dic
     return out
 
 
+def _shift(sources: ReportSources, pseudo: Pseudonymizer) -> dict:
+    """The label-free shift check of the run (``shift/shift.json``), flagged cases pseudonymised."""
+    import json
+
+    path = sources.root / "shift" / "shift.json"
+    if not path.is_file():
+        return {"available": False, "reason": "no shift/shift.json in the run folder (study stage "
+                                              "`shift`, or `rn-classifier shift-check`)"}
+    try:
+        shift = json.loads(path.read_text(encoding="utf-8"))
+        image, cases = shift["image"], shift["image"]["cases"]
+        flagged = [{"case": pseudo.case(c["case_id"]), "cohort": c["cohort"], "distance": c["distance"],
+                    "furthest": c["furthest"]} for c in cases["cases"] if c["flagged"]]
+        return {"available": True, "level": shift["level"], "features": shift["features"],
+                # not "image": report.json drops keys of that name (inlined figures)
+                "image_statistics": {"cohorts": image["cohorts"], "folds": image["folds"]},
+                "scores": shift["scores"],
+                "cases": {"threshold": cases["threshold"], "n_flagged": cases["n_flagged"],
+                          "internal_flagged_fraction": cases["internal_flagged_fraction"],
+                          "flagged": flagged}}
+    except (KeyError, TypeError, json.JSONDecodeError) as exc:
+        return {"available": False, "reason": f"shift/shift.json is not a shift check ({exc!r})"}
+
+
 def _tripod(report: dict) -> list[dict]:
     """TRIPOD+AI (Collins et al., BMJ 2024) items this run can state by itself."""
     stats_settings = report["settings"]
@@ -235,6 +259,7 @@ def assemble(sources: ReportSources, pseudo: Pseudonymizer, attention_dir: Path 
                          if d["cfg"] is not None},
         "roc_bands": _roc_bands(table, stats),
         "uncertainty": _uncertainty(table, stats, pseudo),
+        "shift": _shift(sources, pseudo),
         "attention": _attention(sources, table, stats, pseudo, attention_dir),
     }
     report["tripod"] = _tripod(report)

@@ -77,13 +77,13 @@ class CompareSettings:
     recalibrate: str | None = None      # None, "platt" or "isotonic"
 
 
-def _json_ready(value):
+def json_ready(value):
     """numpy -> Python, non-finite floats -> None, recursively."""
     if isinstance(value, dict):
-        return {str(k): _json_ready(v) for k, v in value.items()}
+        return {str(k): json_ready(v) for k, v in value.items()}
     if isinstance(value, (list, tuple, np.ndarray)):
         items = value.tolist() if isinstance(value, np.ndarray) else value
-        return [_json_ready(v) for v in items]
+        return [json_ready(v) for v in items]
     if isinstance(value, (np.bool_, bool)):
         return bool(value)
     if isinstance(value, (np.integer, int)):
@@ -336,7 +336,7 @@ def compare_predictions(table: pd.DataFrame, reference: str,
         "cohorts": cohorts,
         "internal_vs_external": internal_vs_external(table, models),
     }
-    return _json_ready(stats)
+    return json_ready(stats)
 
 
 def run_compare(paths: Sequence[str | Path], out: str | Path, reference: str,

@@ -130,6 +130,16 @@ class CompareStage:
 
 
 @dataclass
+class ShiftStage:
+    """The label-free shift check (rn_classifier.shift): each cohort against internal oof."""
+
+    enabled: bool = True
+    level: float = 0.99                       # quantile of the held-out internal spread that flags
+    n_draws: int = 200                        # random internal held-out subsets per verdict
+    seed: int = 0
+
+
+@dataclass
 class ReportStage:
     enabled: bool = True
     pseudonymize: bool = False
@@ -146,6 +156,7 @@ class StudyConfig:
     radiomics: RadiomicsStage = field(default_factory=RadiomicsStage)
     label_efficiency: LabelEfficiencyStage = field(default_factory=LabelEfficiencyStage)
     compare: CompareStage = field(default_factory=CompareStage)
+    shift: ShiftStage = field(default_factory=ShiftStage)
     report: ReportStage = field(default_factory=ReportStage)
 
 

@@ -13,6 +13,7 @@ Run folder (``RUN``; the contract is /work/notes/STUDY_LAYOUT.md)::
     radiomics/             radiomics run
     label_efficiency/      with label fractions: runs per model and fraction, curve.csv + curve.json
     compare/stats.json     every predictions.csv compared with the reference model
+    shift/                 label-free shift check: shift.json, cases.csv (rn_classifier.shift)
     report/                report.html, report.json (rn_classifier.report)
 
 Stages run in that order. A stage is skipped when stages.json records it ``done`` with the
@@ -488,6 +489,27 @@ class Study:
 
         return json.loads(out.read_text())
 
+    def stage_shift(self, predictions: dict[str, Path]) -> None:
+        """Image statistics and score distributions of each cohort against internal oof."""
+        from ..shift.run import run_shift_check
+
+        s = self.cfg.shift
+        if not s.enabled:
+            return
+        upstream = [self.keys["preprocess"], self.keys["compare"]]
+        key = stage_key(to_dict(s), upstream)
+        caches = [self.cache(c) for c in ("internal", "external") if self.has(c)]
+
+        def work(stale: bool):
+            result = run_shift_check(caches, [predictions[m] for m in predictions], self.out / "shift",
+                                     level=s.level, n_draws=s.n_draws, seed=s.seed)
+            flagged = {c: v["flagged"] for c, v in result["image"]["cohorts"].items()}
+            self.echo(f"  image statistics outside the internal range: {flagged}")
+            return {"image_flagged": flagged}
+
+        self.book.run("shift", key, work)
+        self.keys["shift"] = self.book.token("shift")
+
     def stage_report(self) -> Path | None:
         if not self.cfg.report.enabled:
             return None
@@ -556,6 +578,7 @@ class Study:
         predictions.update(self.stage_radiomics())
         self.stage_label_efficiency(predictions)
         stats = self.stage_compare(predictions)
+        self.stage_shift(predictions)
         report = self.stage_report()
         return {"run": self.out, "stats": stats, "report": report, "ran": self.book.ran,
                 "skipped": self.book.skipped, "timings": self.book.timings()}
