@@ -13,6 +13,7 @@ import json
 import re
 from html.parser import HTMLParser
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -23,7 +24,7 @@ from rn_classifier.report.pseudonym import Pseudonymizer, scrub_paths
 
 SECTIONS = ["provenance", "auc", "curves", "threshold", "uncertainty", "attention", "tripod"]
 STATS_TABLES = ("auc-table", "auc-bootstrap-table", "drop-table", "threshold-table", "calibration-table",
-                "operating-table", "uncertainty-table")
+                "operating-table", "uncertainty-table", "contour-table")
 REPORT_TABLES = ("focus-table", "case-table", "referral-table", "cohort-table", "shift-table")
 NUMBER = re.compile(r"(?<![\w.])-?\d+\.\d+")
 
@@ -185,6 +186,24 @@ def test_uncertainty_table_is_the_stats_json_one(report):
             for cell, name in zip(row[5:], names):
                 value = u["auroc_errors"].get(name)
                 assert cell == ("—" if value is None else f"{value:.3f}"), (cohort, model, name)
+
+
+def test_contour_variability_next_to_the_fold_spread(report, tiny_study):
+    stats = report["stats"]
+    tables = [t for t in report["parser"].tables if "contour-table" in t["class"].split()]
+    expected = [(m, c) for m, cohorts in stats["contour"]["auc_by_variant"].items() for c in cohorts]
+    assert len(tables) == len(expected) > 0
+    for table, (model, cohort) in zip(tables, expected):
+        header = [c["text"] for c in table["rows"][0]][1:]
+        assert header == list(stats["contour"]["auc_by_variant"][model][cohort])
+    contour = pd.read_csv(tiny_study / "contour" / "contour_predictions.csv", dtype={"case_id": str})
+    spread = contour.groupby(["model", "case_id"])["y_prob"].agg(lambda p: float(np.std(p)))
+    cases = report["json"]["uncertainty"]["cases"]
+    model = report["json"]["uncertainty"]["model"]
+    assert cases and all(c["y_contour_std"] == pytest.approx(spread[(model, c["case"])]) for c in cases)
+    assert report["json"]["uncertainty"]["referral_contour"]["external"]
+    assert any(img.get("alt", "").startswith("AUC under each contour") for img in report["parser"].images)
+    assert any(img.get("alt", "").startswith("Referral by contour spread") for img in report["parser"].images)
 
 
 def test_shift_check_section_is_the_runs_shift_json(report, tiny_study):

@@ -65,6 +65,11 @@ def test_every_stage_writes_its_folder_of_the_run_layout(study):
     assert shift["synthetic"] is True and set(shift["scores"]) == {*MODELS, "radiomics"}
     assert set(shift["image"]["cohorts"]) == {"internal_test", "external"}
     assert {"slice_mm", "noise", "z_smoothness"} <= set(shift["features"])
+    contour = pd.read_csv(out / "contour" / "contour_predictions.csv")
+    assert set(contour["cohort"]) == {"internal_test", "external"}
+    assert {"original", "erode", "dilate", "jitter0", "jitter1"} <= set(contour["variant"])
+    assert set(contour["model"]) == set(MODELS) - {"clinical"}
+    assert set(stats["contour"]["auc_by_variant"]) == set(MODELS) - {"clinical"}
 
 
 def test_every_model_uses_the_one_split_of_the_run(study):

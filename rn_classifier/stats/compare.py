@@ -30,6 +30,9 @@ Design choices (the report stage reads only ``stats.json``):
   ``y_contour_std``, closeness to the threshold) for the wrong calls at the frozen threshold;
   with ``recalibrate``, again after the oof-fitted map, the threshold re-chosen on recalibrated
   oof. ``stats.json["uncertainty"]`` states the binning and the rules.
+* Contour variability (optional contour predictions file, :mod:`.contour`): per case the spread
+  over alternative contours (``y_contour_std``), and per model and cohort the AUC under each
+  contour (``stats["contour"]``).
 * Decision curves: net benefit over threshold probabilities 0.01 … 0.99 vs treat-all / treat-none.
 * ``synthetic``: true if any predictions row is marked synthetic or the caller says so.
 
@@ -51,6 +54,7 @@ from ..errors import DataIntegrityError, InputError
 from .bootstrap import bootstrap_auc_replicates, percentile_ci
 from .calibration import (Recalibrator, brier_score, calibration_slope_intercept,
                           expected_calibration_error, reliability_curve)
+from .contour import add_contour_spread, auc_by_variant, read_contour_predictions
 from .decision_curve import decision_curve
 from .delong import delong_covariance, delong_unpaired, normal_ci, paired_test_from_covariance
 from .multiple import holm
@@ -234,6 +238,8 @@ def analyse_cohort(table: pd.DataFrame, cohort: str, models: Sequence[str], refe
                                         settings.conf_level))
         if np.isfinite(data.y_std[k]).any():
             entry["mean_y_std"] = float(np.nanmean(data.y_std[k]))
+        if np.isfinite(data.spreads["y_contour_std"][k]).any():
+            entry["mean_y_contour_std"] = float(np.nanmean(data.spreads["y_contour_std"][k]))
         entry["roc_curve"] = _roc_points(y, probs[k])
         entry["uncertainty"] = _uncertainty_entry(
             data, k, thresholds[model]["threshold"],
@@ -301,9 +307,14 @@ def uncertainty_rules(settings: CompareSettings, thresholds_after: dict | None) 
 
 def compare_predictions(table: pd.DataFrame, reference: str,
                         settings: CompareSettings = CompareSettings(),
-                        synthetic: bool | None = None) -> dict:
-    """Every statistic of stats.json from a checked predictions table (:func:`read_predictions`)."""
+                        synthetic: bool | None = None, contour: pd.DataFrame | None = None) -> dict:
+    """Every statistic of stats.json from a checked predictions table (:func:`read_predictions`).
+
+    contour: contour predictions (:func:`~rn_classifier.stats.contour.read_contour_predictions`):
+    their per-case spread becomes ``y_contour_std`` and their AUC per contour ``stats["contour"]``.
+    """
     check_conf_level(settings.conf_level)
+    table = add_contour_spread(table, contour)
     if settings.recalibrate is not None:
         check_choice(settings.recalibrate, "recalibrate", ("platt", "isotonic"))
     models = _model_order(table, reference)
@@ -336,19 +347,27 @@ def compare_predictions(table: pd.DataFrame, reference: str,
         "cohorts": cohorts,
         "internal_vs_external": internal_vs_external(table, models),
     }
+    if contour is not None:
+        known = contour[contour["model"].isin(models)]
+        stats["contour"] = {"auc_by_variant": auc_by_variant(known, settings.conf_level),
+                            "variants": sorted(set(known["variant"]))}
     return json_ready(stats)
 
 
 def run_compare(paths: Sequence[str | Path], out: str | Path, reference: str,
                 settings: CompareSettings = CompareSettings(),
-                synthetic: bool | None = None) -> dict:
-    """Read predictions files, compute, and write ``out`` (stats.json) atomically."""
+                synthetic: bool | None = None, contour: str | Path | None = None) -> dict:
+    """Read predictions files (and a contour predictions file), compute, and write ``out``
+    (stats.json) atomically."""
     from ..atomic import write_json
     from ..provenance import run_provenance
 
     table = read_predictions(paths)
-    stats = compare_predictions(table, reference, settings, synthetic)
+    variants = read_contour_predictions(contour) if contour is not None else None
+    stats = compare_predictions(table, reference, settings, synthetic, variants)
     stats["inputs"] = [str(p) for p in paths]
+    if contour is not None:
+        stats["contour"]["input"] = str(contour)
     stats["provenance"] = run_provenance()
     write_json(out, stats)
     return stats

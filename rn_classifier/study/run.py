@@ -12,6 +12,8 @@ Run folder (``RUN``; the contract is /work/notes/STUDY_LAYOUT.md)::
     finetune/<model>/      one fine-tuning run per model (<model> = model column of predictions.csv)
     radiomics/             radiomics run
     label_efficiency/      with label fractions: runs per model and fraction, curve.csv + curve.json
+    contour/               image models' held-out predictions under alternative contours
+                           (contour_predictions.csv; rn_classifier.study.contour)
     compare/stats.json     every predictions.csv compared with the reference model
     shift/                 label-free shift check: shift.json, cases.csv (rn_classifier.shift)
     report/                report.html, report.json (rn_classifier.report)
@@ -464,7 +466,44 @@ class Study:
         self.book.run("label_efficiency", key, work)
         self.keys["label_efficiency"] = self.book.token("label_efficiency")
 
-    def stage_compare(self, predictions: dict[str, Path]) -> dict:
+    def stage_contour(self, predictions: dict[str, Path]) -> Path | None:
+        """Every image model's internal-test and external predictions under alternative contours."""
+        from ..data.contour_variants import ContourVariantConfig
+        from ..data.manifest import load_manifest
+        from ..data.split import load_split
+        from ..predict.trained_run import TrainedRun
+        from .contour import CONTOUR_FILE, predict_contours
+
+        c = self.cfg.contour
+        if not c.enabled:
+            return None
+        variants = ContourVariantConfig(**{k: v for k, v in to_dict(c).items() if k != "enabled"}).check()
+        images = [m for m, cfg in self.finetune_models().items() if cfg.model.kind != "clinical"]
+        if not images:
+            return None
+        upstream = [self.keys[f"finetune:{m}"] for m in images] + [self.keys["split"]]
+        key = stage_key(to_dict(c), upstream)
+        out = self.out / "contour" / CONTOUR_FILE
+
+        def work(stale: bool):
+            runs = {m: TrainedRun(predictions[m].parent) for m in images}
+            internal = load_manifest(self.manifest("internal"))
+            split = load_split(self.split_path)
+            test_ids = set(split.loc[split["part"] == "internal_test", "case_id"])
+            cohorts = {"internal_test": (internal[internal["case_id"].isin(test_ids)],
+                                         self.manifest("internal").parent)}
+            if self.has("external"):
+                cohorts["external"] = (load_manifest(self.manifest("external")),
+                                       self.manifest("external").parent)
+            rows = predict_contours(runs, cohorts, variants, echo=self.echo)
+            atomic.write_csv(out, rows)
+            return {"rows": len(rows), "variants": sorted(set(rows["variant"]))}
+
+        self.book.run("contour", key, work)
+        self.keys["contour"] = self.book.token("contour")
+        return out
+
+    def stage_compare(self, predictions: dict[str, Path], contour: Path | None = None) -> dict:
         from ..stats.compare import CompareSettings, run_compare
 
         c = self.cfg.compare
@@ -475,12 +514,15 @@ class Study:
                                    n_bins=c.n_bins, recalibrate=c.recalibrate)
         upstream = [self.keys[f"finetune:{m}"] if f"finetune:{m}" in self.keys else self.keys["radiomics"]
                     for m in predictions]
+        if contour is not None:
+            upstream.append(self.keys["contour"])
         key = stage_key({**to_dict(c), "models": sorted(predictions)}, upstream)
         out = self.out / "compare" / "stats.json"
 
         def work(stale: bool):
             out.parent.mkdir(parents=True, exist_ok=True)
-            run_compare([predictions[m] for m in predictions], out, c.reference, settings)
+            run_compare([predictions[m] for m in predictions], out, c.reference, settings,
+                        contour=contour)
             return {"stats": str(out.relative_to(self.out))}
 
         self.book.run("compare", key, work)
@@ -577,7 +619,8 @@ class Study:
         predictions = self.stage_finetune()
         predictions.update(self.stage_radiomics())
         self.stage_label_efficiency(predictions)
-        stats = self.stage_compare(predictions)
+        contour = self.stage_contour(predictions)
+        stats = self.stage_compare(predictions, contour)
         self.stage_shift(predictions)
         report = self.stage_report()
         return {"run": self.out, "stats": stats, "report": report, "ran": self.book.ran,
