@@ -13,7 +13,7 @@ import SimpleITK as sitk
 
 from rn_classifier.data.ingest import geometry_mismatch, normalise, resample
 from rn_classifier.data.readers import read_image, read_mask
-from rn_classifier.data.preprocess import PreprocessConfig, process_case
+from rn_classifier.data.preprocess import LESION, PreprocessConfig, process_case
 from rn_classifier.errors import InputError
 from builders import save_nifti
 
@@ -145,7 +145,7 @@ def test_brain1_nrrd_to_ras_1mm_lesion_centred_crop(brain1):
     cfg = PreprocessConfig(spacing=[1.0, 1.0, 1.0], labelled_crop=[96, 96, 96])
     row = {"case_id": "brain1", "patient_id": "brain1", "center": "TCGA", "label": 1,
            "image_path": str(brain1["image"]), "mask_path": str(brain1["mask"]), "mask_labels": (1,)}
-    crop, info = process_case(row, cfg, labelled=True)
+    crop, info = process_case(row, cfg, LESION)
     assert crop.shape == (2, 96, 96, 96)
     assert info["lesion_inside_crop"]
     # the whole lesion: crop mask voxels equal the resampled lesion's voxel count

@@ -111,7 +111,7 @@ def test_crop_with_padding_pads_outside():
 def test_pool_crop_stays_inside_an_off_centre_head(tmp_path):
     """A pool sub-volume whose foreground sits in one corner: the crop shifts to stay inside
     the image instead of padding flat edges (it only pads where the image is smaller)."""
-    from rn_classifier.data.preprocess import process_case
+    from rn_classifier.data.preprocess import HEAD, process_case
 
     vol = np.full((24, 24, 12), 5.0, np.float32)
     vol[14:, 14:, :] = 600.0  # foreground in the +x +y corner
@@ -120,10 +120,64 @@ def test_pool_crop_stays_inside_an_off_centre_head(tmp_path):
            "image_path": str(tmp_path / "corner_img.nii.gz")}
     cfg = PreprocessConfig(spacing=[2.0, 2.0, 2.0], pool_crop=[16, 16, 16],
                            normalisation=NormalisationConfig(method="none"))
-    crop, index_row = process_case(row, cfg, labelled=False)
+    crop, index_row = process_case(row, cfg, HEAD)
     # x and y: the image (24) is longer than the crop (16), so the crop ends at the image edge
     # and holds no padding; z: the image (12) is shorter, so it stays centred, 2 slices padded
     # on each side.
     assert (index_row["origin_x"], index_row["origin_y"], index_row["origin_z"]) == (16.0, 16.0, -4.0)
     assert (crop[0, :, :, [0, 1, 14, 15]] == 5.0).all()
     assert crop[0, -1, -1, 2:14].min() > 100, "the bright corner is inside the crop, not padding"
+
+
+def test_source_hash_sees_an_edited_slice_of_a_dicom_series_folder(tmp_path):
+    from rn_classifier.data.preprocess import source_hash
+    series = tmp_path / "series"
+    (series / "sub").mkdir(parents=True)
+    for i in range(3):
+        (series / "sub" / f"slice{i}.dcm").write_bytes(b"x" * 10)
+    manifest_path = tmp_path / "manifest.csv"
+    manifest_path.write_text("case_id\n")
+    manifest = pd.DataFrame({"image_path": [str(series)], "mask_path": [""]})
+    before = source_hash(manifest, manifest_path, PreprocessConfig())
+    assert source_hash(manifest, manifest_path, PreprocessConfig()) == before
+    (series / "sub" / "slice1.dcm").write_bytes(b"y" * 11)
+    assert source_hash(manifest, manifest_path, PreprocessConfig()) != before
+
+
+@pytest.fixture(scope="module")
+def synthetic_pool(tmp_path_factory):
+    from rn_classifier.data.synth import make_synthetic_cohort
+
+    out = tmp_path_factory.mktemp("pool") / "cohort"
+    make_synthetic_cohort(out, preset="tiny", seed=5, pool_size=6, workers=1)
+    return out / "manifests" / "unlabeled.csv"
+
+
+def test_pool_sub_volumes_are_cut_on_their_centres_with_the_lesion_mask(synthetic_pool, tmp_path):
+    cfg = PreprocessConfig(spacing=[3.0, 3.0, 3.0], pool_crop=[16, 16, 16], workers=1)
+    meta = preprocess(synthetic_pool, tmp_path / "cache", cfg)
+    assert meta["channels"] == ["t1ce", "mask"] and meta["crop_size"] == [16, 16, 16]
+    cache = CropCache(tmp_path / "cache")
+    manifest = pd.read_csv(synthetic_pool, keep_default_na=False)
+    assert set(manifest["kind"]) == {"lesion", "random"}  # this seed holds both kinds
+    for _, row in cache.index.iterrows():
+        mask = np.asarray(cache[int(row["row"])][1], np.float32)
+        if row["kind"] == "random":
+            assert mask.sum() == 0 and row["lesion_voxels"] == 0
+        else:  # lesion-centred: the mask's centroid within a voxel of the crop's centre
+            assert mask.sum() == row["lesion_voxels"] > 0
+            np.testing.assert_allclose(np.argwhere(mask > 0.5).mean(0), [7.5] * 3, atol=1.0)
+
+
+def test_pool_row_without_a_centre_or_outside_the_image_names_the_case(synthetic_pool, tmp_path):
+    manifest = pd.read_csv(synthetic_pool, keep_default_na=False)
+    cfg = PreprocessConfig(spacing=[3.0, 3.0, 3.0], pool_crop=[16, 16, 16], workers=1)
+    no_centre = manifest.assign(centre_x=[""] + list(manifest["centre_x"][1:]))
+    no_centre.to_csv(synthetic_pool.with_name("no_centre.csv"), index=False)
+    with pytest.raises(InputError, match=f"{manifest['case_id'][0]}.*lack a sub-volume centre"):
+        preprocess(synthetic_pool.with_name("no_centre.csv"), tmp_path / "a", cfg)
+    outside = manifest.assign(centre_x=[1000.0] + list(manifest["centre_x"][1:]))
+    outside.to_csv(synthetic_pool.with_name("outside.csv"), index=False)
+    with pytest.raises(DataIntegrityError, match=f"case {manifest['case_id'][0]}: .*centre .* lies outside the image"):
+        preprocess(synthetic_pool.with_name("outside.csv"), tmp_path / "b", cfg)
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()

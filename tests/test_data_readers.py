@@ -69,7 +69,7 @@ def case_files(tmp_path):
 def test_a_mask_format_registered_outside_the_package_reaches_every_reader(sphere_format, case_files):
     from rn_classifier.baselines.radiomics import extract_case
     from rn_classifier.data.check import check_case
-    from rn_classifier.data.preprocess import PreprocessConfig, process_case
+    from rn_classifier.data.preprocess import LESION, PreprocessConfig, process_case
 
     assert readers.mask_kind(case_files["spheres"]) == "spheres"
     assert readers.mask_kind(case_files["label"]) == "label_image"
@@ -83,9 +83,9 @@ def test_a_mask_format_registered_outside_the_package_reaches_every_reader(spher
            "image_path": str(case_files["image"]), "mask_path": str(case_files["spheres"]),
            "mask_labels": ("GTV_1",)}
     assert check_case(pd.Series(row)) == []
-    crop, index = process_case(row, PreprocessConfig(labelled_crop=[24, 24, 24]), labelled=True)
+    crop, index = process_case(row, PreprocessConfig(labelled_crop=[24, 24, 24]), LESION)
     reference, _ = process_case({**row, "mask_path": str(case_files["label"]), "mask_labels": (11,)},
-                                PreprocessConfig(labelled_crop=[24, 24, 24]), labelled=True)
+                                PreprocessConfig(labelled_crop=[24, 24, 24]), LESION)
     np.testing.assert_array_equal(crop, reference)
     assert index["lesion_voxels"] == int(by_label.lesion.sum())
     features = extract_case(case_files["image"], case_files["spheres"], mask_labels=("GTV_1",),

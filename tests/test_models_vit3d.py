@@ -12,7 +12,7 @@ from rn_classifier.models import VisionTransformer3D, create_model, list_models,
 
 # Small/base keep their width and depth but are built for 32-voxel crops (2 patches per axis), so
 # the contract runs in seconds; the tiny variant is built at its full size.
-_FAST_SIZE = {"vit3d_small_p16": 32, "vit3d_base_p16": 32}
+_FAST_SIZE = {"vit3d_small_p16": 32, "vit3d_base_p16": 32, "vit3d_tiny_conv_p8": 32}
 
 
 @functools.cache
@@ -28,7 +28,8 @@ CASES = [(name, dims) for name in list_models() for dims in (2, 3)]
 
 def test_registry_has_the_documented_variants():
     assert {"vit3d_tiny_p8", "vit3d_small_p16", "vit3d_base_p16"} <= set(list_models())
-    assert list_models("vit3d_tiny*") == ["vit3d_tiny_p8"]
+    assert list_models("vit3d_tiny*") == ["vit3d_tiny_conv_p8", "vit3d_tiny_p8"]
+    assert create_model("vit3d_tiny_conv_p8").stem == "conv"
 
 
 @pytest.mark.parametrize("name,dims", CASES)
@@ -129,7 +130,7 @@ def test_none_overrides_keep_model_defaults():
 
 
 def test_bad_inputs_raise_input_error_with_values():
-    with pytest.raises(InputError, match=r"unknown model 'vit_nope'.*vit3d_base_p16, vit3d_small_p16, vit3d_tiny_p8"):
+    with pytest.raises(InputError, match=r"unknown model 'vit_nope'.*vit3d_base_p16, vit3d_small_p16, vit3d_tiny_conv_p8, vit3d_tiny_p8"):
         create_model("vit_nope")
     with pytest.raises(InputError, match="cannot build model 'vit3d_tiny_p8'.*colour"):
         create_model("vit3d_tiny_p8", colour="red")

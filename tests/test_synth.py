@@ -160,13 +160,23 @@ def test_importer_round_trip(tiny):
 def test_pool_manifest(tiny):
     pool = pd.read_csv(tiny / "manifests" / "unlabeled.csv", keep_default_na=False)
     assert list(pool.columns) == ["case_id", "patient_id", "center", "image", "mask",
-                                  "mask_labels", "label", "synthetic"]
+                                  "mask_labels", "label", "synthetic", "kind",
+                                  "centre_x", "centre_y", "centre_z"]
     assert len(pool) == TINY.pool.size
     assert (pool["center"] == "SYN-POOL").all()
-    assert (pool[["mask", "mask_labels", "label"]] == "").all().all()
-    for rel in pool["image"]:
-        img = nib.load(tiny / "manifests" / rel)
+    assert (pool["label"] == "").all()
+    assert set(pool["kind"]) <= {"lesion", "random"}
+    for _, row in pool.iterrows():
+        img = nib.load(tiny / "manifests" / row["image"])
         assert img.shape == TINY.pool.shape
+        centre_voxel = np.linalg.inv(img.affine) @ [row["centre_x"], row["centre_y"], row["centre_z"], 1]
+        if row["kind"] == "random":  # the grid's centre, no mask
+            assert row["mask"] == row["mask_labels"] == ""
+            np.testing.assert_allclose(centre_voxel[:3], (np.asarray(img.shape) - 1) / 2, atol=1e-2)
+        else:  # the lesion's mask (MOLAB codes of lesion 1), the centre at its centroid
+            mask = np.asarray(nib.load(tiny / "manifests" / row["mask"]).dataobj)
+            assert sorted(np.unique(mask[mask > 0])) == [int(v) for v in row["mask_labels"].split(";")]
+            np.testing.assert_allclose(centre_voxel[:3], np.argwhere(mask > 0).mean(0), atol=1e-2)
 
 
 def test_refuses_to_replace_a_folder_that_is_not_a_synthetic_cohort(tmp_path):

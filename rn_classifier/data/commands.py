@@ -72,7 +72,7 @@ def register(app: typer.Typer) -> None:
     @app.command("synth")
     def synth_cmd(
         out: Annotated[Path, typer.Option(help="folder to write the synthetic cohort into")],
-        preset: Annotated[str, typer.Option(help="demo | paper")] = "demo",
+        preset: Annotated[str, typer.Option(help="demo | paper | large (the demo ×8, for diagnostics)")] = "demo",
         seed: Annotated[int, typer.Option(help="random seed (the cohort is deterministic for a seed)")] = 0,
         pool_size: Annotated[Optional[int], typer.Option(help="unlabeled pool size (paper: up to 10167)")] = None,
         workers: Annotated[int, typer.Option(help="processes")] = 2,

@@ -3,8 +3,9 @@
 :func:`read_case` reads the image and its lesion mask (:mod:`.readers`: any registered image
 and mask format), :func:`lesion_crop` brings them to a :class:`CropSetting` — resample to the
 setting's spacing (image linear, lesion nearest), normalise the intensities, cut a two-channel
-crop ``(T1CE, lesion)`` centred on the lesion's centroid — and :func:`pool_crop` does the same
-for an unlabeled pool image (one channel, centred on the head). Preprocessing writes these crops
+crop ``(T1CE, lesion)`` centred on the lesion's centroid — :func:`pool_crop` does the same
+for an unlabeled pool image (one channel, centred on the head), and :func:`sub_volume_crop` for
+a pool sub-volume with a given centre (two channels; the mask may be empty). Preprocessing writes these crops
 to the cache, prediction computes them for a new case, and both stop at the same float16
 values, so a model serves the inputs it was trained on.
 
@@ -189,6 +190,34 @@ def pool_crop(image: Volume, setting: CropSetting) -> Crop:
     array = crop_with_padding(norm, start, size, float(norm.min()))[None]
     return Crop(array=array.astype(CROP_DTYPE), affine=crop_affine(resampled.affine, start),
                 resampled=resampled)
+
+
+def sub_volume_crop(case: Case, centre_world, setting: CropSetting) -> Crop:
+    """The two-channel crop ``(normalised T1CE, lesion)`` centred on a world point (RAS mm):
+    one sub-volume of a pretraining pool (``build-pool``'s ``centre_x, centre_y, centre_z``).
+
+    The lesion channel is zero where the scan has no mask (a lesion-free collection), so every
+    pool crop has the channels of a labelled crop and lesion-aware views can read the mask.
+    Raises InputError when the centre lies outside the image.
+    """
+    resampled, norm = _normalised(case.image, setting)
+    centre = resampled.world_to_voxel(np.asarray(centre_world, dtype=float))
+    if np.any(centre < -0.5) or np.any(centre > np.asarray(norm.shape) - 0.5):
+        raise InputError(f"image {case.image.path}: the sub-volume centre {np.round(centre_world, 1).tolist()} "
+                         f"mm lies outside the image (voxel {np.round(centre, 1).tolist()} of {list(norm.shape)})")
+    if case.mask is not None:
+        lesion_grid = Volume(case.mask.lesion.astype(np.uint8), case.image.affine, case.mask.path)
+        lesion = resample(lesion_grid, setting.spacing, mode="nearest").array > 0
+    else:
+        lesion = np.zeros(norm.shape, dtype=bool)
+    size = np.asarray(setting.crop_size, dtype=int)
+    start = crop_start(centre, size)
+    array = np.stack([crop_with_padding(norm, start, size, float(norm.min())),
+                      crop_with_padding(lesion.astype(np.float32), start, size, 0.0)])
+    inside = crop_with_padding(lesion, start, size, False)
+    return Crop(array=array.astype(CROP_DTYPE), affine=crop_affine(resampled.affine, start),
+                resampled=resampled, lesion_voxels=int(inside.sum()),
+                lesion_volume_ml=float(inside.sum() * np.prod(setting.spacing) / 1000.0))
 
 
 def model_input(case: Case, setting: CropSetting) -> tuple[np.ndarray, Crop]:

@@ -8,7 +8,11 @@ normalise intensities, then cut a crop:
   on the lesion's centroid, the lesion being the union of the case's ``mask_labels``
   (:func:`~rn_classifier.data.crop.lesion_crop`);
 * unlabeled pool (no masks): a one-channel crop centred on the head's foreground
-  (:func:`~rn_classifier.data.crop.pool_crop`).
+  (:func:`~rn_classifier.data.crop.pool_crop`);
+* a pool of sub-volumes (the manifest has ``centre_x, centre_y, centre_z``, as ``build-pool``
+  and the synthetic pool write): a two-channel crop ``(t1ce, lesion mask)`` of the pool crop
+  size centred on each row's centre; the mask channel is empty where a row has no mask
+  (:func:`~rn_classifier.data.crop.sub_volume_crop`).
 
 Crops are written as one float16 memory-mapped array with an index (see
 :mod:`rn_classifier.data.cache`). Outside the image the crop is padded with the image's
@@ -33,7 +37,7 @@ from .. import atomic
 from ..config import to_dict
 from ..errors import DataIntegrityError, InputError
 from .cache import CACHE_VERSION, CROPS_FILE, INDEX_FILE, META_FILE
-from .crop import CropSetting, lesion_crop, pool_crop, read_case
+from .crop import CropSetting, lesion_crop, pool_crop, read_case, sub_volume_crop
 from .manifest import load_manifest
 
 
@@ -52,18 +56,44 @@ class PreprocessConfig:
     workers: int = 2
 
 
+CENTRE_COLUMNS = ("centre_x", "centre_y", "centre_z")
+# How a manifest's crops are cut: lesion-centred (labelled), on the head (pool without centres),
+# or on each row's centre (pool of sub-volumes).
+LESION, HEAD, SUB_VOLUME = "lesion", "head", "sub_volume"
+
+
+def crop_kind(manifest: pd.DataFrame, manifest_path: Path) -> str:
+    has_mask = manifest["mask_path"].astype(bool)
+    if all(c in manifest.columns for c in CENTRE_COLUMNS):
+        missing = manifest[list(CENTRE_COLUMNS)].isna().any(axis=1)
+        if missing.any():
+            raise InputError(f"manifest {manifest_path}: case(s) {', '.join(manifest.loc[missing, 'case_id'].astype(str)[:5])} "
+                             f"lack a sub-volume centre; every row of a pool with {', '.join(CENTRE_COLUMNS)} needs one")
+        return SUB_VOLUME
+    if has_mask.any() and not has_mask.all():
+        raise InputError(f"manifest {manifest_path}: {int((~has_mask).sum())} case(s) lack a mask while "
+                         f"{int(has_mask.sum())} have one; put the unlabeled pool in its own manifest "
+                         f"(or give every row a sub-volume centre: {', '.join(CENTRE_COLUMNS)})")
+    return LESION if has_mask.all() else HEAD
+
+
 def crop_setting(cfg: PreprocessConfig, labelled: bool) -> CropSetting:
     """The setting of this config's lesion crops (labelled) or pool crops."""
     return CropSetting(tuple(cfg.spacing), tuple(cfg.labelled_crop if labelled else cfg.pool_crop),
                        cfg.normalisation.method, tuple(cfg.normalisation.clip_percentiles))
 
 
-def process_case(row: dict, cfg: PreprocessConfig, labelled: bool) -> tuple[np.ndarray, dict]:
+def process_case(row: dict, cfg: PreprocessConfig, kind: str) -> tuple[np.ndarray, dict]:
     """One case → (crop (C, X, Y, Z) float16, index row). Raises InputError naming the case."""
     cid = row["case_id"]
-    setting = crop_setting(cfg, labelled)
+    setting = crop_setting(cfg, kind == LESION)
     try:
-        if labelled:
+        if kind == SUB_VOLUME:
+            case = read_case(row["image_path"], row["mask_path"] or None, row["mask_labels"])
+            crop = sub_volume_crop(case, [float(row[c]) for c in CENTRE_COLUMNS], setting)
+            extra = {"lesion_voxels": crop.lesion_voxels, "lesion_volume_ml": crop.lesion_volume_ml,
+                     **({"kind": row["kind"]} if "kind" in row else {})}
+        elif kind == LESION:
             case = read_case(row["image_path"], row["mask_path"], row["mask_labels"])
             crop = lesion_crop(case, setting)
             extra = {"lesion_voxels": crop.lesion_voxels, "lesion_inside_crop": crop.lesion_inside_crop,
@@ -85,20 +115,26 @@ def process_case(row: dict, cfg: PreprocessConfig, labelled: bool) -> tuple[np.n
 
 
 def source_hash(manifest: pd.DataFrame, manifest_path: Path, cfg: PreprocessConfig) -> str:
-    """Hash of the config, the manifest and each source file's size and modification time."""
+    """Hash of the config, the manifest and each source file's size and modification time.
+
+    A DICOM series is a folder: every file in it counts, so a re-exported or edited slice
+    invalidates the cache as an edited NIfTI does.
+    """
     h = hashlib.sha256()
     h.update(json.dumps(to_dict(cfg) | {"workers": None}, sort_keys=True).encode())
     h.update(manifest_path.read_bytes())
-    for p in list(manifest["image_path"]) + [m for m in manifest["mask_path"] if m]:
-        st = os.stat(p) if os.path.exists(p) else None
-        h.update(f"{p}:{st.st_size if st else -1}:{st.st_mtime_ns if st else -1}".encode())
+    for source in list(manifest["image_path"]) + [m for m in manifest["mask_path"] if m]:
+        files = sorted(Path(source).rglob("*")) if os.path.isdir(source) else [Path(source)]
+        for p in files:
+            st = os.stat(p) if p.exists() else None
+            h.update(f"{p}:{st.st_size if st else -1}:{st.st_mtime_ns if st else -1}".encode())
     return h.hexdigest()[:16]
 
 
 def _worker(args):
-    row, cfg, labelled = args
+    row, cfg, kind = args
     try:
-        return process_case(row, cfg, labelled), None
+        return process_case(row, cfg, kind), None
     except InputError as exc:
         return None, str(exc)
 
@@ -116,11 +152,7 @@ def preprocess(manifest_path: str | os.PathLike, out: str | os.PathLike,
             raise InputError(f"preprocess.{name} must be 3 positive numbers, got {list(values)}")
     manifest_path, out = Path(manifest_path), Path(out)
     df = load_manifest(manifest_path)
-    has_mask = df["mask_path"].astype(bool)
-    if has_mask.any() and not has_mask.all():
-        raise InputError(f"manifest {manifest_path}: {int((~has_mask).sum())} case(s) lack a mask while "
-                         f"{int(has_mask.sum())} have one; put the unlabeled pool in its own manifest")
-    labelled = bool(has_mask.all())
+    kind = crop_kind(df, manifest_path)
     digest = source_hash(df, manifest_path, cfg)
     meta_path = out / META_FILE
     if meta_path.is_file():
@@ -129,15 +161,15 @@ def preprocess(manifest_path: str | os.PathLike, out: str | os.PathLike,
             return old | {"skipped": True}
 
     rows = [dict(r) for _, r in df.iterrows()]
-    size = cfg.labelled_crop if labelled else cfg.pool_crop
-    n_channels = 2 if labelled else 1
+    size = cfg.labelled_crop if kind == LESION else cfg.pool_crop
+    n_channels = 1 if kind == HEAD else 2
     results: list[dict | None] = [None] * len(rows)
     problems: list[str] = []
     with atomic.atomic_dir(out) as tmp:
         crops = np.lib.format.open_memmap(tmp / CROPS_FILE, mode="w+", dtype=np.float16,
                                           shape=(len(rows), n_channels, *size))
         atomic.reserve_space(tmp / CROPS_FILE)  # a full disk: one error now, not SIGBUS mid-way
-        jobs = ((row, cfg, labelled) for row in rows)
+        jobs = ((row, cfg, kind) for row in rows)
         if cfg.workers > 1:
             # spawn, not fork: a forked child of a process that already ran torch (OpenMP
             # threads) can deadlock on a lock held by a thread that does not exist in the child
@@ -168,7 +200,7 @@ def preprocess(manifest_path: str | os.PathLike, out: str | os.PathLike,
         index.insert(0, "row", np.arange(len(index)))
         index.to_csv(tmp / INDEX_FILE, index=False)
         meta = {"version": CACHE_VERSION, "spacing": list(cfg.spacing), "crop_size": list(size),
-                "channels": ["t1ce", "mask"] if labelled else ["t1ce"],
+                "channels": ["t1ce"] if kind == HEAD else ["t1ce", "mask"],
                 "normalisation": to_dict(cfg.normalisation), "synthetic": bool(df["synthetic"].any()),
                 "n": len(rows), "source_hash": digest, "manifest": manifest_path.name}
         (tmp / META_FILE).write_text(json.dumps(meta, indent=2) + "\n")

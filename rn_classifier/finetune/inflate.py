@@ -1,8 +1,8 @@
 """Inflate a pretrained patch embedding to more input channels (T1CE → T1CE + lesion mask).
 
 Pretraining sees T1CE only (1 channel); fine-tuning adds the lesion mask as a second channel
-(Gomaa et al. 2025). The projection ``patch_embed.proj`` (``nn.Conv2d`` / ``nn.Conv3d``, kernel =
-stride = patch size) is replaced by one with ``in_chans`` inputs whose first channels carry the
+(Gomaa et al. 2025). The convolution that reads the image, ``patch_embed.input_conv`` (the linear
+patch projection, or the first layer of a conv stem), is replaced by one with ``in_chans`` inputs whose first channels carry the
 pretrained weights and whose new channels start at zero. At step 0 the network therefore
 computes exactly what the pretrained one computed on T1CE, whatever the mask holds; the mask
 weights are learnt during fine-tuning.
@@ -40,16 +40,14 @@ def inflate_conv_channels(conv: nn.Conv2d | nn.Conv3d, in_chans: int) -> nn.Conv
 
 
 def inflate_patch_embedding(model: nn.Module, in_chans: int) -> nn.Module:
-    """Give ``model`` (timm-style ViT with ``patch_embed.proj``) ``in_chans`` inputs, in place.
+    """Give ``model`` (a ViT whose ``patch_embed`` has ``input_conv``) ``in_chans`` inputs, in place.
 
     Returns ``model``. A model that already has ``in_chans`` channels is returned unchanged.
     """
-    proj = model.patch_embed.proj
-    if proj.in_channels == in_chans:
+    conv = model.patch_embed.input_conv
+    if conv.in_channels == in_chans:
         return model
-    model.patch_embed.proj = inflate_conv_channels(proj, in_chans)
-    if hasattr(model.patch_embed, "in_chans"):
-        model.patch_embed.in_chans = int(in_chans)
+    model.patch_embed.replace_input_conv(inflate_conv_channels(conv, in_chans))
     if isinstance(getattr(model, "init_kwargs", None), dict):  # what an export writes to encoder.json
         model.init_kwargs["in_chans"] = int(in_chans)
     return model

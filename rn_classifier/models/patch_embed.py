@@ -111,6 +111,15 @@ class PatchEmbed(nn.Module):
         self.proj = _CONV[spatial_dims](in_chans, embed_dim, kernel_size=self.patch_size,
                                         stride=self.patch_size, bias=bias)
 
+    @property
+    def input_conv(self) -> nn.Conv2d | nn.Conv3d:
+        """The convolution that reads the image channels (the one inflation widens)."""
+        return self.proj
+
+    def replace_input_conv(self, conv: nn.Conv2d | nn.Conv3d) -> None:
+        self.proj = conv
+        self.in_chans = conv.in_channels
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``x: (B, C, *spatial)`` → ``(B, L, D)``."""
         if x.ndim != self.spatial_dims + 2 or x.shape[1] != self.proj.in_channels:

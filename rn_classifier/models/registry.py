@@ -64,3 +64,7 @@ def create_model(name: str, **overrides: Any) -> VisionTransformer3D:
 register("vit3d_tiny_p8", img_size=32, patch_size=8, embed_dim=192, depth=4, num_heads=3)
 register("vit3d_small_p16", img_size=96, patch_size=16, embed_dim=384, depth=12, num_heads=6)
 register("vit3d_base_p16", img_size=96, patch_size=16, embed_dim=768, depth=12, num_heads=12)
+# The tiny encoder with a convolutional stem (issue 14): at patch 8 its tokens read the 1–2-voxel
+# lesion details a linear patchify flattens away; 40³ crops put the lesion centre inside one token.
+register("vit3d_tiny_conv_p8", img_size=40, patch_size=8, embed_dim=192, depth=4, num_heads=3,
+         stem="conv")

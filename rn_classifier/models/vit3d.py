@@ -27,11 +27,15 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from ..errors import InputError
-from .patch_embed import PatchEmbed, check_spatial_dims, grid_for
+from .conv_stem import ConvStemPatchEmbed
+from .patch_embed import PatchEmbed, check_spatial_dims, grid_for, unpatchify
 from .pos_embed import resample_pos_embed, sincos_pos_embed
 
 GLOBAL_POOLS = ("token", "avg")
 POS_EMBED_TYPES = ("learn", "sincos")
+# How voxels become tokens: "linear" = one matrix per patch (ViT, MAE); "conv" = stride-2 3×3
+# convolutions (Xiao et al. 2021), which read details inside a patch.
+STEMS = {"linear": PatchEmbed, "conv": ConvStemPatchEmbed}
 
 
 def _check_choice(name: str, value: str, choices: Sequence[str]) -> str:
@@ -54,17 +58,20 @@ class VisionTransformer3D(nn.Module):
         global_pool: ``"token"`` (class token, DINO) or ``"avg"`` (mean of patch tokens).
         pos_embed_type: ``"learn"`` (trainable, truncated-normal init as timm and DINO) or
             ``"sincos"`` (fixed 2D/3D sin-cos as MAE; needs ``embed_dim`` divisible by 4 / 6).
+        stem: ``"linear"`` (patchify + linear projection) or ``"conv"`` (``conv_stem``; the
+            patch size must be a power of two).
     """
 
     def __init__(self, img_size: int | Sequence[int] = 96, patch_size: int | Sequence[int] = 16,
                  in_chans: int = 1, num_classes: int = 0, embed_dim: int = 768, depth: int = 12,
                  num_heads: int = 12, mlp_ratio: float = 4.0, qkv_bias: bool = True,
                  drop_path_rate: float = 0.0, spatial_dims: int = 3, global_pool: str = "token",
-                 pos_embed_type: str = "learn"):
+                 pos_embed_type: str = "learn", stem: str = "linear"):
         super().__init__()
         check_spatial_dims(spatial_dims)
         _check_choice("global_pool", global_pool, GLOBAL_POOLS)
         _check_choice("pos_embed_type", pos_embed_type, POS_EMBED_TYPES)
+        _check_choice("stem", stem, list(STEMS))
         if in_chans < 1:
             raise InputError(f"in_chans must be at least 1, got {in_chans}")
         if embed_dim % num_heads:
@@ -77,7 +84,7 @@ class VisionTransformer3D(nn.Module):
             num_classes=int(num_classes), embed_dim=int(embed_dim), depth=int(depth),
             num_heads=int(num_heads), mlp_ratio=float(mlp_ratio), qkv_bias=bool(qkv_bias),
             drop_path_rate=float(drop_path_rate), spatial_dims=int(spatial_dims),
-            global_pool=global_pool, pos_embed_type=pos_embed_type)
+            global_pool=global_pool, pos_embed_type=pos_embed_type, stem=stem)
 
         self.spatial_dims = spatial_dims
         self.num_classes = num_classes
@@ -86,7 +93,8 @@ class VisionTransformer3D(nn.Module):
         self.num_prefix_tokens = 1
         self.grad_checkpointing = False
 
-        self.patch_embed = PatchEmbed(img_size, patch_size, in_chans, embed_dim, spatial_dims)
+        self.stem = stem
+        self.patch_embed = STEMS[stem](img_size, patch_size, in_chans, embed_dim, spatial_dims)
         self.cls_token = nn.Parameter(torch.zeros(1, 1, embed_dim))
         num_tokens = self.num_prefix_tokens + self.patch_embed.num_patches
         if pos_embed_type == "sincos":
@@ -105,9 +113,9 @@ class VisionTransformer3D(nn.Module):
 
         nn.init.normal_(self.cls_token, std=1e-6)  # as timm
         self.apply(init_weights_vit_timm)
-        # Patch projection initialised like a linear layer on flattened patches (MAE, xavier).
-        w = self.patch_embed.proj.weight.data
-        nn.init.xavier_uniform_(w.view(w.shape[0], -1))
+        if stem == "linear":  # initialised like a linear layer on flattened patches (MAE, xavier)
+            w = self.patch_embed.proj.weight.data
+            nn.init.xavier_uniform_(w.view(w.shape[0], -1))
 
     # -- attributes of the timm interface -------------------------------------------------
     @property
@@ -124,7 +132,7 @@ class VisionTransformer3D(nn.Module):
 
     @property
     def in_chans(self) -> int:
-        return self.patch_embed.proj.in_channels
+        return self.patch_embed.input_conv.in_channels
 
     @torch.jit.ignore
     def no_weight_decay(self) -> set[str]:
@@ -188,11 +196,25 @@ class VisionTransformer3D(nn.Module):
         row-major patch order of ``patchify``) → tokens ``(B, 1 + K, D)``, class token first.
         The positional embedding is added before the gather, so kept tokens keep their position.
         """
+        if self.stem != "linear":
+            x = x * self._visible_voxels(x, ids_keep)
         tokens, cls = self.embed_patches(x)
         index = ids_keep.unsqueeze(-1).expand(-1, -1, tokens.shape[-1])
         visible = torch.gather(tokens, dim=1, index=index)
         x = torch.cat([cls.expand(visible.shape[0], -1, -1), visible], dim=1)
         return self._blocks_and_norm(x)
+
+    def _visible_voxels(self, x: torch.Tensor, ids_keep: torch.Tensor) -> torch.Tensor:
+        """``(B, 1, *spatial)`` 1 on the kept patches, 0 on the masked ones.
+
+        A convolutional stem's receptive field crosses patch borders; zeroing the masked patches
+        before it keeps their voxels out of the visible tokens (what MAE reconstructs stays hidden).
+        """
+        grid = self.grid_for(x.shape[2:])
+        keep = torch.zeros(x.shape[0], math.prod(grid), 1, dtype=x.dtype, device=x.device)
+        keep.scatter_(1, ids_keep.unsqueeze(-1), 1.0)
+        patch_voxels = math.prod(self.patch_size)
+        return unpatchify(keep.expand(-1, -1, patch_voxels), self.patch_size, grid)
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
         """``x: (B, 1 + L, D)`` → pooled ``(B, D)`` if ``pre_logits`` else head output ``(B, classes)``."""

@@ -9,7 +9,8 @@
       internal/labels.csv        patient, timepoint, lesion, label (1 = RN), synthetic
       internal/clinical.xlsx     MOLAB-form spreadsheet: 2 header rows, columns by position
       external/...               the same for the second centre (5 mm slices, other scanner)
-      unlabeled/<id>_img.nii.gz  pretraining sub-volumes (no masks, no labels)
+      unlabeled/<id>_img.nii.gz  pretraining sub-volumes (no labels); <id>_mask.nii.gz where
+                                 the sub-volume holds a lesion (public collections are segmented)
       manifests/{internal,external,unlabeled}.csv
 
 The internal and external manifests are produced by the MOLAB importer
@@ -34,6 +35,7 @@ import pandas as pd
 
 from ...atomic import atomic_dir, write_csv, write_json, write_text
 from ...errors import InputError
+from ..manifest import format_mask_labels
 from .anatomy import PatientAnatomy, Template, draw_patient_anatomy, load_template, render_anatomy
 from .centers import ScannerProfile, acquire
 from .clinical import blank_some, column_map, draw_lesion, draw_patient, draw_patient_labels
@@ -264,11 +266,21 @@ def render_pool_item(index: int, seed: int, pool: PoolSpec, separation: float, r
         fit = float(min(half)) * 0.45
         ph = draw_phenotype(label, rng, separation, radius_range_mm=(4.0, max(min(14.0, fit), 4.5)))
         lesions = [(1, ph, centre + rng.uniform(-6, 6, 3))]
-    image, _, _ = render_scan(template, anatomy, grid, pose, lesions, 0, scanner, rng)
+    image, mask, _ = render_scan(template, anatomy, grid, pose, lesions, 0, scanner, rng)
     case_id = f"{POOL_CENTER}-{index + 1:05d}"
     write_nifti(root / f"{case_id}_img.nii.gz", image, grid.affine)
-    return {"case_id": case_id, "scanner": scanner.name, "has_lesion": bool(lesions),
-            "latent_label": label}
+    # Public pretraining collections come with segmentations: a lesion item keeps its mask and
+    # is centred on it (as build-pool's lesion sub-volumes), a lesion-free item on its grid.
+    has_lesion = bool(lesions) and bool(mask.any())
+    if has_lesion:
+        write_nifti(root / f"{case_id}_mask.nii.gz", mask, grid.affine)
+        centre_voxel = np.argwhere(mask > 0).mean(axis=0)
+    else:
+        centre_voxel = (np.asarray(grid.shape) - 1) / 2
+    centre_world = grid.affine[:3, :3] @ centre_voxel + grid.affine[:3, 3]
+    return {"case_id": case_id, "scanner": scanner.name, "has_lesion": has_lesion,
+            "latent_label": label, "centre": [round(float(c), 3) for c in centre_world],
+            "mask_labels": sorted(int(v) for v in np.unique(mask[mask > 0]))}
 
 
 def _run_task(task):
@@ -343,7 +355,7 @@ are radiation necrosis (label 1) or progression (label 0) phenotypes with overla
 | `internal/labels.csv` | `patient, timepoint, lesion, label` (1 = RN, 0 = progression), `synthetic` |
 | `internal/clinical.xlsx` | MOLAB-form spreadsheet, 2 header rows, one row per patient-lesion; columns by position: patient, age, sex (1 F / 2 M), GPA, lesion, primary code, dose (Gy), fractions, months since radiosurgery, steroids |
 | `external/` | the same for centre {preset.external.name}: {preset.external.scanner.spacing} mm voxels (5 mm slices), other scanner, other case mix |
-| `unlabeled/` | {counts['unlabeled']} pretraining sub-volumes `{POOL_CENTER}-NNNNN_img.nii.gz` ({preset.pool.shape} voxels, {preset.pool.spacing} mm), no masks or labels |
+| `unlabeled/` | {counts['unlabeled']} pretraining sub-volumes `{POOL_CENTER}-NNNNN_img.nii.gz` ({preset.pool.shape} voxels, {preset.pool.spacing} mm), no labels; a lesion's mask `_mask.nii.gz` where it holds one (manifest: `kind`, `centre_x/y/z`) |
 | `manifests/` | `internal.csv`, `external.csv` (written by the MOLAB importer from the trees above), `unlabeled.csv` |
 | `cohort.json` | generation parameters and each lesion's latent phenotype (for debugging only) |
 
@@ -422,9 +434,15 @@ def make_synthetic_cohort(out: str | os.PathLike, preset: str = "demo", seed: in
             "patient_id": [m["case_id"] for m in pool_meta],
             "center": POOL_CENTER,
             "image": [f"../unlabeled/{m['case_id']}_img.nii.gz" for m in pool_meta],
-            "mask": "", "mask_labels": "", "label": "", "synthetic": 1,
+            "mask": [f"../unlabeled/{m['case_id']}_mask.nii.gz" if m["has_lesion"] else ""
+                     for m in pool_meta],
+            "mask_labels": [format_mask_labels(m["mask_labels"]) if m["has_lesion"] else ""
+                            for m in pool_meta],
+            "label": "", "synthetic": 1,
+            "kind": ["lesion" if m["has_lesion"] else "random" for m in pool_meta],
+            **{f"centre_{axis}": [m["centre"][i] for m in pool_meta] for i, axis in enumerate("xyz")},
         }, columns=["case_id", "patient_id", "center", "image", "mask", "mask_labels", "label",
-                    "synthetic"])
+                    "synthetic", "kind", "centre_x", "centre_y", "centre_z"])
         write_csv(tmp / "manifests" / "unlabeled.csv", pool_rows)
         counts["unlabeled"] = len(pool_rows)
 

@@ -1,0 +1,192 @@
+"""DIAGNOSTIC on SYNTHETIC data: can the image encoder learn the lesion at all, given labels?
+
+Before asking whether self-supervised pretraining helps, ask whether the encoder can learn the
+task when it is given the labels of many lesions. This trains each encoder from scratch,
+supervised, on lesion-centred two-channel crops (T1CE + mask) of a large synthetic internal
+cohort and compares it, on >= 300 held-out lesions of other patients, with an L2 logistic model
+on the crop intensity statistics that the encoder probe uses (``pretrain.probe.crop_statistics``).
+A learning curve over training-set sizes shows whether the gap closes with data.
+
+The network, optimiser and augmentation are the study's fine-tuning pieces
+(``finetune.networks.ImageClassifier`` with mask pooling, ``finetune.module.FinetuneModule``,
+``finetune.datamodule.FinetuneDataModule``) with one fixed budget for every encoder; the
+logistic model's C is chosen by patient-grouped CV on the training lesions. Nothing here is a
+study result: it uses the labels of a synthetic cohort that a real study never has in this
+quantity, and it is labelled DIAGNOSTIC / SYNTHETIC in its output.
+
+    python benchmarks/encoder_diagnostic.py --work runs/diagnostic            # makes the cohort
+    python benchmarks/encoder_diagnostic.py --work W --sizes 100,250,all --steps 600 --record
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import platform
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from sklearn.linear_model import LogisticRegressionCV
+from sklearn.model_selection import GroupKFold
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+
+from rn_classifier.data.cache import CropCache
+from rn_classifier.data.preprocess import PreprocessConfig, preprocess
+from rn_classifier.data.split import make_split
+from rn_classifier.data.synth import make_synthetic_cohort
+from rn_classifier.finetune.config import AugmentConfig, OptimConfig
+from rn_classifier.finetune.datamodule import FinetuneDataModule, make_items
+from rn_classifier.finetune.module import FinetuneModule, steps_per_epoch
+from rn_classifier.finetune.networks import ImageClassifier
+from rn_classifier.models import create_model
+from rn_classifier.pretrain.probe import centre_crops, crop_statistics
+from rn_classifier.stats.delong import auc_delong, delong_paired
+
+STATISTICS = "crop statistics + logistic"
+CROP = (40, 40, 40)
+# Augmentations that keep the lesion's appearance (issue 14 lead 2: blur, zoom and strong gamma
+# erase rim, feathering and cavities); flips and 90° turns only.
+AUGMENT = AugmentConfig(affine_prob=0.0, intensity_prob=0.0)
+
+
+def internal_cohort(work: Path, seed: int, preset: str) -> tuple[CropCache, pd.DataFrame]:
+    """The synthetic internal cohort's crop cache (made on first use) and its labelled index."""
+    manifest = work / "cohort" / "manifests" / "internal.csv"
+    if not manifest.is_file():
+        make_synthetic_cohort(work / "cohort", preset=preset, seed=seed, pool_size=0, workers=2)
+    cfg = PreprocessConfig(spacing=[2.0, 2.0, 2.0], labelled_crop=list(CROP))
+    preprocess(manifest, work / "cache", cfg)
+    cache = CropCache(work / "cache")
+    return cache, cache.index[cache.index["label"].notna()].reset_index(drop=True)
+
+
+def held_out_split(index: pd.DataFrame, min_test: int, seed: int) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Training and held-out lesions, by patient; at least ``min_test`` held out."""
+    # make_split holds out 1 / k of the patients: the largest k that still leaves min_test lesions.
+    k = max(2, min(5, int(len(index) / (1.05 * min_test))))
+    split = make_split(index, test_fraction=1.0 / k, n_folds=2, seed=seed)
+    test_ids = set(split.loc[split["part"] != "train", "case_id"].astype(str))
+    is_test = index["case_id"].astype(str).isin(test_ids)
+    return index[~is_test].reset_index(drop=True), index[is_test].reset_index(drop=True)
+
+
+def nested_subsets(train: pd.DataFrame, sizes: list[int], seed: int) -> dict[int, pd.DataFrame]:
+    """For each size, the first patients of one fixed random order holding about that many
+    lesions, so every smaller set is inside every larger one."""
+    rng = np.random.default_rng(seed)
+    patients = rng.permutation(train["patient_id"].unique())
+    order = pd.Series(np.arange(len(patients)), index=patients)
+    ranked = train.assign(rank=train["patient_id"].map(order)).sort_values(["rank", "case_id"])
+    out = {}
+    for size in sizes:
+        last = ranked.iloc[min(size, len(ranked)) - 1]["rank"]
+        out[size] = ranked[ranked["rank"] <= last].drop(columns="rank").reset_index(drop=True)
+    return out
+
+
+def statistics_scores(cache: CropCache, train: pd.DataFrame, test: pd.DataFrame) -> np.ndarray:
+    def features(rows: pd.DataFrame) -> np.ndarray:
+        crops = centre_crops([np.asarray(cache[int(r)], np.float32) for r in rows["row"]], CROP)
+        return crop_statistics(crops, rows["case_id"].to_numpy())
+
+    folds = list(GroupKFold(5).split(train, groups=train["patient_id"]))
+    model = make_pipeline(StandardScaler(), LogisticRegressionCV(
+        Cs=np.logspace(-3, 2, 11), cv=folds, scoring="roc_auc", max_iter=5000,
+        l1_ratios=(0.0,), use_legacy_attributes=False))
+    model.fit(features(train), train["label"].astype(int))
+    return model.predict_proba(features(test))[:, 1]
+
+
+def encoder_scores(cache: CropCache, arch: str, train: pd.DataFrame, test: pd.DataFrame,
+                   steps: int, lr: float, batch_size: int, seed: int) -> tuple[np.ndarray, float]:
+    """Logits on ``test`` of ``arch`` trained from scratch for ``steps`` optimiser steps, and the
+    seconds it took."""
+    import lightning.pytorch as pl
+
+    pl.seed_everything(seed, workers=True, verbose=False)
+    network = ImageClassifier(create_model(arch, in_chans=2, img_size=list(CROP)), pool="mask")
+    per_epoch = steps_per_epoch(len(train), batch_size)
+    epochs = math.ceil(steps / per_epoch)
+    module = FinetuneModule(network, OptimConfig(lr=lr, layer_decay=1.0, warmup_epochs=0.05 * epochs),
+                            epochs=epochs, steps_per_epoch=per_epoch)
+    train_items = make_items(cache, train["case_id"].tolist(), train["label"].astype(int).tolist())
+    test_items = make_items(cache, test["case_id"].tolist(), test["label"].astype(int).tolist())
+    data = FinetuneDataModule(cache, train_items, test_items, CROP, AUGMENT, batch_size,
+                              predict_batch_size=32, seed=seed)
+    trainer = pl.Trainer(max_steps=steps, accelerator="cpu", precision="bf16-mixed", logger=False,
+                         enable_checkpointing=False, enable_progress_bar=False,
+                         enable_model_summary=False, limit_val_batches=0, num_sanity_val_steps=0)
+    start = time.perf_counter()
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", ".*(does not have many workers|limit_val_batches).*")
+        trainer.fit(module, datamodule=data)
+        logits = trainer.predict(module, dataloaders=data.eval_loader(cache, test_items))
+    return torch.cat(logits).float().numpy(), time.perf_counter() - start
+
+
+def run(args) -> dict:
+    torch.set_num_threads(args.threads)
+    work = Path(args.work)
+    cache, index = internal_cohort(work, args.seed, args.preset)
+    train, test = held_out_split(index, args.min_test, args.seed)
+    sizes = sorted({len(train) if s == "all" else min(int(s), len(train)) for s in args.sizes.split(",")})
+    y_test = test["label"].astype(int).to_numpy()
+    rows = []
+    for size, subset in nested_subsets(train, sizes, args.seed).items():
+        stats = statistics_scores(cache, subset, test)
+        row = {"train_lesions": len(subset), "train_patients": subset["patient_id"].nunique(),
+               STATISTICS: auc_delong(y_test, stats).auc}
+        for arch in args.encoders.split(","):
+            logits, seconds = encoder_scores(cache, arch, subset, test, args.steps, args.lr,
+                                             args.batch_size, args.seed)
+            paired = delong_paired(y_test, logits, stats)
+            row[arch] = auc_delong(y_test, logits).auc
+            row[f"{arch} − statistics (DeLong p)"] = f"{paired.difference:+.3f} ({paired.p_value:.3g})"
+            row[f"{arch} s"] = round(seconds, 1)
+            print(f"{len(subset)} training lesions, {arch}: held-out AUC {row[arch]:.3f} "
+                  f"(statistics {row[STATISTICS]:.3f}), {seconds:.0f} s", flush=True)
+        rows.append(row)
+    return {"title": "DIAGNOSTIC, SYNTHETIC cohort: supervised encoders vs crop statistics",
+            "cohort": f"preset {args.preset}, seed {args.seed}", "held_out_lesions": len(test),
+            "held_out_patients": int(test["patient_id"].nunique()),
+            "held_out_rn": int(y_test.sum()), "steps": args.steps, "lr": args.lr,
+            "batch_size": args.batch_size, "threads": args.threads,
+            "machine": f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads",
+            "table": rows}
+
+
+def main(argv=None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--work", required=True, help="folder for the cohort, its cache and results")
+    parser.add_argument("--preset", default="large", help="synthetic cohort preset (large: 900 lesions)")
+    parser.add_argument("--seed", type=int, default=100)
+    parser.add_argument("--sizes", default="100,250,all", help="training-set sizes (lesions)")
+    parser.add_argument("--encoders", default="vit3d_tiny_p8,vit3d_tiny_conv_p8")
+    parser.add_argument("--min-test", type=int, default=300, help="held-out lesions at least")
+    parser.add_argument("--steps", type=int, default=600)
+    parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--record", action="store_true", help="append the table to benchmarks/RESULTS.md")
+    args = parser.parse_args(argv)
+    result = run(args)
+    table = pd.DataFrame(result["table"]).to_string(index=False)
+    header = {k: v for k, v in result.items() if k != "table"}
+    print(json.dumps(header, indent=1))
+    print(table)
+    (Path(args.work) / "diagnostic.json").write_text(json.dumps(result, indent=1, default=str))
+    if args.record:
+        with open(Path(__file__).with_name("RESULTS.md"), "a") as f:
+            f.write(f"\n## {time.strftime('%Y-%m-%d %H:%M', time.gmtime())} — encoder_diagnostic.py "
+                    f"(DIAGNOSTIC, SYNTHETIC)\n\n- {json.dumps(header)}\n\n```\n{table}\n```\n")
+    return result
+
+
+if __name__ == "__main__":
+    main()
