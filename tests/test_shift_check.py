@@ -140,3 +140,19 @@ def test_shift_check_command_writes_shift_json_and_cases(mini_cohort, tmp_path, 
     cases = pd.read_csv(tmp_path / "shift" / "cases.csv")
     assert set(cases["cohort"]) == {"internal_test", "external"}
     assert cases["synthetic"].all() and "slice_mm" in cases.loc[cases["cohort"] == "external", "furthest"].iloc[0]
+
+
+def test_a_new_case_is_checked_against_the_stored_reference(mini_cohort):
+    from rn_classifier.shift.check import case_verdict
+
+    features = mini_cohort["features"]
+    preds = _predictions(mini_cohort["split"], mini_cohort["external"])
+    cases = shift_check(features, preds, n_draws=50)["image"]["cases"]
+    stored = {c["case_id"]: c for c in cases["cases"]}
+    for case_id in list(stored)[:4]:
+        row = features.drop(columns=["patient_id"]).loc[case_id].to_dict()
+        verdict = case_verdict(row, cases["reference"], cases["threshold"])
+        assert verdict["distance"] == pytest.approx(stored[case_id]["distance"])
+        assert verdict["flagged"] == stored[case_id]["flagged"]
+    with pytest.raises(InputError, match="none of the reference's image statistics"):
+        case_verdict({"other": 1.0}, cases["reference"], cases["threshold"])

@@ -30,7 +30,7 @@ from ..data.split import load_split, make_split, save_split
 from ..errors import InputError
 from ..predictions import write_predictions
 from ..provenance import run_provenance
-from .config import FinetuneConfig, validate_config
+from .config import FinetuneConfig, validate_config, without_default_acquisition
 from .cv import (clinical_trainer, ensemble, fold_dir, image_trainer, late_fusion_trainer,
                  read_fold, run_folds)
 
@@ -39,7 +39,7 @@ _RESUME_IGNORED = {"train": ("num_workers", "progress_bar")}
 
 
 def _result_hash(cfg: FinetuneConfig) -> str:
-    d = to_dict(cfg)
+    d = without_default_acquisition(to_dict(cfg))
     for section, keys in _RESUME_IGNORED.items():
         for key in keys:
             d[section].pop(key, None)

@@ -227,3 +227,19 @@ def shift_check(features: pd.DataFrame, predictions: pd.DataFrame, level: float 
         "scores": {m: _score_check(_parts(predictions[predictions["model"] == m]), level, n_draws, seed)
                    for m in models},
     }
+
+
+def case_verdict(features: dict[str, float], reference: dict, threshold: float) -> dict:
+    """One new case against the internal range (for ``predict``): ``reference`` and ``threshold``
+    as ``shift.json["image"]["cases"]`` stores them (``reference`` = {"median", "scale"} per
+    feature). Features the case lacks (no source spacing recorded) are left out."""
+    names = [f for f in reference["median"] if f in features and np.isfinite(features[f])]
+    if not names:
+        raise InputError("shift check: the case has none of the reference's image statistics "
+                         f"({', '.join(reference['median'])})")
+    z = {f: (float(features[f]) - float(reference["median"][f])) / float(reference["scale"][f])
+         for f in names}
+    distance = float(np.mean(np.abs(list(z.values()))))
+    furthest = sorted(z, key=lambda f: abs(z[f]), reverse=True)[:3]
+    return {"distance": distance, "threshold": float(threshold), "flagged": distance > float(threshold),
+            "furthest": {f: z[f] for f in furthest}, "n_features": len(names)}

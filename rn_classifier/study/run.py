@@ -336,7 +336,9 @@ class Study:
         return resolve_path(p.encoder) if p.encoder else None
 
     def _finetune_settings(self, cfg) -> dict:
-        d = to_dict(cfg)
+        from ..finetune.config import without_default_acquisition
+
+        d = without_default_acquisition(to_dict(cfg))
         for k in ("internal_manifest", "external_manifest", "internal_cache", "external_cache", "split"):
             d["data"].pop(k, None)
         d["model"].pop("pretrained", None)
