@@ -8,7 +8,7 @@ on the crop intensity statistics that the encoder probe uses (``pretrain.probe.c
 A learning curve over training-set sizes shows whether the gap closes with data.
 
 The network, optimiser and augmentation are the study's fine-tuning pieces
-(``finetune.networks.ImageClassifier`` with mask pooling, ``finetune.module.FinetuneModule``,
+(``models.classifiers.ImageClassifier`` with mask pooling, ``finetune.module.FinetuneModule``,
 ``finetune.datamodule.FinetuneDataModule``) with one fixed budget for every encoder; the
 logistic model's C is chosen by patient-grouped CV on the training lesions. Nothing here is a
 study result: it uses the labels of a synthetic cohort that a real study never has in this
@@ -43,7 +43,7 @@ from rn_classifier.data.synth import make_synthetic_cohort
 from rn_classifier.finetune.config import AugmentConfig, OptimConfig
 from rn_classifier.finetune.datamodule import FinetuneDataModule, make_items
 from rn_classifier.finetune.module import FinetuneModule, steps_per_epoch
-from rn_classifier.finetune.networks import ImageClassifier
+from rn_classifier.models.classifiers import ImageClassifier
 from rn_classifier.models import create_model
 from rn_classifier.pretrain.probe import centre_crops, crop_statistics
 from rn_classifier.stats.delong import auc_delong, delong_paired

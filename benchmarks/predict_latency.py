@@ -14,7 +14,7 @@ What is timed, in one run:
   command line     : a fresh ``rn-classifier predict`` process, wall clock, and beside it a fresh
                      process that only imports what predict needs (torch, timm, MONAI,
                      scikit-learn, SimpleITK, matplotlib; not Lightning: the classifier networks
-                     live in rn_classifier.finetune.networks): the part of the command-line time
+                     live in rn_classifier.models.classifiers): the part of the command-line time
                      that is start-up.
 The goal applies to the in-process figures (a service or notebook keeps the interpreter); the
 command-line figure is printed beside it so the import cost is visible.
@@ -39,7 +39,7 @@ sys.path.insert(0, str(REPO))
 
 GOAL_S = 3.0
 IMPORTS = ("import torch, timm, monai.transforms, SimpleITK, matplotlib.figure; "
-           "import rn_classifier.finetune.networks, rn_classifier.predict.case")
+           "import rn_classifier.models.classifiers, rn_classifier.predict.case")
 
 
 def brain1() -> tuple[Path, Path]:
@@ -87,10 +87,10 @@ def main() -> None:
         first_note = ("fold models loaded; torch etc. were already imported (the tiny model was trained "
                       "in this process)" if "torch" in sys.modules else
                       "fold models loaded, lazy imports of torch, MONAI, timm included")
-        from rn_classifier.predict import TrainedRun, predict_case
+        from rn_classifier.predict import load_model, predict_case
 
         t0 = time.perf_counter()
-        run = TrainedRun(model_dir)
+        run = load_model(model_dir)
         predict_case(model_dir, image, mask, scratch / "first", run=run)
         first = time.perf_counter() - t0
         warm = []

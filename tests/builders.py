@@ -169,6 +169,7 @@ def tiny_study_run(root, crop=32, n_boot=200) -> Path:
 
     from rn_classifier.config import load_config
     from rn_classifier.finetune.config import FinetuneConfig
+    from rn_classifier.finetune.bundle import record_thresholds
     from rn_classifier.finetune.run import run_finetune
     from rn_classifier.shift.run import run_shift_check
     from rn_classifier.stats.compare import CompareSettings, run_compare
@@ -197,6 +198,7 @@ def tiny_study_run(root, crop=32, n_boot=200) -> Path:
     contour = write_contour_predictions(predictions, root / "contour" / "contour_predictions.csv")
     run_compare(predictions, root / "compare" / "stats.json", "ssl_vit",
                 CompareSettings(n_boot=n_boot, recalibrate="isotonic"), contour=contour)
+    record_thresholds(root / "compare" / "stats.json", [p.parent for p in predictions])  # as the study
     run_shift_check([cohort / "cache" / "internal", cohort / "cache" / "external"], predictions,
                     root / "shift", n_draws=50)
     (root / "provenance.json").write_text(json.dumps(

@@ -22,7 +22,7 @@ from rn_classifier.explain.geometry import (Grid, crop_to_grid, save_map_nifti, 
                                             upsample_to_crop)
 from rn_classifier.models import create_model
 from rn_classifier.predict.inputs import prepare_case
-from rn_classifier.predict.trained_run import Preprocessing
+from rn_classifier.models.bundle import Preprocessing
 
 
 @pytest.fixture(scope="module")
@@ -177,7 +177,7 @@ def test_maps_follow_the_pooling_the_classifier_decides_on():
     the mask-weighted patches (the same weights as the pooled embedding); under ``cls`` it is the
     class token, as in the original methods."""
     from rn_classifier.explain.maps import logits_and_attention
-    from rn_classifier.finetune.networks import ImageClassifier
+    from rn_classifier.models.classifiers import ImageClassifier
 
     torch.manual_seed(0)
     x = torch.randn(1, 2, 32, 32, 32)

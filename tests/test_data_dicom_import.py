@@ -131,10 +131,10 @@ def test_synth_dicom_rt_tree_and_manifests(synthetic_twins, capsys):
 
 def test_external_centre_in_dicom_rt_predicts_like_its_nifti_twin(synthetic_twins, tiny_study):
     """Predictions within 0.02 and lesion volumes within 5 % of the NIfTI version's."""
-    from rn_classifier.predict import TrainedRun
+    from rn_classifier.predict import load_model
     from rn_classifier.predict.inputs import prepare_case
 
-    run = TrainedRun(tiny_study / "finetune" / "ssl_vit")
+    run = load_model(tiny_study / "finetune" / "ssl_vit")
     for nifti, dicom in _twin_rows(synthetic_twins, "external"):
         a = prepare_case(nifti["image_path"], nifti["mask_path"], nifti["mask_labels"], run.preprocessing)
         b = prepare_case(dicom["image_path"], dicom["mask_path"], dicom["mask_labels"], run.preprocessing)

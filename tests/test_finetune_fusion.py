@@ -8,9 +8,9 @@ import pytest
 import torch
 
 from rn_classifier.errors import InputError
-from rn_classifier.finetune.fusion import (IntermediateFusionClassifier, check_out_of_fold,
-                                           late_fusion_fold)
+from rn_classifier.finetune.fusion import check_out_of_fold, late_fusion_fold
 from rn_classifier.models import create_model
+from rn_classifier.models.classifiers import IntermediateFusionClassifier
 
 SPEC = {"age": "numeric", "sex": "categorical"}
 N_FOLDS = 3

@@ -8,9 +8,9 @@ from sklearn.metrics import roc_auc_score
 
 from rn_classifier.errors import ConfigError, InputError
 from rn_classifier.finetune import config as finetune_config
-from rn_classifier.finetune import networks
+from rn_classifier.models import classifiers as networks
 from rn_classifier.finetune.config import FinetuneConfig, validate_config
-from rn_classifier.finetune.networks import ImageClassifier, pool_tokens
+from rn_classifier.models.classifiers import ImageClassifier, pool_tokens
 from rn_classifier.models import create_model
 
 

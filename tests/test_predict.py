@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from pathlib import Path
 
 import nibabel as nib
 import numpy as np
@@ -21,13 +22,13 @@ from rn_classifier.cli import main
 from rn_classifier.data.cache import CropCache
 from rn_classifier.errors import InputError
 from rn_classifier.explain.geometry import stored_grid
-from rn_classifier.predict import TrainedRun, frozen_threshold, predict_case
+from rn_classifier.predict import frozen_threshold, load_model, predict_case
 from rn_classifier.predict.inputs import prepare_case
 
 
 @pytest.fixture(scope="module")
 def ssl_run(tiny_study):
-    return TrainedRun(tiny_study / "finetune" / "ssl_vit")
+    return load_model(tiny_study / "finetune" / "ssl_vit")
 
 
 @pytest.fixture(scope="module")
@@ -64,13 +65,13 @@ def test_threshold_comes_from_stats_or_the_same_function_on_the_runs_oof(tiny_st
     assert from_stats["value"] == stats["thresholds"]["ssl_vit"]["threshold"]
     assert "stats.json" in from_stats["source"] and from_stats["chosen_on"] == "oof"
     alone = tmp_path / "alone" / "ssl_vit"                   # no study around it: no compare/stats.json
-    shutil.copytree(tiny_study / "finetune" / "ssl_vit", alone)
-    own = frozen_threshold(TrainedRun(alone))
+    shutil.copytree(tiny_study / "finetune" / "ssl_vit", alone, ignore=shutil.ignore_patterns("bundle"))
+    own = frozen_threshold(load_model(alone))
     assert own["value"] == pytest.approx(from_stats["value"]) and "predictions.csv" in own["source"]
 
 
 def test_predict_writes_every_output_on_the_images_grid(ssl_run, new_case, tmp_path):
-    result = predict_case(ssl_run.run_dir, new_case["image"], new_case["mask"], tmp_path / "out",
+    result = predict_case(ssl_run.folder, new_case["image"], new_case["mask"], tmp_path / "out",
                           mask_labels=[11, 12], run=ssl_run)
     written = json.loads((tmp_path / "out" / "prediction.json").read_text())
     assert written["probability_rn"] == pytest.approx(result["probability_rn"])
@@ -100,7 +101,7 @@ def test_predict_writes_every_output_on_the_images_grid(ssl_run, new_case, tmp_p
 
 @pytest.mark.real_data
 def test_predict_on_real_brain1_scan(ssl_run, brain1, tmp_path):
-    result = predict_case(ssl_run.run_dir, brain1["image"], brain1["mask"], tmp_path / "brain1", run=ssl_run)
+    result = predict_case(ssl_run.folder, brain1["image"], brain1["mask"], tmp_path / "brain1", run=ssl_run)
     grid = stored_grid(brain1["image"])
     img = nib.load(str(tmp_path / "brain1" / "attention.nii.gz"))
     np.testing.assert_allclose(img.affine, grid.affine, atol=1e-4)      # LPS header → RAS affine
@@ -118,7 +119,7 @@ def test_predict_on_real_brain1_scan(ssl_run, brain1, tmp_path):
 
 
 def test_cli_predict(ssl_run, new_case, tmp_path, capsys):
-    rc = main(["predict", "--model", str(ssl_run.run_dir), "--image", str(new_case["image"]),
+    rc = main(["predict", "--model", str(ssl_run.folder), "--image", str(new_case["image"]),
                "--mask", str(new_case["mask"]), "--mask-labels", "11,12", "--out", str(tmp_path / "cli")])
     captured = capsys.readouterr()
     assert rc == 0 and "P(radiation necrosis)" in captured.out and "SYNTHETIC" in captured.err
@@ -143,23 +144,23 @@ def test_images_that_cannot_reach_the_training_setting_are_refused(ssl_run, tmp_
                                                                    image, expected):
     img, msk = _bad_image(tmp_path, affine, image)
     with pytest.raises(InputError, match=expected):
-        predict_case(ssl_run.run_dir, img, msk, tmp_path / "out", run=ssl_run)
+        predict_case(ssl_run.folder, img, msk, tmp_path / "out", run=ssl_run)
     assert not (tmp_path / "out").exists()
 
 
 def test_wrong_mask_labels_are_refused_listing_the_values_present(ssl_run, new_case, tmp_path):
     with pytest.raises(InputError, match=r"lesion code\(s\) \[3\].*\[11, 12\]"):
-        predict_case(ssl_run.run_dir, new_case["image"], new_case["mask"], tmp_path / "out",
+        predict_case(ssl_run.folder, new_case["image"], new_case["mask"], tmp_path / "out",
                      mask_labels=[3], run=ssl_run)
     assert not (tmp_path / "out").exists()
 
 
 def test_clinical_values_are_checked_against_the_model(tiny_study, ssl_run, new_case, tmp_path):
     with pytest.raises(InputError, match="uses no clinical data"):
-        predict_case(ssl_run.run_dir, new_case["image"], new_case["mask"], tmp_path / "o", clinical=["age=60"],
+        predict_case(ssl_run.folder, new_case["image"], new_case["mask"], tmp_path / "o", clinical=["age=60"],
                      run=ssl_run)
-    clinical = TrainedRun(tiny_study / "finetune" / "clinical")
-    args = (clinical.run_dir, new_case["image"], new_case["mask"], tmp_path / "o")
+    clinical = load_model(tiny_study / "finetune" / "clinical")
+    args = (clinical.folder, new_case["image"], new_case["mask"], tmp_path / "o")
     with pytest.raises(InputError, match="no clinical column 'weight'.*age \\(numeric\\), sex \\(categorical\\)"):
         predict_case(*args, clinical=["weight=70"], run=clinical)
     with pytest.raises(InputError, match="age is numeric"):
@@ -174,17 +175,19 @@ def test_clinical_values_are_checked_against_the_model(tiny_study, ssl_run, new_
 
 
 def test_late_fusion_predicts_with_its_image_runs_attention(tiny_study, new_case, tmp_path):
-    late = TrainedRun(tiny_study / "finetune" / "ssl_vit_clinical_late")
-    assert late.kind == "late" and late.image_run.name == "ssl_vit"
-    result = predict_case(late.run_dir, new_case["image"], new_case["mask"], tmp_path / "late",
+    late = load_model(tiny_study / "finetune" / "ssl_vit_clinical_late")
+    assert late.kind == "late" and late.provenance["image_run"] == "ssl_vit"
+    result = predict_case(late.folder, new_case["image"], new_case["mask"], tmp_path / "late",
                           mask_labels=[11, 12], clinical=["age=66", "sex=M"], run=late)
     crop = prepare_case(new_case["image"], new_case["mask"], [11, 12], late.preprocessing).crop
-    image = late.image_run.predict(crop, None, with_attention=False)
-    from rn_classifier.finetune.clinical_model import LogisticModelJSON
+    image = load_model(tiny_study / "finetune" / "ssl_vit").predict(crop, None, with_attention=False)
+    from rn_classifier.finetune.cv import fold_dir
+    from rn_classifier.models.clinical_json import LogisticModelJSON
 
     frame = pd.DataFrame([{"age": 66.0, "sex": "M"}])
+    folds = [fold_dir(tiny_study / "finetune" / "ssl_vit_clinical_late", k) for k in range(late.n_folds)]
     expected = [LogisticModelJSON.load(d / "late_fusion.json").predict_proba(frame.assign(image_logit=logit))[0]
-                for d, logit in zip(late.fold_dirs, image.logits)]
+                for d, logit in zip(folds, image.logits)]
     assert result["fold_probabilities"] == pytest.approx(expected)
     assert result["attention"]["available"] and (tmp_path / "late" / "attention.nii.gz").is_file()
 
@@ -198,7 +201,7 @@ def test_predict_reads_a_dicom_series(ssl_run, tmp_path):
     volume = read_image(series)                                  # RAS grid it is read into
     lesion = sphere(volume.shape, np.argwhere(volume.array >= 1500).mean(axis=0), 4)
     mask = save_nifti(lesion.astype(np.uint8), tmp_path / "mask.nii.gz", volume.affine)
-    result = predict_case(ssl_run.run_dir, series, mask, tmp_path / "out", run=ssl_run)
+    result = predict_case(ssl_run.folder, series, mask, tmp_path / "out", run=ssl_run)
     saved = nib.load(str(tmp_path / "out" / "attention.nii.gz"))
     np.testing.assert_allclose(saved.affine, volume.affine, atol=1e-5)   # the series' own world grid
     assert saved.shape == volume.shape and np.asarray(saved.dataobj)[lesion].min() > 0
@@ -214,3 +217,46 @@ def test_cli_clinical_values_repeated_or_comma_separated(tiny_study, new_case, t
     assert a["probability_rn"] == b["probability_rn"] and a["clinical"]["given"] == {"age": 61.0, "sex": "F"}
     assert main(base + ["--clinical", "sex=X", "--out", str(tmp_path / "c")]) == 2
     assert "unknown category for sex" in capsys.readouterr().err and not (tmp_path / "c").exists()
+
+
+TRAINING_MODULES = ("rn_classifier.finetune", "lightning", "pytorch_lightning")
+
+
+@pytest.mark.parametrize("entry", ["library", "cli"])
+def test_predict_from_a_bundle_imports_no_training_code(tiny_study, new_case, tmp_path, entry):
+    """A fresh process predicts from a late-fusion bundle (image networks + stacker) and lists the
+    training modules it loaded: none (the CLI's command table registers `finetune` without its code)."""
+    import subprocess
+    import sys
+
+    bundle = tiny_study / "finetune" / "ssl_vit_clinical_late" / "bundle"
+    args = ["--model", str(bundle), "--image", str(new_case["image"]), "--mask", str(new_case["mask"]),
+            "--out", str(tmp_path / "out"), "--clinical", "age=66,sex=M"]
+    call = ("from rn_classifier.cli import main; assert main(['predict', *sys.argv[1:]]) == 0" if entry == "cli"
+            else "from rn_classifier.predict import predict_case; "
+                 "predict_case(sys.argv[2], sys.argv[4], sys.argv[6], sys.argv[8], clinical=['age=66', 'sex=M'])")
+    code = (f"import sys; {call}; "
+            f"print([m for m in sys.modules if m.startswith({TRAINING_MODULES!r})])")
+    done = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True,
+                          cwd=Path(__file__).resolve().parents[1])
+    assert done.returncode == 0, done.stderr[-2000:]
+    loaded = eval(done.stdout.strip().splitlines()[-1])
+    allowed = {"rn_classifier.finetune", "rn_classifier.finetune.commands"} if entry == "cli" else set()
+    assert set(loaded) <= allowed, loaded
+    assert (tmp_path / "out" / "prediction.json").is_file()
+
+
+def test_a_bundle_refuses_an_unknown_format_and_an_old_run_folder_gets_one(tiny_study, tmp_path):
+    from rn_classifier.models.bundle import META_NAME, ModelBundle
+
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    (bad / META_NAME).write_text(json.dumps({"format": "something else"}))
+    with pytest.raises(InputError, match="is not a model bundle"):
+        ModelBundle(bad)
+    with pytest.raises(InputError, match="neither a model bundle"):
+        load_model(tmp_path)
+    old = tmp_path / "old" / "clinical"               # a run folder written before model bundles
+    shutil.copytree(tiny_study / "finetune" / "clinical", old, ignore=shutil.ignore_patterns("bundle"))
+    model = load_model(old)
+    assert model.folder == old / "bundle" and model.kind == "clinical" and model.threshold["value"] is not None

@@ -82,6 +82,41 @@ def test_every_model_uses_the_one_split_of_the_run(study):
         assert set(preds.loc[preds["cohort"] == "internal_test", "case_id"]) == test_cases
 
 
+@pytest.mark.parametrize("model", ["ssl_vit", "ssl_vit_clinical_late", "ssl_vit_clinical_intermediate"])
+def test_predict_from_the_bundle_alone_gives_the_studys_probability(study, model, tmp_path):
+    """`rn-classifier predict --model BUNDLE` on an internal-test case's image and mask files (and
+    its clinical values) gives the probability the study's predictions.csv holds, with every run
+    folder moved away: the bundle is all predict reads."""
+    import math
+
+    from rn_classifier.cli import main
+    from rn_classifier.data.manifest import load_manifest
+    from rn_classifier.models.bundle import ModelBundle
+
+    out = study["out"]
+    bundle = shutil.copytree(out / "finetune" / model / "bundle", tmp_path / "bundle")
+    preds = pd.read_csv(out / "finetune" / model / "predictions.csv", dtype={"case_id": str})
+    spec = ModelBundle(bundle).clinical_spec
+    manifest = load_manifest(out / "cohort" / "manifests" / "internal.csv", clinical=spec).set_index("case_id")
+    moved = out / "finetune.moved"
+    (out / "finetune").rename(moved)
+    try:
+        for _, row in preds[preds["cohort"] == "internal_test"].head(2).iterrows():
+            case = manifest.loc[row["case_id"]]
+            clinical = [f"{c}={case[c]}" for c in spec if not (isinstance(case[c], float) and math.isnan(case[c]))]
+            args = ["predict", "--model", str(bundle), "--image", str(case["image_path"]),
+                    "--mask", str(case["mask_path"]), "--out", str(tmp_path / row["case_id"]),
+                    "--mask-labels", ",".join(str(v) for v in case["mask_labels"])]
+            assert main(args + [a for c in clinical for a in ("--clinical", c)]) == 0
+            written = json.loads((tmp_path / row["case_id"] / "prediction.json").read_text())
+            assert written["probability_rn"] == pytest.approx(row["y_prob"], abs=1e-5)
+            assert written["fold_spread_sd"] == pytest.approx(row["y_std"], abs=1e-5)
+    finally:
+        moved.rename(out / "finetune")
+    stats = json.loads((out / "compare" / "stats.json").read_text())
+    assert written["threshold"]["value"] == stats["thresholds"][model]["threshold"]
+
+
 def test_a_second_run_does_no_work(study):
     result, lines = _run(study["out"], fractions=[0.5, 1.0])
     assert result["ran"] == []

@@ -87,7 +87,7 @@ def cls_attention(maps: list[torch.Tensor], num_prefix_tokens: int = 1,
                   query: torch.Tensor | None = None) -> torch.Tensor:
     """Last layer's attention to the patches: ``(B, H, L)``.
 
-    query: ``(B, N)`` weights of the tokens the classifier pools (finetune.networks.
+    query: ``(B, N)`` weights of the tokens the classifier pools (models.classifiers.
     pooling_weights); None = the class token (row 0 of ``maps[-1]``). With a pooled query the map
     is the same weighted mean of the attention rows the pooled embedding is of the tokens.
     """

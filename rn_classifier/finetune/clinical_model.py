@@ -10,7 +10,6 @@ A fitted model is written as JSON (preprocessor + coefficients), read back by
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -22,10 +21,8 @@ from sklearn.pipeline import Pipeline
 
 from .. import atomic
 from ..errors import InputError
-from .clinical import ClinicalTransformJSON, clinical_frame, make_preprocessor, preprocessor_to_json
-
-JSON_FORMAT = "rn-classifier/logistic-model"
-JSON_VERSION = 1
+from ..models.clinical_json import JSON_VERSION, LOGISTIC_FORMAT, LogisticModelJSON  # noqa: F401  (re-exported)
+from .clinical import clinical_frame, make_preprocessor, preprocessor_to_json
 
 
 def fit_logistic(frame: pd.DataFrame, y, spec: Mapping[str, str], C: float = 1.0,
@@ -54,7 +51,7 @@ def predict_logistic(pipe: Pipeline, frame: pd.DataFrame, spec: Mapping[str, str
 
 def logistic_to_json(pipe: Pipeline, spec: Mapping[str, str]) -> dict:
     lr: LogisticRegression = pipe.named_steps["logistic"]
-    return {"format": JSON_FORMAT, "version": JSON_VERSION,
+    return {"format": LOGISTIC_FORMAT, "version": JSON_VERSION,
             "preprocessor": preprocessor_to_json(pipe.named_steps["preprocess"], spec),
             "coef": [float(v) for v in lr.coef_.ravel()],
             "intercept": float(lr.intercept_[0]),
@@ -63,31 +60,3 @@ def logistic_to_json(pipe: Pipeline, spec: Mapping[str, str]) -> dict:
 
 def save_logistic(pipe: Pipeline, spec: Mapping[str, str], path: str | os.PathLike) -> Path:
     return atomic.write_json(path, logistic_to_json(pipe, spec))
-
-
-class LogisticModelJSON:
-    """A logistic model read from JSON: ``predict_proba(df)`` → (N,) P(radiation necrosis)."""
-
-    def __init__(self, payload: Mapping):
-        if payload.get("format") != JSON_FORMAT or payload.get("version") != JSON_VERSION:
-            raise InputError(f"not a logistic model file of version {JSON_VERSION}: "
-                             f"format={payload.get('format')!r}, version={payload.get('version')!r}")
-        self.preprocessor = ClinicalTransformJSON(payload["preprocessor"])
-        self.coef = np.asarray(payload["coef"], dtype=float)
-        self.intercept = float(payload["intercept"])
-        if self.coef.size != len(self.preprocessor.feature_names):
-            raise InputError(f"logistic model file: {self.coef.size} coefficients for "
-                             f"{len(self.preprocessor.feature_names)} features")
-
-    @classmethod
-    def load(cls, path: str | os.PathLike) -> "LogisticModelJSON":
-        path = Path(path)
-        if not path.is_file():
-            raise InputError(f"logistic model file {path} does not exist")
-        return cls(json.loads(path.read_text()))
-
-    def decision_function(self, df: pd.DataFrame) -> np.ndarray:
-        return self.preprocessor.transform(df) @ self.coef + self.intercept
-
-    def predict_proba(self, df: pd.DataFrame) -> np.ndarray:
-        return 1.0 / (1.0 + np.exp(-self.decision_function(df)))

@@ -28,7 +28,7 @@ MODEL_KINDS = ("vit", "clinical")
 FUSION_KINDS = ("none", "late", "intermediate")
 BALANCE_MODES = ("sampler", "loss", "none")
 CHECKPOINTS = ("best", "last")
-POOLS = ("cls", "avg", "mask")               # = networks.POOLS (kept here: no torch import)
+POOLS = ("cls", "avg", "mask")               # = models.classifiers.POOLS (kept here: no torch import)
 POS_EMBED_TYPES = ("learn", "sincos")        # = models.vit3d.POS_EMBED_TYPES (no torch import)
 CLINICAL_TYPES = ("numeric", "categorical")
 

@@ -218,7 +218,7 @@ def image_trainer(cfg: FinetuneConfig, cases: pd.DataFrame, internal_cache, exte
 
     from ..checkpoints import WeightsOnlyCheckpointIO, load_checkpoint
     from .datamodule import FinetuneDataModule, make_items
-    from .fusion import IntermediateFusionClassifier
+    from ..models.classifiers import IntermediateFusionClassifier
     from .module import FinetuneModule, ImageClassifier, steps_per_epoch
 
     spec = dict(cfg.clinical)

@@ -8,7 +8,8 @@ only) and predicts fold *k* (out-of-fold) and, with fold model *k*'s image logit
 test and external cohorts. :func:`check_out_of_fold` refuses any table in which a training case
 carries a prediction from a model trained on it.
 
-Intermediate fusion: :class:`IntermediateFusionClassifier` concatenates the encoder's pooled
+Intermediate fusion: :class:`~rn_classifier.models.classifiers.IntermediateFusionClassifier`
+(the network, with the other classifiers, so that ``predict`` loads it without training code) concatenates the encoder's pooled
 embedding with an MLP embedding of the clinical vector, trained end to end; optionally a
 clinical query token attends over the image tokens (cross-attention, as in the authors' earlier
 glioblastoma work) and its output is concatenated too.
@@ -20,13 +21,10 @@ from collections.abc import Mapping
 
 import numpy as np
 import pandas as pd
-import torch
-from torch import nn
 
 from ..errors import InputError
 from .clinical import clinical_frame
 from .clinical_model import fit_logistic
-from .networks import EncoderClassifierBase, check_pool
 
 IMAGE_LOGIT = "image_logit"
 
@@ -107,49 +105,3 @@ def late_fusion_fold(k: int, image_preds: pd.DataFrame, cases: pd.DataFrame, spl
     out["y_logit"] = pipe.decision_function(clinical_frame(frame, stack_spec))
     out["y_prob"] = 1.0 / (1.0 + np.exp(-out["y_logit"].to_numpy()))
     return pipe, stack_spec, out
-
-
-# -- intermediate fusion ----------------------------------------------------------------------
-
-class IntermediateFusionClassifier(EncoderClassifierBase):
-    """Image embedding ⊕ clinical embedding → logit, trained end to end.
-
-    forward(x: (B, 2, X, Y, Z), clinical: (B, F)) → logits (B,).
-    clinical MLP: F → E → E (GELU, dropout); with ``cross_attention`` a query made from the
-    clinical embedding attends over the encoder's tokens ``(B, 1 + L, D)`` (multi-head attention)
-    and the attended vector ``(B, D)`` joins the concatenation.
-    """
-
-    def __init__(self, encoder: nn.Module, n_clinical: int, clinical_dim: int = 32,
-                 cross_attention: bool = False, heads: int = 4, dropout: float = 0.1,
-                 pool: str = "cls"):
-        super().__init__()
-        if n_clinical < 1:
-            raise InputError("intermediate fusion needs at least one clinical feature")
-        encoder.reset_classifier(0)
-        self.encoder = encoder
-        self.pool = check_pool(pool)
-        dim = encoder.embed_dim
-        self.clinical_mlp = nn.Sequential(nn.Linear(n_clinical, clinical_dim), nn.GELU(),
-                                          nn.Dropout(dropout), nn.Linear(clinical_dim, clinical_dim))
-        self.cross_attention = cross_attention
-        width = dim + clinical_dim
-        if cross_attention:
-            if dim % heads:
-                raise InputError(f"fusion.attention_heads={heads} must divide the encoder width {dim}")
-            self.clinical_query = nn.Linear(clinical_dim, dim)
-            self.attention = nn.MultiheadAttention(dim, heads, dropout=dropout, batch_first=True)
-            width += dim
-        self.head = nn.Sequential(nn.LayerNorm(width), nn.Dropout(dropout), nn.Linear(width, 1))
-
-    def forward(self, x: torch.Tensor, clinical: torch.Tensor | None = None) -> torch.Tensor:
-        if clinical is None:
-            raise InputError("intermediate fusion needs the clinical vector of every case")
-        tokens, pooled = self.embed(x)
-        c = self.clinical_mlp(clinical)
-        parts = [pooled, c]
-        if self.cross_attention:
-            query = self.clinical_query(c).unsqueeze(1)                  # (B, 1, D)
-            attended, _ = self.attention(query, tokens, tokens, need_weights=False)
-            parts.append(attended.squeeze(1))
-        return self.head(torch.cat(parts, dim=-1)).squeeze(-1)

@@ -1,4 +1,5 @@
-"""The fine-tuning LightningModule, which trains the classifiers of :mod:`.networks`.
+"""The fine-tuning LightningModule, which trains the classifiers of
+:mod:`rn_classifier.models.classifiers`.
 
 * :class:`FinetuneModule`: binary cross-entropy (optionally class-weighted, ``pos_weight``),
   AdamW with layer-wise learning-rate decay (BEiT, Bao et al. 2022; timm
@@ -22,7 +23,7 @@ from torch import nn
 
 from ..errors import InputError
 from .config import OptimConfig
-from .networks import ImageClassifier  # noqa: F401  (re-exported: the module trains it)
+from ..models.classifiers import ImageClassifier  # noqa: F401  (re-exported: the module trains it)
 
 def lr_schedule_steps(epochs: int, steps_per_epoch: int, warmup_epochs: float) -> tuple[int, int]:
     """(warm-up steps, total steps) for a per-step schedule."""

@@ -11,6 +11,7 @@ Run folder (``RUN_DIR``)::
     predictions.csv    seam 2: out-of-fold, internal test and external predictions of the model
     summary.json       case counts and a quick-look AUC per cohort (the statistics come from
                        `rn-classifier compare`)
+    bundle/            seam 5: the model bundle `rn-classifier predict` loads alone (.bundle)
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from ..data.split import load_split, make_split, save_split
 from ..errors import InputError
 from ..predictions import write_predictions
 from ..provenance import run_provenance
+from .bundle import export_bundle
 from .config import FinetuneConfig, validate_config, without_default_acquisition
 from .cv import (clinical_trainer, ensemble, fold_dir, image_trainer, late_fusion_trainer,
                  read_fold, run_folds)
@@ -295,4 +297,5 @@ def run_finetune(cfg: FinetuneConfig, out: str | os.PathLike, encoder_dir: str |
     summary = {"complete": True, "model": cfg.name, "synthetic": bool(cases["synthetic"].any()),
                "cohorts": quick_aucs(preds)}
     atomic.write_json(out / "summary.json", summary)
+    export_bundle(out)
     return summary

@@ -1,10 +1,10 @@
-"""``rn-classifier predict``: a trained fine-tuning run on one new patient's case.
+"""``rn-classifier predict``: a fine-tuned model (its model bundle) on one new patient's case.
 
-:func:`predict_case` (outputs in :mod:`.case`), :class:`TrainedRun` (the fold models of a run
-folder, :mod:`.trained_run`), input checks and preprocessing in :mod:`.inputs`.
+:func:`predict_case` (outputs in :mod:`.case`), :func:`load_model` (the bundle of ``--model``)
+and the frozen threshold in :mod:`.model`, input checks and preprocessing in :mod:`.inputs`.
 """
 
 from .case import predict_case
-from .trained_run import TrainedRun, frozen_threshold
+from .model import frozen_threshold, load_model
 
-__all__ = ["TrainedRun", "frozen_threshold", "predict_case"]
+__all__ = ["frozen_threshold", "load_model", "predict_case"]

@@ -27,8 +27,9 @@ import numpy as np
 
 from .. import __version__, atomic
 from ..errors import InputError
+from ..models.bundle import ModelBundle
 from .inputs import CaseInput, parse_clinical, prepare_case
-from .trained_run import TrainedRun, frozen_threshold
+from .model import frozen_threshold, load_model
 
 FORMAT = "rn-classifier/prediction"
 VERSION = 1
@@ -44,18 +45,20 @@ def _decision(prob: float, threshold: float) -> str:
 def predict_case(model_dir: str | os.PathLike, image: str | os.PathLike, mask: str | os.PathLike,
                  out: str | os.PathLike, mask_labels: Sequence[int] | None = None,
                  clinical: Sequence[str] = (), stats: str | os.PathLike | None = None,
-                 run: TrainedRun | None = None) -> dict:
-    """Predict one case with the fine-tuning run in ``model_dir``; write the outputs to ``out``.
+                 run: ModelBundle | None = None) -> dict:
+    """Predict one case with the model in ``model_dir`` (a model bundle, or a fine-tuning run
+    folder and its bundle); write the outputs to ``out``.
 
     mask_labels: mask values forming the lesion (MOLAB: 11, 12); empty = every non-zero value.
     clinical: ``key=value`` strings for models with clinical inputs.
     stats: a ``stats.json`` whose frozen threshold to use (default: the study's, else the run's
-        own oof predictions; see :func:`~rn_classifier.predict.trained_run.frozen_threshold`).
-    run: an already loaded :class:`TrainedRun` (reused across calls, e.g. in a benchmark).
+        bundle's, see :func:`~rn_classifier.predict.model.frozen_threshold`).
+    run: an already loaded :class:`~rn_classifier.models.bundle.ModelBundle` (reused across
+        calls, e.g. in a benchmark).
     Returns the content of ``prediction.json``.
     """
     started = time.perf_counter()
-    run = run or TrainedRun(model_dir)
+    run = run or load_model(model_dir)
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise InputError(f"--out {out} is a file; give a folder")
@@ -72,7 +75,7 @@ def predict_case(model_dir: str | os.PathLike, image: str | os.PathLike, mask: s
         "synthetic_model": run.synthetic,
         **({"warning": SYNTHETIC_WARNING} if run.synthetic else {}),
         "note": RESEARCH_NOTE,
-        "model": {"name": run.name, "kind": run.kind, "run": run.run_dir.name, "n_folds": run.n_folds,
+        "model": {"name": run.name, "kind": run.kind, "run": run.run_name, "n_folds": run.n_folds,
                   "rn_classifier_version": __version__,
                   "trained_with_git_sha": run.provenance.get("git_sha"),
                   "trained_on": run.provenance.get("date")},
@@ -111,7 +114,7 @@ def predict_case(model_dir: str | os.PathLike, image: str | os.PathLike, mask: s
     return prediction
 
 
-def attention_outputs(run: TrainedRun, case: CaseInput, fold_maps: list, image, prob: float
+def attention_outputs(run: ModelBundle, case: CaseInput, fold_maps: list, image, prob: float
                       ) -> tuple[dict, dict]:
     """Fold-mean attention maps → (files to write, the ``attention`` part of prediction.json).
 

@@ -21,7 +21,8 @@ def parse_labels(text: str | None) -> list[int | str]:
 def register(app: typer.Typer) -> None:
     @app.command("predict")
     def predict_cmd(
-        model: Annotated[Path, typer.Option(help="fine-tuning run folder (e.g. RUN/finetune/ssl_vit)")],
+        model: Annotated[Path, typer.Option(help="model bundle folder (RUN/finetune/ssl_vit/bundle, what a group "
+                                                  "deploys) or the fine-tuning run folder holding it")],
         image: Annotated[Path, typer.Option(help="T1CE image: NIfTI, NRRD, MHA or a DICOM series folder")],
         mask: Annotated[Path, typer.Option(help="lesion mask on the image's voxel grid, or the RTSTRUCT / "
                                                 "DICOM-SEG drawn on the image's DICOM series")],
@@ -33,8 +34,8 @@ def register(app: typer.Typer) -> None:
             help="clinical values key=value, repeated or comma-separated (age=61,sex=F), for models "
                  "with clinical inputs; values left out are imputed as in training")] = None,
         stats: Annotated[Optional[Path], typer.Option(
-            help="stats.json whose frozen threshold to use (default: the study's compare/stats.json, "
-                 "else the run's own out-of-fold predictions)")] = None,
+            help="stats.json whose frozen threshold to use (default: the bundle's: the study's "
+                 "compare/stats.json, else the run's own out-of-fold predictions)")] = None,
     ):
         """Probability of radiation necrosis for one new case, with fold spread, the frozen
         threshold's decision and attention maps (NIfTI on the image's grid + PNG)."""

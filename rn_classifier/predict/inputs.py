@@ -31,7 +31,7 @@ import pandas as pd
 from ..data.crop import model_input, read_case
 from ..data.ingest import Volume
 from ..errors import InputError
-from .trained_run import Preprocessing
+from ..models.bundle import Preprocessing
 
 MAX_UPSAMPLING = 4.0          # stored spacing / training spacing, per axis
 MAX_OBLIQUITY_DEG = 30.0

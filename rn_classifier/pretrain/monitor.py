@@ -29,7 +29,7 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import Normalizer, StandardScaler
 
 from ..errors import InputError
-from ..finetune.networks import MASK_CHANNEL
+from ..models.classifiers import MASK_CHANNEL
 from .datamodule import LabelledCases
 from .probe import centre_crops, pooled_tokens
 

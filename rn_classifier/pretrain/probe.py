@@ -8,7 +8,7 @@ minute, before hours of fine-tuning. On the internal cohort's TRAINING cases onl
 
 1. embeds each case's lesion-centred crop (centre-cropped to the encoder's crop size) with the
    frozen encoder, pooling the tokens three ways as fine-tuning can (``cls`` class token, ``avg``
-   mean of the patches, ``mask`` mask-weighted mean: :func:`finetune.networks.pooling_weights`);
+   mean of the patches, ``mask`` mask-weighted mean: :func:`models.classifiers.pooling_weights`);
 2. fits an L2 logistic regression on standardised features in patient-grouped, class-stratified
    5-fold CV, repeated over ``repeats`` shuffles, and reports the out-of-fold ROC AUC (mean and
    SD over the repeats);
@@ -43,7 +43,7 @@ from ..data.cache import CropCache
 from ..data.crop import centre_crop
 from ..data.split import load_split
 from ..errors import InputError
-from ..finetune.networks import MASK_CHANNEL, POOLS, pool_tokens
+from ..models.classifiers import MASK_CHANNEL, POOLS, pool_tokens
 from ..models.export import load_encoder
 
 N_FOLDS = 5
@@ -93,7 +93,7 @@ def pooled_tokens(encoder: torch.nn.Module, x: torch.Tensor, pools=POOLS) -> dic
     """One batch ``x: (B, C, *spatial)`` (T1CE first, mask in channel 1) → ``{pool: (B, D)}``.
 
     The encoder sees its own number of input channels (1 for a pretraining export); the mask
-    only weighs the tokens, as fine-tuning's ``model.pool`` does (finetune.networks.pool_tokens).
+    only weighs the tokens, as fine-tuning's ``model.pool`` does (models.classifiers.pool_tokens).
     """
     tokens = encoder.forward_features(x[:, :int(encoder.patch_embed.in_chans)])
     n_prefix = int(getattr(encoder, "num_prefix_tokens", 1))

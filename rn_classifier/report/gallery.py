@@ -27,7 +27,7 @@ GROUPS = (("RN, correct", 1, True), ("RN, wrong", 1, False),
 
 
 def _choose_model(sources: ReportSources, reference: str):
-    from ..predict.trained_run import TrainedRun
+    from ..predict.model import load_model
 
     names = [reference] + [m for m in sources.finetune_runs if m != reference]
     reasons = []
@@ -35,13 +35,13 @@ def _choose_model(sources: ReportSources, reference: str):
         if name not in sources.finetune_runs:
             continue
         try:
-            run = TrainedRun(sources.finetune_runs[name])
+            run = load_model(sources.finetune_runs[name])
         except InputError as exc:
             reasons.append(f"{name}: {exc}")
             continue
         if run.uses_images:
-            return run, reasons
-    return None, reasons or ["no fine-tuned image model in the run folder"]
+            return run, sources.finetune_runs[name], reasons
+    return None, None, reasons or ["no fine-tuned image model in the run folder"]
 
 
 def _summary(values: list[float]) -> dict:
@@ -63,12 +63,14 @@ def attention_gallery(sources: ReportSources, predictions: pd.DataFrame, stats: 
     from ..explain.geometry import Grid, save_map_nifti, upsample_to_crop
     from ..explain.maps import AttentionMaps
 
-    run, reasons = _choose_model(sources, stats["reference"])
+    from ..finetune.bundle import RunFolder
+
+    run, run_dir, reasons = _choose_model(sources, stats["reference"])
     if run is None:
         return {"available": False, "reason": "; ".join(reasons)}
-    image_run = run.image_run if run.kind == "late" else run
+    image_run = RunFolder(run_dir).image_run()     # whose config names the caches
     threshold = (stats.get("thresholds") or {}).get(run.name, {}).get("threshold")
-    prep = image_run.preprocessing
+    prep = run.preprocessing
     data = image_run.cfg.data
     caches, manifests = {}, {}
     for cohort, cache_value, manifest_value, part in (

@@ -56,7 +56,7 @@ def predict_contours(runs: dict[str, object], cohorts: dict[str, tuple[pd.DataFr
                      cfg: ContourVariantConfig, echo: Callable[[str], None] = print) -> pd.DataFrame:
     """Contour predictions rows of every (image) model on every case of ``cohorts``.
 
-    runs: model name -> a loaded :class:`~rn_classifier.predict.trained_run.TrainedRun` (any
+    runs: model name -> a loaded :class:`~rn_classifier.models.bundle.ModelBundle` (any
     object with ``preprocessing``, ``clinical_spec`` and ``predict(crop, clinical, with_attention)``);
     cohorts: cohort name -> (manifest rows as :func:`~rn_classifier.data.manifest.load_manifest`
     returns them, the folder the manifest's relative paths start from).

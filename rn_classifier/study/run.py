@@ -473,7 +473,7 @@ class Study:
         from ..data.contour_variants import ContourVariantConfig
         from ..data.manifest import load_manifest
         from ..data.split import load_split
-        from ..predict.trained_run import TrainedRun
+        from ..predict.model import load_model
         from .contour import CONTOUR_FILE, predict_contours
 
         c = self.cfg.contour
@@ -488,7 +488,7 @@ class Study:
         out = self.out / "contour" / CONTOUR_FILE
 
         def work(stale: bool):
-            runs = {m: TrainedRun(predictions[m].parent) for m in images}
+            runs = {m: load_model(predictions[m].parent) for m in images}
             internal = load_manifest(self.manifest("internal"))
             split = load_split(self.split_path)
             test_ids = set(split.loc[split["part"] == "internal_test", "case_id"])
@@ -506,6 +506,7 @@ class Study:
         return out
 
     def stage_compare(self, predictions: dict[str, Path], contour: Path | None = None) -> dict:
+        from ..finetune.bundle import record_thresholds
         from ..stats.compare import CompareSettings, run_compare
 
         c = self.cfg.compare
@@ -525,6 +526,9 @@ class Study:
             out.parent.mkdir(parents=True, exist_ok=True)
             run_compare([predictions[m] for m in predictions], out, c.reference, settings,
                         contour=contour)
+            # the bundles decide with the threshold compare froze (the same Youden rule on the same
+            # oof predictions as the one they were written with)
+            record_thresholds(out, [path.parent for path in predictions.values()])
             return {"stats": str(out.relative_to(self.out))}
 
         self.book.run("compare", key, work)

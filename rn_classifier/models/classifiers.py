@@ -1,4 +1,5 @@
-"""The classifier networks of fine-tuning, without Lightning (``predict`` loads them alone).
+"""The classifier networks of fine-tuning, without Lightning or scikit-learn (``predict`` loads
+them from a model bundle alone).
 
 * :class:`ImageClassifier`: ViT encoder → pooled embedding ``(B, D)`` → dropout → ``Linear(D, 1)``
   → logit of radiation necrosis ``(B,)``.
@@ -7,8 +8,10 @@
   each patch inside the lesion mask (``mask``). A small lesion covers a few of the 64 patches of
   a 32³ crop; ``mask`` pooling reads the embedding where the lesion is, the way a radiologist
   reads the lesion and its rim rather than the whole field of view.
-* :class:`EncoderClassifierBase`: what every classifier with a ViT encoder shares
-  (the intermediate-fusion network of :mod:`.fusion` builds on it too).
+* :class:`IntermediateFusionClassifier`: the encoder's pooled embedding ⊕ an MLP embedding of
+  the clinical vector (optionally a clinical query attending over the image tokens) → logit;
+  trained by :mod:`rn_classifier.finetune.fusion`'s intermediate fusion.
+* :class:`EncoderClassifierBase`: what every classifier with a ViT encoder shares.
 
 The networks expose timm's ``group_matcher`` so timm's layer-decay grouping sees the encoder's
 depth: patch embedding / class token / positional embedding = layer 0, block *i* = layer *i* + 1,
@@ -134,3 +137,47 @@ class ImageClassifier(EncoderClassifierBase):
     def forward(self, x: torch.Tensor, clinical: torch.Tensor | None = None) -> torch.Tensor:
         _, pooled = self.embed(x)
         return self.head(self.dropout(pooled)).squeeze(-1)
+
+
+class IntermediateFusionClassifier(EncoderClassifierBase):
+    """Image embedding ⊕ clinical embedding → logit, trained end to end.
+
+    forward(x: (B, 2, X, Y, Z), clinical: (B, F)) → logits (B,).
+    clinical MLP: F → E → E (GELU, dropout); with ``cross_attention`` a query made from the
+    clinical embedding attends over the encoder's tokens ``(B, 1 + L, D)`` (multi-head attention)
+    and the attended vector ``(B, D)`` joins the concatenation.
+    """
+
+    def __init__(self, encoder: nn.Module, n_clinical: int, clinical_dim: int = 32,
+                 cross_attention: bool = False, heads: int = 4, dropout: float = 0.1,
+                 pool: str = "cls"):
+        super().__init__()
+        if n_clinical < 1:
+            raise InputError("intermediate fusion needs at least one clinical feature")
+        encoder.reset_classifier(0)
+        self.encoder = encoder
+        self.pool = check_pool(pool)
+        dim = encoder.embed_dim
+        self.clinical_mlp = nn.Sequential(nn.Linear(n_clinical, clinical_dim), nn.GELU(),
+                                          nn.Dropout(dropout), nn.Linear(clinical_dim, clinical_dim))
+        self.cross_attention = cross_attention
+        width = dim + clinical_dim
+        if cross_attention:
+            if dim % heads:
+                raise InputError(f"fusion.attention_heads={heads} must divide the encoder width {dim}")
+            self.clinical_query = nn.Linear(clinical_dim, dim)
+            self.attention = nn.MultiheadAttention(dim, heads, dropout=dropout, batch_first=True)
+            width += dim
+        self.head = nn.Sequential(nn.LayerNorm(width), nn.Dropout(dropout), nn.Linear(width, 1))
+
+    def forward(self, x: torch.Tensor, clinical: torch.Tensor | None = None) -> torch.Tensor:
+        if clinical is None:
+            raise InputError("intermediate fusion needs the clinical vector of every case")
+        tokens, pooled = self.embed(x)
+        c = self.clinical_mlp(clinical)
+        parts = [pooled, c]
+        if self.cross_attention:
+            query = self.clinical_query(c).unsqueeze(1)                  # (B, 1, D)
+            attended, _ = self.attention(query, tokens, tokens, need_weights=False)
+            parts.append(attended.squeeze(1))
+        return self.head(torch.cat(parts, dim=-1)).squeeze(-1)
