@@ -101,6 +101,9 @@ def test_crop_features_by_construction():
     assert f["noise"] == pytest.approx(0.5, rel=0.05)
     assert f["z_smoothness"] == pytest.approx(1.0, abs=0.05)
     assert f["q50"] == pytest.approx(0.0, abs=0.02)
+    # A cached crop and the smaller model input cut from its centre are described alike.
+    model_input = noise[:, 4:36, 4:36, 4:36]
+    assert crop_features(model_input) == crop_features(noise)
     # Thick slices: averaging along z smooths the through-plane differences only.
     thick = ndimage.uniform_filter1d(noise, 3, axis=3)
     assert crop_features(thick)["z_smoothness"] < 0.6

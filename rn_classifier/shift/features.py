@@ -1,6 +1,9 @@
 """Image statistics of one case, as the model sees it (its cached / served crop), needing no label.
 
-Per crop ``(C, X, Y, Z)`` (channel 0 the normalised T1CE, channel 1 the lesion mask when present):
+Per crop ``(C, X, Y, Z)`` (channel 0 the normalised T1CE, channel 1 the lesion mask when present),
+on its central :data:`FEATURE_REGION`³ voxels — the part both a cached crop and the smaller model
+input served by ``predict`` hold (the model input is the centre of the cached crop), so a new
+case is described exactly as the internal ones:
 
 * ``q01 … q99``: quantiles of the normalised T1CE (contrast curve, bias field, clipping);
 * ``noise``: robust noise level, MAD of the in-plane first differences / (0.6745·√2) — for
@@ -19,6 +22,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+FEATURE_REGION = 24                       # voxels per side (or the whole crop if smaller)
 QUANTILES = (0.01, 0.05, 0.25, 0.5, 0.75, 0.95, 0.99)
 QUANTILE_NAMES = tuple(f"q{round(100 * q):02d}" for q in QUANTILES)
 SPACING_COLUMNS = ("source_spacing_x", "source_spacing_y", "source_spacing_z")
@@ -30,8 +34,18 @@ def _mad(values: np.ndarray) -> float:
     return float(np.median(np.abs(values - np.median(values))))
 
 
+def centre_region(crop: np.ndarray) -> np.ndarray:
+    """The central :data:`FEATURE_REGION`³ voxels of ``crop`` (C, X, Y, Z) (MONAI's centre)."""
+    from ..data.crop import centre_offset
+
+    size = [min(FEATURE_REGION, s) for s in crop.shape[1:]]
+    start = centre_offset(crop.shape[1:], size)
+    return crop[(slice(None),) + tuple(slice(int(a), int(a) + s) for a, s in zip(start, size))]
+
+
 def crop_features(crop: np.ndarray) -> dict[str, float]:
     """Image statistics of one crop ``(C, X, Y, Z)``; see the module docstring for each one."""
+    crop = centre_region(np.asarray(crop))
     image = np.asarray(crop[0], dtype=np.float32)
     out = dict(zip(QUANTILE_NAMES, (float(v) for v in np.quantile(image, QUANTILES))))
     dx, dy, dz = (_mad(np.diff(image, axis=a)) for a in range(3))
