@@ -42,11 +42,11 @@ def random_subcrop(crop: np.ndarray, size: int, rng: np.random.Generator) -> np.
 
 def crops_from_files(rows: list[dict], cfg, size: int, draws: int, rng) -> tuple[float, int]:
     """Crops/s when every sample is read and preprocessed from its NIfTI files."""
-    from rn_classifier.data.preprocess import process_case
+    from rn_classifier.data.preprocess import LESION, process_case
 
     start = time.perf_counter()
     for _ in range(draws):
-        crop, _ = process_case(rows[int(rng.integers(len(rows)))], cfg, labelled=True)
+        crop, _ = process_case(rows[int(rng.integers(len(rows)))], cfg, LESION)
         random_subcrop(crop, size, rng)
     return draws / (time.perf_counter() - start), draws
 

@@ -134,8 +134,9 @@ class Step:
 
     def __init__(self, loss_fn, params, device, bf16: bool, after=None, clip: float = 3.0):
         self.loss_fn, self.params, self.device, self.bf16, self.after, self.clip = loss_fn, params, device, bf16, after, clip
-        fused = device.type == "cuda"
-        self.opt = torch.optim.AdamW(params, lr=1e-4, weight_decay=0.04, fused=fused)
+        # fused AdamW for every model on every device, as the training engine uses
+        # (PretrainModule.configure_optimizers): ~5x faster than the per-tensor loop on CPU
+        self.opt = torch.optim.AdamW(params, lr=1e-4, weight_decay=0.04, fused=True)
 
     def forward_backward(self, batch):
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
@@ -145,7 +146,7 @@ class Step:
 
     def __call__(self, batch):
         self.forward_backward(batch)
-        torch.nn.utils.clip_grad_norm_(self.params, self.clip)
+        torch.nn.utils.clip_grad_norm_(self.params, self.clip, foreach=True)
         self.opt.step()
         self.opt.zero_grad(set_to_none=True)
         if self.after is not None:
@@ -273,11 +274,14 @@ def step_flops(step: Step, batch) -> int:
 
 FLOPS: dict[str, int] = {}     # counted FLOPs of our eager step, per method
 TIMES: dict[tuple, float] = {}  # (method, name, precision) → seconds per step
+MATMUL: dict[str, tuple] = {}   # method → (precision, matmul FLOP/s timed between its steps)
 
 
 def compare_models(cfg, method: str, device, precisions, peak: dict, seconds: float,
                    with_monai: bool = True, with_compiled: bool = False, with_eager: bool = True) -> dict:
-    """Ours vs MONAI for one method; returns our best (bf16 or fp32) step time."""
+    """Ours vs MONAI for one method, every model and precision timed in ONE interleaved loop,
+    beside a square matmul of the MFU precision (so a machine whose load changes during the run
+    slows all of them alike: the ratios and the MFU hold); returns our best step."""
     ours = ours_dino if method == "dino" else ours_mae
     builders = {"ours": ours} if with_eager else {}
     if with_monai:
@@ -292,10 +296,9 @@ def compare_models(cfg, method: str, device, precisions, peak: dict, seconds: fl
         builders["ours+compile"] = compiled
     batch = random_batch(cfg, method, device)
     b = cfg.data.batch_size
-    best = None
+    steps, flops = {}, {}
     for bf16 in precisions:
         label = "bf16 autocast" if bf16 else "fp32"
-        steps, flops = {}, {}
         for name, build in builders.items():
             try:
                 torch.manual_seed(0)
@@ -305,35 +308,49 @@ def compare_models(cfg, method: str, device, precisions, peak: dict, seconds: fl
                     for _ in range(2):
                         step(batch)  # compile (both crop sizes, forward and backward)
                     sync(device)
-                    say(f"   compiling the blocks took {time.perf_counter() - t0:.0f} s")
-                    flops[name] = FLOPS.get(method) or step_flops(ours(cfg, device, bf16)[0], batch)
+                    say(f"   compiling the blocks ({label}) took {time.perf_counter() - t0:.0f} s")
+                    flops[name, bf16] = FLOPS.get(method) or step_flops(ours(cfg, device, bf16)[0], batch)
                 else:
-                    flops[name] = step_flops(step, batch)
+                    flops[name, bf16] = step_flops(step, batch)
                     if name == "ours":
-                        FLOPS[method] = flops[name]
-                steps[name] = step
+                        FLOPS[method] = flops[name, bf16]
+                steps[name, bf16] = step
             except Exception as exc:
                 say(f"   {name} {method} ({label}) failed: {type(exc).__name__}: {exc}")
-        if not steps:
-            continue
-        times = time_steps({k: (lambda s=s: s(batch)) for k, s in steps.items()}, device, seconds)
-        for name, t in times.items():
-            rate = flops[name] / t
-            mfu = "  ".join(f"MFU {rate / peak[k]:.2f} of {k} matmul" for k in peak)
-            say(f"   {method.upper()} {label:13s} {name:12s}: {t * 1e3:9.1f} ms/step  {b / t:8.2f} sub-volumes/s  "
-                f"{flops[name] / 1e9:8.1f} GFLOP/step  {rate / 1e12:7.3f} TFLOP/s  {mfu}")
-            RESULTS[f"{method}_{name}_{'bf16' if bf16 else 'fp32'}_subvol_s"] = b / t
-            RESULTS[f"{method}_{name}_{'bf16' if bf16 else 'fp32'}_mfu"] = rate / peak[max(peak, key=peak.get)]
-        for name, t in times.items():
-            TIMES[(method, name, bf16)] = t
-        monai_t = TIMES.get((method, "MONAI", bf16))
+    if not steps:
+        return {}
+    mm_name = "bf16" if device.type == "cuda" else "fp32"
+    n = 8192 if device.type == "cuda" else 2048
+    mm_dtype = torch.bfloat16 if mm_name == "bf16" else torch.float32
+    a, c = (torch.randn(n, n, device=device, dtype=mm_dtype) for _ in range(2))
+    fns = {key: (lambda s=s: s(batch)) for key, s in steps.items()}
+    fns["matmul"] = lambda: a @ c
+    times = time_steps(fns, device, seconds * len(steps))
+    mm_rate = 2 * n**3 / times.pop("matmul")
+    if with_eager:
+        MATMUL[method] = (mm_name, mm_rate)
+    say(f"   {mm_name} matmul {n}³ timed between the steps: {mm_rate / 1e12:.3f} TFLOP/s (the MFU denominator here)")
+    for (name, bf16), t in times.items():
+        label = "bf16 autocast" if bf16 else "fp32"
+        rate = flops[name, bf16] / t
+        say(f"   {method.upper()} {label:13s} {name:12s}: {t * 1e3:9.1f} ms/step  {b / t:8.2f} sub-volumes/s  "
+            f"{flops[name, bf16] / 1e9:8.1f} GFLOP/step  {rate / 1e12:7.3f} TFLOP/s  "
+            f"MFU {rate / mm_rate:.2f} of {mm_name} matmul")
+        RESULTS[f"{method}_{name}_{'bf16' if bf16 else 'fp32'}_subvol_s"] = b / t
+        RESULTS[f"{method}_{name}_{'bf16' if bf16 else 'fp32'}_mfu"] = rate / mm_rate
+        TIMES[(method, name, bf16)] = t
+    for bf16 in precisions:
+        label = "bf16 autocast" if bf16 else "fp32"
+        monai_t = TIMES.get((method, "MONAI", bf16)) if with_monai else None
         for name in ("ours", "ours+compile"):
-            if name in times and monai_t:
-                say(f"   {method.upper()} {label}: {name} / MONAI = {monai_t / times[name]:.2f}x sub-volumes/s")
-                RESULTS[f"{method}_{name}_over_MONAI_{'bf16' if bf16 else 'fp32'}"] = monai_t / times[name]
-            if name in times and (best is None or times[name] < best[0]):
-                best = (times[name], bf16, name)
-        del steps
+            if (name, bf16) in times and monai_t:
+                say(f"   {method.upper()} {label}: {name} / MONAI = {monai_t / times[name, bf16]:.2f}x sub-volumes/s")
+                RESULTS[f"{method}_{name}_over_MONAI_{'bf16' if bf16 else 'fp32'}"] = monai_t / times[name, bf16]
+    for name in ("ours", "ours+compile"):
+        if (name, False) in times and (name, True) in times:
+            say(f"   {method.upper()} {name}: bf16 / fp32 = {times[name, False] / times[name, True]:.2f}x sub-volumes/s")
+    best = min(((t, bf16, name) for (name, bf16), t in times.items() if name != "MONAI"), default=None)
+    del steps
     return {"time": best[0], "bf16": best[1], "name": best[2]} if best else {}
 
 
@@ -475,6 +492,57 @@ def gpu_loader(cfg, method: str, device, workers: int, subvolume: int, n: int, s
         f"{times['loader'] * 1e3:8.1f} ms ({b / times['loader']:.1f}/s) → ratio {ratio:.2f}x (goal ≤ 1.1)")
 
 
+# -- summary --------------------------------------------------------------------------------
+
+def summary_table(args, peak: dict, gpu: bool) -> list[str]:
+    """One row per method and precision (ours, MONAI, ratio, MFU) and the goals, as text lines."""
+    batch = {"dino": args.batch, "mae": args.mae_batch}
+    lines = ["| method | precision | ours sub-volumes/s | MONAI sub-volumes/s | ours / MONAI | ours MFU |",
+             "|---|---|---|---|---|---|"]
+    verdicts = []
+    for method in ("dino", "mae"):
+        for bf16 in (False, True):
+            ours, monai = TIMES.get((method, "ours", bf16)), TIMES.get((method, "MONAI", bf16))
+            if ours is None:
+                continue
+            b = batch[method]
+            mfu_peak = MATMUL.get(method, (None, None))[1]
+            mfu = f"{FLOPS[method] / ours / mfu_peak:.2f}" if method in FLOPS and mfu_peak else "-"
+            lines.append(f"| {method.upper()} | {'bf16 autocast' if bf16 else 'fp32'} | {b / ours:.2f} | "
+                         f"{f'{b / monai:.2f}' if monai else '-'} | {f'{monai / ours:.2f}x' if monai else '-'} | {mfu} |")
+            if monai:
+                verdicts.append(f"{method.upper()} {'bf16' if bf16 else 'fp32'} ours / MONAI {monai / ours:.2f}x "
+                                f"({'met' if monai / ours >= 1.5 else 'NOT met'}, goal ≥ 1.5x)")
+            if not bf16 and not gpu and method in FLOPS and mfu_peak:
+                m = FLOPS[method] / ours / mfu_peak
+                verdicts.append(f"{method.upper()} fp32 MFU {m:.2f} ({'met' if m >= 0.55 else 'NOT met'}, goal ≥ 0.55)")
+        fp32, bf16 = TIMES.get((method, "ours", False)), TIMES.get((method, "ours", True))
+        if fp32 and bf16:
+            verdicts.append(f"{method.upper()} ours bf16 / fp32 {fp32 / bf16:.2f}x "
+                            f"({'met' if fp32 / bf16 >= 1.5 else 'NOT met'}, goal ≥ 1.5x)")
+    for method in ("dino", "mae"):
+        for bf16 in (False, True):
+            eager, compiled = TIMES.get((method, "ours", bf16)), TIMES.get((method, "ours+compile", bf16))
+            if eager and compiled:
+                verdicts.append(f"{method.upper()} {'bf16' if bf16 else 'fp32'} torch.compile'd blocks / eager "
+                                f"{eager / compiled:.2f}x (timed in a later loop)")
+    return lines + [""] + [f"- {v}" for v in verdicts]
+
+
+def record(lines: list[str], setting: str, machine: str) -> None:
+    import datetime as dt
+
+    load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
+    stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M")
+    block = (f"\n## {stamp} — pretrain_throughput.py (DINO / MAE step, ours vs MONAI ViT, fp32 / bf16)\n\n"
+             f"- command: python {' '.join(sys.argv)}\n- machine: {machine}; torch "
+             f"{torch.__version__}, {torch.get_num_threads()} threads; load average at the end {load}\n"
+             f"- {setting}\n\n" + "\n".join(lines) + "\n")
+    with open(Path(__file__).with_name("RESULTS.md"), "a") as fh:
+        fh.write(block)
+    say("appended to benchmarks/RESULTS.md")
+
+
 # -- main -----------------------------------------------------------------------------------
 
 def main() -> None:
@@ -495,6 +563,8 @@ def main() -> None:
     p.add_argument("--skip", nargs="*", default=[], choices=["dino", "mae", "loader", "monai"])
     p.add_argument("--compile", default="auto", choices=["auto", "on", "off"],
                    help="also time our step with torch.compile'd blocks, last (auto: on GPU only)")
+    p.add_argument("--threads", type=int, default=os.cpu_count(), help="torch threads (default: all cores)")
+    p.add_argument("--record", action="store_true", help="append the table to benchmarks/RESULTS.md")
     p.add_argument("--time-budget", type=float, default=270.0,
                    help="seconds; the compiled-step parts are skipped when less than 100 s are left")
     args = p.parse_args()
@@ -507,6 +577,10 @@ def main() -> None:
         if getattr(args, k) is None:
             setattr(args, k, v)
     device = torch.device(args.device)
+    torch.set_num_threads(args.threads)
+    from rn_classifier.provenance import machine_description
+
+    machine = machine_description()
     started = time.perf_counter()
     if gpu:
         torch.backends.cuda.matmul.allow_tf32 = False  # "fp32" means fp32 here; the step runs in bf16
@@ -514,8 +588,10 @@ def main() -> None:
             f"{os.cpu_count()} CPU cores")
     else:
         say(f"device: CPU, {torch.get_num_threads()} threads, torch {torch.__version__}")
-    say(f"model {args.model}; DINO: batch {args.batch}, 2 × {args.crop}³ + {args.n_local} × {args.local_crop}³ "
-        f"views, {args.out_dim} prototypes; MAE: batch {args.mae_batch}, {args.crop}³, decoder {args.mae_decoder}")
+    setting = (f"model {args.model}; DINO: batch {args.batch}, 2 × {args.crop}³ + {args.n_local} × {args.local_crop}³ "
+               f"views, {args.out_dim} prototypes; MAE: batch {args.mae_batch}, {args.crop}³, decoder {args.mae_decoder}; "
+               f"fused AdamW for every model; random tensors (no data)")
+    say(setting)
 
     peak = {}
     with part("matmul rates (the MFU denominators)"):
@@ -566,6 +642,13 @@ def main() -> None:
                            with_compiled=True, with_eager=False)
     say(f"\nsummary ({time.perf_counter() - started:.0f} s): " +
         ", ".join(f"{k} {v:.2f}" for k, v in RESULTS.items()))
+    table = summary_table(args, peak, gpu)
+    if peak:
+        table.insert(0, "matmul rates: " + ", ".join(f"{k} {v / 1e12:.2f} TFLOP/s" for k, v in peak.items())
+                     + f"; MFU is counted FLOPs/s over the {'bf16' if gpu else 'fp32'} rate\n")
+    say("\n" + "\n".join(table))
+    if args.record:
+        record(table, setting + f"; {time.perf_counter() - started:.0f} s in all", machine)
 
 
 if __name__ == "__main__":

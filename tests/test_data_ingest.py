@@ -157,3 +157,101 @@ def test_brain1_nrrd_to_ras_1mm_lesion_centred_crop(brain1):
     np.testing.assert_allclose(crop_centroid, itk_lps * [-1, -1, 1], atol=1.0)
     assert np.isfinite(crop.astype(np.float32)).all()
 
+
+
+def _oblique_affine(spacing, angles, origin):
+    """RAS affine with a rotation about each axis (radians) and per-axis spacing."""
+    from scipy.spatial.transform import Rotation
+
+    affine = np.eye(4)
+    affine[:3, :3] = Rotation.from_euler("xyz", angles).as_matrix() @ np.diag(spacing)
+    affine[:3, 3] = origin
+    return affine
+
+
+GRIDS = [((20, 24, 9), np.diag([0.78, 0.78, 6.5, 1.0]), (1.0, 1.0, 1.0)),          # brain1-like, upsampled
+         ((30, 26, 22), np.diag([1.5, 1.5, 1.5, 1.0]), (1.0, 1.0, 1.0)),            # paper preset
+         ((16, 18, 20), np.diag([-1.0, -1.0, 1.2, 1.0]), (2.0, 2.0, 2.0)),          # LPS-like flips, downsampled
+         ((14, 15, 13), _oblique_affine((1.1, 0.9, 2.0), (0.2, -0.1, 0.35), (-20.0, 5.0, 33.0)), (1.5, 1.5, 1.5))]
+
+
+@pytest.mark.parametrize("shape, affine, spacing", GRIDS)
+def test_resample_is_monai_spacing_on_its_grid(shape, affine, spacing):
+    """Reference equivalence: the grid is MONAI Spacing's (zoom_affine + compute_shape_offset)
+    and the values are its bilinear / nearest values (SimpleITK interpolates them)."""
+    from monai.data import MetaTensor
+    from monai.data.utils import compute_shape_offset, zoom_affine
+    from monai.transforms import Spacing
+
+    from rn_classifier.data.ingest import Volume, spacing_grid
+
+    monai_affine = zoom_affine(affine, np.asarray(spacing), diagonal=False)
+    monai_shape, offset = compute_shape_offset(shape, affine, monai_affine, scale_extent=False)
+    monai_affine[:3, 3] = offset[:3]
+    ours_shape, ours_affine = spacing_grid(shape, affine, spacing)
+    assert ours_shape == tuple(int(n) for n in monai_shape)
+    np.testing.assert_allclose(ours_affine, monai_affine, atol=1e-12)
+
+    rng = np.random.default_rng(0)
+    image = rng.normal(100, 30, shape).astype(np.float32)
+    labels = rng.integers(0, 3, shape).astype(np.int16)
+    for array, mode in ((image, "bilinear"), (labels, "nearest")):
+        ours = resample(Volume(array, affine), spacing, mode=mode)
+        theirs = Spacing(pixdim=spacing, mode=mode, padding_mode="border" if mode != "nearest" else "zeros",
+                         align_corners=True)(MetaTensor(array.astype(np.float32)[None], affine=affine))
+        np.testing.assert_allclose(ours.affine, np.asarray(theirs.affine), atol=1e-9)
+        if mode == "nearest":
+            assert ours.array.dtype == array.dtype
+            # a point halfway between two voxels (1.5 in-plane of 2 mm voxels resampled to 1.5 mm)
+            # may round either way (SimpleITK and MONAI compute it with different float errors):
+            # equal everywhere else
+            index = np.linalg.solve(affine, ours.affine) @ np.concatenate(
+                [np.indices(ours.array.shape).reshape(3, -1), np.ones((1, ours.array.size))])
+            tie = (np.abs(index[:3] % 1.0 - 0.5) < 1e-6).any(axis=0).reshape(ours.array.shape)
+            assert not tie.all()
+            np.testing.assert_array_equal(ours.array[~tie], np.rint(theirs[0].numpy())[~tie])
+        else:
+            np.testing.assert_allclose(ours.array, theirs[0].numpy(), rtol=1e-5, atol=1e-3)
+
+
+def test_zscore_of_a_crop_with_whole_image_statistics_is_the_crop_of_the_normalised_image():
+    from rn_classifier.data.crop import crop_with_padding
+    from rn_classifier.data.ingest import apply_zscore, zscore_statistics
+
+    rng = np.random.default_rng(1)
+    x = np.zeros((40, 44, 36), np.float32)
+    x[6:34, 8:38, 5:30] = rng.normal(600, 120, (28, 30, 25))
+    x += rng.normal(0, 5, x.shape).astype(np.float32)          # scanner noise in the background
+    start, size = np.array([20, -6, 15]), np.array([24, 24, 24])   # leaves the image: padded
+    whole = normalise(x, "zscore_foreground", (0.5, 99.5))
+    expected = crop_with_padding(whole, start, size, float(whole.min()))
+    stats = zscore_statistics(x, (0.5, 99.5))
+    got = apply_zscore(crop_with_padding(x, start, size, float(x.min())), stats)
+    np.testing.assert_array_equal(got, expected)
+    # and the normalisation is MONAI's NormalizeIntensity with those statistics
+    from monai.transforms import NormalizeIntensity
+
+    clipped = np.where(x > stats.threshold, np.clip(x, stats.low, stats.high), np.minimum(x, stats.high))
+    monai = NormalizeIntensity(subtrahend=stats.mean, divisor=stats.std)(clipped[None])[0]
+    np.testing.assert_array_equal(whole, np.asarray(monai, dtype=np.float32))
+
+
+def test_preprocessing_a_case_imports_neither_torch_nor_monai(tmp_path):
+    """Spawned preprocessing workers start in a fraction of the time without torch."""
+    import subprocess
+    import sys
+
+    image = np.zeros((24, 24, 16), np.int16)
+    image[4:20, 4:20, 3:13] = 500
+    mask = np.zeros_like(image)
+    mask[10:14, 10:14, 6:9] = 1
+    affine = np.diag([1.5, 1.5, 2.5, 1.0])
+    img, msk = save_nifti(image, tmp_path / "i.nii.gz", affine), save_nifti(mask, tmp_path / "m.nii.gz", affine)
+    code = ("import sys\nfrom rn_classifier.data.preprocess import LESION, PreprocessConfig, process_case\n"
+            f"row = dict(case_id='c', patient_id='p', center='A', label=1, image_path={str(img)!r}, "
+            f"mask_path={str(msk)!r}, mask_labels=(1,))\n"
+            "crop, _ = process_case(row, PreprocessConfig(spacing=[1.0, 1.0, 1.0], labelled_crop=[16, 16, 16]), LESION)\n"
+            "assert crop.shape == (2, 16, 16, 16)\n"
+            "print(sorted(m for m in ('torch', 'monai') if m in sys.modules))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "[]"

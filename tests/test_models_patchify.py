@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 from lightly.models.utils import patchify as lightly_patchify
@@ -48,3 +49,15 @@ def test_shape_errors_name_the_values():
         patchify(torch.randn(1, 1, 10, 16, 16), 8)
     with pytest.raises(InputError, match=r"grid \(2, 2, 2\) with patch size \(8, 8, 8\)"):
         unpatchify(torch.randn(1, 7, 512), 8, (2, 2, 2))
+
+
+@pytest.mark.parametrize("value", [3, (2, 4, 6), [5, 5, 5], np.array([1, 2, 3]), 2.5])
+def test_ensure_tuple_rep_is_monais(value):
+    """models.axes keeps MONAI out of model building; it repeats as MONAI's does."""
+    from monai.utils import ensure_tuple_rep as monai_rep
+
+    from rn_classifier.models.axes import ensure_tuple_rep
+
+    assert ensure_tuple_rep(value, 3) == monai_rep(value, 3)
+    with pytest.raises(ValueError):
+        ensure_tuple_rep((1, 2), 3)

@@ -223,6 +223,10 @@ TRAINING_MODULES = ("rn_classifier.finetune", "lightning", "pytorch_lightning")
 
 
 @pytest.mark.parametrize("entry", ["library", "cli"])
+# What predict never needs: the training loop, MONAI (models build without it), scikit-learn.
+HEAVY_LIBRARIES = ("lightning", "monai", "sklearn")
+
+
 def test_predict_from_a_bundle_imports_no_training_code(tiny_study, new_case, tmp_path, entry):
     """A fresh process predicts from a late-fusion bundle (image networks + stacker) and lists the
     training modules it loaded: none (the CLI's command table registers `finetune` without its code)."""
@@ -236,13 +240,15 @@ def test_predict_from_a_bundle_imports_no_training_code(tiny_study, new_case, tm
             else "from rn_classifier.predict import predict_case; "
                  "predict_case(sys.argv[2], sys.argv[4], sys.argv[6], sys.argv[8], clinical=['age=66', 'sex=M'])")
     code = (f"import sys; {call}; "
-            f"print([m for m in sys.modules if m.startswith({TRAINING_MODULES!r})])")
+            f"print([m for m in sys.modules if m.startswith({TRAINING_MODULES!r})]); "
+            f"print([m for m in {HEAVY_LIBRARIES!r} if m in sys.modules])")
     done = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True,
                           cwd=Path(__file__).resolve().parents[1])
     assert done.returncode == 0, done.stderr[-2000:]
-    loaded = eval(done.stdout.strip().splitlines()[-1])
+    loaded, libraries = (eval(line) for line in done.stdout.strip().splitlines()[-2:])
     allowed = {"rn_classifier.finetune", "rn_classifier.finetune.commands"} if entry == "cli" else set()
     assert set(loaded) <= allowed, loaded
+    assert libraries == [], f"the predict path imported {libraries} (start-up: benchmarks/predict_latency.py)"
     assert (tmp_path / "out" / "prediction.json").is_file()
 
 

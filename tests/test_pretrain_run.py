@@ -157,3 +157,41 @@ def test_cross_validated_auc_separates_separable_embeddings():
     for method in ("knn", "logistic"):
         assert cross_validated_auc(separable, y, folds, method, k=5) > 0.95
         assert cross_validated_auc(noise, y, folds, method, k=5) < 0.8
+
+
+def test_bf16_run_clips_gradients_with_the_fused_optimizer(pool, tmp_path):
+    """Lightning's mixed-precision plugin refuses to clip for a fused optimizer; bf16 gradients are
+    never scaled, so PretrainModule clips them itself: the run trains, and clipping bounds the norm."""
+    from rn_classifier.pretrain.dino_module import DINOModule
+    from rn_classifier.pretrain.schedules import build_schedules
+
+    cfg = tiny_config(pool, "dino")
+    cfg.trainer.precision = "bf16-mixed"
+    cfg.trainer.max_steps = 2
+    cfg.optim.clip_grad = 1e-3
+    run = run_pretraining(cfg, out=tmp_path / "run", accelerator="cpu")
+    assert json.loads((run / "summary.json").read_text())["global_step"] == 2
+
+    schedules = build_schedules(total_steps=2, steps_per_epoch=1, peak_lr=1e-4, min_lr=1e-6, warmup_epochs=0,
+                                weight_decay=0.04, weight_decay_end=0.4, teacher_momentum=0.996, teacher_temp=0.04)
+    module = DINOModule(cfg, schedules, global_batch_size=2)
+    optimizer = module.configure_optimizers()
+    assert optimizer.defaults["fused"]
+    params = [p for p in module.parameters() if p.requires_grad]
+    for p in params:
+        p.grad = torch.full_like(p, 1.0)
+    module.configure_gradient_clipping(optimizer, gradient_clip_val=0.5)
+    norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(p.grad) for p in params]))
+    assert norm == pytest.approx(0.5, rel=1e-4)
+
+
+def test_auto_precision_is_bf16_where_bf16_matmuls_are_native(monkeypatch):
+    from rn_classifier.pretrain.run import fastest_precision
+
+    from rn_classifier.pretrain.methods import get_method
+
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: True)
+    assert fastest_precision(on_gpu=False, bf16_on_cpu=get_method("dino").bf16_on_cpu) == "bf16-mixed"
+    assert fastest_precision(on_gpu=False, bf16_on_cpu=get_method("mae").bf16_on_cpu) == "32-true"
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False)
+    assert fastest_precision(on_gpu=False, bf16_on_cpu=True) == "32-true"

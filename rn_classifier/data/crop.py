@@ -24,7 +24,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..errors import InputError
-from .ingest import Volume, normalise, resample
+from .ingest import Volume, apply_zscore, normalise, resample, zscore_statistics
 from .readers import LesionMask, MaskLabel, read_image, read_mask
 
 CROP_DTYPE = np.float16   # what the cache stores and the model is trained on
@@ -145,11 +145,31 @@ def centre_offset(shape: Sequence[int], size: Sequence[int]) -> np.ndarray:
 
 def _normalised(image: Volume, setting: CropSetting) -> tuple[Volume, np.ndarray]:
     resampled = resample(image, setting.spacing, mode="bilinear")
+    return resampled, _normalise_or_name(resampled, setting)
+
+
+def _normalised_crop(resampled: Volume, setting: CropSetting, start, size) -> np.ndarray:
+    """The crop of the normalised image (padded with its lowest value), normalising only the crop
+    where the normalisation is voxel-wise with whole-image statistics (``zscore_foreground``):
+    the same values as normalising the whole image first, at a fraction of the cost."""
+    if setting.normalisation != "zscore_foreground":
+        norm = _normalise_or_name(resampled, setting)
+        return crop_with_padding(norm, start, size, float(norm.min()))
+    raw = np.asarray(resampled.array, dtype=np.float32)
     try:
-        norm = normalise(resampled.array, setting.normalisation, setting.clip_percentiles)
+        stats = zscore_statistics(raw, setting.clip_percentiles)
+    except InputError as exc:
+        raise InputError(f"image {resampled.path}: {exc}; expected a T1CE scan") from None
+    # the normalisation never decreases an intensity's rank, so the raw minimum pads to the
+    # normalised minimum
+    return apply_zscore(crop_with_padding(raw, start, size, float(raw.min())), stats)
+
+
+def _normalise_or_name(resampled: Volume, setting: CropSetting) -> np.ndarray:
+    try:
+        return normalise(resampled.array, setting.normalisation, setting.clip_percentiles)
     except InputError as exc:  # e.g. a blank image: name the file
-        raise InputError(f"image {image.path}: {exc}; expected a T1CE scan") from None
-    return resampled, norm
+        raise InputError(f"image {resampled.path}: {exc}; expected a T1CE scan") from None
 
 
 def lesion_crop(case: Case, setting: CropSetting) -> Crop:
@@ -160,7 +180,7 @@ def lesion_crop(case: Case, setting: CropSetting) -> Crop:
     """
     if case.mask is None:
         raise InputError(f"image {case.image.path}: a lesion crop needs the case's lesion mask")
-    resampled, norm = _normalised(case.image, setting)
+    resampled = resample(case.image, setting.spacing, mode="bilinear")
     lesion_grid = Volume(case.mask.lesion.astype(np.uint8), case.image.affine, case.mask.path)
     lesion = resample(lesion_grid, setting.spacing, mode="nearest").array > 0
     if not lesion.any():
@@ -171,7 +191,7 @@ def lesion_crop(case: Case, setting: CropSetting) -> Crop:
     voxels = np.argwhere(lesion)
     start = crop_start(voxels.mean(axis=0), size)
     inside = bool((voxels.min(0) >= start).all() and (voxels.max(0) < start + size).all())
-    array = np.stack([crop_with_padding(norm, start, size, float(norm.min())),
+    array = np.stack([_normalised_crop(resampled, setting, start, size),
                       crop_with_padding(lesion.astype(np.float32), start, size, 0.0)])
     return Crop(array=array.astype(CROP_DTYPE), affine=crop_affine(resampled.affine, start),
                 resampled=resampled, lesion_voxels=int(lesion.sum()), lesion_inside_crop=inside,

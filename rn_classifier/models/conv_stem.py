@@ -22,7 +22,7 @@ import math
 from collections.abc import Sequence
 
 import torch
-from monai.utils import ensure_tuple_rep
+from .axes import ensure_tuple_rep
 from timm.layers import get_padding
 from torch import nn
 

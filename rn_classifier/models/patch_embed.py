@@ -24,7 +24,7 @@ from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
-from monai.utils import ensure_tuple_rep
+from .axes import ensure_tuple_rep
 from torch import nn
 
 from ..errors import InputError

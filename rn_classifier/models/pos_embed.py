@@ -17,7 +17,6 @@ from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
-from monai.networks.blocks.pos_embed_utils import build_sincos_position_embedding
 
 from ..errors import InputError
 
@@ -30,6 +29,8 @@ def sincos_pos_embed(grid_size: Sequence[int], embed_dim: int, num_prefix_tokens
     Prefix (class) token rows are zero. ``embed_dim`` must be divisible by ``2 * spatial_dims * ...``
     as MONAI requires: by 4 in 2D, by 6 in 3D.
     """
+    from monai.networks.blocks.pos_embed_utils import build_sincos_position_embedding  # only here: a fixed embedding
+
     grid_size = [int(g) for g in grid_size]
     spatial_dims = len(grid_size)
     divisor = {2: 4, 3: 6}.get(spatial_dims)

@@ -21,7 +21,7 @@ from functools import partial
 from typing import Any
 
 import torch
-from monai.utils import ensure_tuple_rep
+from .axes import ensure_tuple_rep
 from timm.models.vision_transformer import Block, init_weights_vit_timm
 from torch import nn
 from torch.utils.checkpoint import checkpoint

@@ -111,9 +111,28 @@ class PretrainModule(pl.LightningModule):
         start = self.schedules.at(0)
         groups = [{"params": decay, "weight_decay": start["weight_decay"], "scheduled_wd": True},
                   {"params": no_decay, "weight_decay": 0.0, "scheduled_wd": False}]
-        # Not fused=True: Lightning's mixed-precision plugin refuses to clip the gradients of a
-        # fused optimizer; the default multi-tensor (foreach) AdamW is used on GPU.
-        return torch.optim.AdamW(groups, lr=start["lr"], betas=tuple(self.cfg.optim.betas))
+        # Fused AdamW (one pass over each tensor) is ~5x faster than the per-tensor loop on CPU,
+        # where it was a third of a DINO step; fp16 (16-mixed) keeps the unfused one, because
+        # its gradient scaler must unscale before clipping (see configure_gradient_clipping).
+        return torch.optim.AdamW(groups, lr=start["lr"], betas=tuple(self.cfg.optim.betas),
+                                 fused=not self._scales_gradients())
+
+    def _scales_gradients(self) -> bool:
+        """True under fp16 mixed precision, whose loss scaler multiplies the gradients."""
+        trainer = self._trainer  # None outside a Trainer (benchmarks, tests)
+        return trainer is not None and str(trainer.precision) == "16-mixed"
+
+    def configure_gradient_clipping(self, optimizer, gradient_clip_val=None,
+                                    gradient_clip_algorithm=None) -> None:
+        """Clip the global gradient norm to ``optim.clip_grad``.
+
+        Lightning's mixed-precision plugin refuses to clip for a fused optimizer (it cannot
+        unscale fp16 gradients first); bf16 and fp32 gradients are never scaled, so they are
+        clipped here directly, exactly as ``gradient_clip_algorithm="norm"`` would."""
+        if self._scales_gradients() or not gradient_clip_val:
+            return super().configure_gradient_clipping(optimizer, gradient_clip_val, gradient_clip_algorithm)
+        params = [p for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
+        torch.nn.utils.clip_grad_norm_(params, gradient_clip_val, foreach=True)
 
     def current(self) -> dict[str, float]:
         """Schedule values at the current optimizer step."""

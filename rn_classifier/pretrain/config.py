@@ -123,7 +123,7 @@ class TrainerConfig:
     max_steps: Optional[int] = None           # stop after this many optimizer steps (schedules span it)
     seed: int = 0
     deterministic: bool = False               # torch deterministic algorithms (tests, audits)
-    precision: str = "auto"                   # auto: bf16-mixed on GPU, 32-true on CPU
+    precision: str = "auto"                   # auto: run.fastest_precision (bf16-mixed on GPU; AMX CPU: DINO)
     checkpoint_every_n_steps: int = 500
     keep_checkpoints: int = 2                 # newest step checkpoints kept besides last.ckpt
     log_every_n_steps: int = 10

@@ -17,8 +17,9 @@ A run folder (``RUN_DIR``) holds everything a run made and everything needed to 
 
 Every bad input (config, caches, split, resume folder) is an ``InputError`` raised before a
 model is built or a file is written. On several GPUs Lightning's DDP runs one process per GPU
-(it launches them itself, or joins those started by ``torchrun`` / SLURM); precision is
-bf16-mixed on GPU and fp32 on CPU unless ``trainer.precision`` says otherwise.
+(it launches them itself, or joins those started by ``torchrun`` / SLURM); precision is the
+faster one for the method on the device (:func:`fastest_precision`: bf16-mixed on GPU, on AMX CPUs
+for DINO; fp32 otherwise) unless ``trainer.precision`` says otherwise.
 """
 
 from __future__ import annotations
@@ -100,7 +101,24 @@ def _precision(cfg: PretrainConfig, accelerator: str) -> str:
     import torch
 
     on_gpu = accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available())
-    return "bf16-mixed" if on_gpu else "32-true"
+    return fastest_precision(on_gpu, get_method(cfg.method).bf16_on_cpu)
+
+
+def fastest_precision(on_gpu: bool, bf16_on_cpu: bool = True) -> str:
+    """The faster of bf16 mixed precision and fp32 for a step on this device; both keep fp32
+    master weights (bf16-mixed is autocast).
+
+    GPU: bf16-mixed where the GPU supports bf16, else fp32. CPU: bf16-mixed on a CPU with AMX
+    tiles (Sapphire Rapids and later) for a method whose step ``benchmarks/pretrain_throughput.py``
+    measured faster in bf16 (``SSLMethod.bf16_on_cpu``), else fp32: without AMX, or for small
+    matmuls, the casts cost more than bf16 saves.
+    """
+    import torch
+
+    if on_gpu:
+        return "bf16-mixed" if torch.cuda.is_bf16_supported() else "32-true"
+    amx = getattr(torch.cpu, "_is_amx_tile_supported", lambda: False)()
+    return "bf16-mixed" if amx and bf16_on_cpu else "32-true"
 
 
 @dataclass

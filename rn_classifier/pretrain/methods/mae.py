@@ -39,4 +39,6 @@ def _module():
 
 MAE = register_method(SSLMethod(
     name="mae", config=MaeConfig, check=check_mae, crop_sizes=lambda m: {"crop_size": m.crop_size},
-    loader_views=_loader_views, device_views=_device_views, module=_module))
+    loader_views=_loader_views, device_views=_device_views, module=_module,
+    bf16_on_cpu=False))  # ViT-S MAE step: bf16 0.50-0.83x fp32 on the 2-core AMX CPU (RESULTS.md): the
+                         # per-step weight casts cost what its small matmuls save

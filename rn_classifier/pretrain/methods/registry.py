@@ -58,6 +58,9 @@ class SSLMethod:
     schedules(section): keyword arguments of
         :func:`~rn_classifier.pretrain.schedules.build_schedules` the method adds (DINO: teacher
         momentum and temperature).
+    bf16_on_cpu: whether ``trainer.precision: auto`` trains it in bf16-mixed on a CPU with AMX
+        (bf16 autocast measured faster than fp32 for its step by
+        ``benchmarks/pretrain_throughput.py``); on a GPU auto is always bf16-mixed.
     """
 
     name: str
@@ -68,6 +71,7 @@ class SSLMethod:
     module: Callable[[], type]
     device_views: Callable[[Any, Any], Callable] | None = None
     schedules: Callable[[Any], dict] = field(default=lambda section: {})
+    bf16_on_cpu: bool = False
 
 
 METHODS: dict[str, SSLMethod] = {}
