@@ -222,11 +222,11 @@ def test_cli_clinical_values_repeated_or_comma_separated(tiny_study, new_case, t
 TRAINING_MODULES = ("rn_classifier.finetune", "lightning", "pytorch_lightning")
 
 
-@pytest.mark.parametrize("entry", ["library", "cli"])
 # What predict never needs: the training loop, MONAI (models build without it), scikit-learn.
 HEAVY_LIBRARIES = ("lightning", "monai", "sklearn")
 
 
+@pytest.mark.parametrize("entry", ["library", "cli"])
 def test_predict_from_a_bundle_imports_no_training_code(tiny_study, new_case, tmp_path, entry):
     """A fresh process predicts from a late-fusion bundle (image networks + stacker) and lists the
     training modules it loaded: none (the CLI's command table registers `finetune` without its code)."""
