@@ -53,6 +53,36 @@ def register(app: typer.Typer) -> None:
         if rank_zero_only.rank == 0 and (run / "encoder.json").is_file():
             typer.echo(f"{run}: encoder exported to {run / 'encoder.safetensors'} (+ encoder.json)")
 
+    @app.command("audit-augment")
+    def audit_augment_cmd(
+        config: Annotated[Path, typer.Option(help="pretraining YAML whose augmentations are audited")],
+        internal_cache: Annotated[Path, typer.Option(help="preprocess cache of the internal cohort")],
+        split: Annotated[Path, typer.Option(help="split.csv (only its part == train cases are read)")],
+        cohort_json: Annotated[Optional[Path], typer.Option(help="cohort.json of a SYNTHETIC cohort: "
+                                                           "adds the latent-trait R²")] = None,
+        pool_crop: Annotated[int, typer.Option(help="side of the pool crops the views are cut from "
+                                               "(voxels; preprocess pool_crop)")] = 48,
+        repeats: Annotated[int, typer.Option(help="CV shuffles averaged per AUC")] = 3,
+        out: Annotated[Optional[Path], typer.Option(help="write the audit as JSON here")] = None,
+    ):
+        """Which lesion traits each augmentation of a pretraining config erases: crop-statistics AUC
+        and latent-trait R² on the internal TRAINING cases, each augmentation alone at its strongest."""
+        from .. import atomic
+        from ..errors import InputError
+        from .augment_audit import audit_augmentations, format_audit, view_zooms
+        from .methods import load_pretrain_config
+
+        if repeats < 1 or pool_crop < 1:
+            raise InputError(f"--repeats and --pool-crop must be at least 1, got {repeats} and {pool_crop}")
+        cfg = load_pretrain_config(config, [])
+        dino = getattr(cfg, "dino", None)
+        zooms = view_zooms(dino, pool_crop) if dino is not None else {}
+        report = audit_augmentations(internal_cache, split, cfg.augment, zooms, cohort_json, repeats)
+        typer.echo(format_audit(report))
+        if out is not None:
+            atomic.write_json(out, report)
+            typer.echo(f"audit written to {out}")
+
     @app.command("probe-encoder")
     def probe_encoder_cmd(
         encoder: Annotated[list[Path], typer.Option(help="encoder export folder (RUN_DIR of `pretrain`); "
