@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import importlib
 import sys
+import warnings
+from pathlib import Path
 
 import typer
 import typer.main
@@ -130,6 +132,19 @@ def _override_without_value(argv: list[str]) -> str | None:
     return None
 
 
+_default_showwarning = warnings.showwarning
+PACKAGE_DIR = str(Path(__file__).resolve().parent)
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None):
+    """The package's own warnings (a DICOM series with missing slices) as one ``warning:`` line;
+    a library's keep Python's form (file and line help there)."""
+    if str(Path(filename).resolve()).startswith(PACKAGE_DIR) and issubclass(category, UserWarning):
+        typer.secho(f"warning: {message}", fg=typer.colors.YELLOW, err=True)
+    else:
+        _default_showwarning(message, category, filename, lineno, file, line)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Console-script entry point: every error caused by the user is one ``error:`` line, exit 2.
 
@@ -139,6 +154,7 @@ def main(argv: list[str] | None = None) -> int:
     bug and keeps its traceback.
     """
     args = sys.argv[1:] if argv is None else list(argv)
+    warnings.showwarning = _show_warning
     bad_override = _override_without_value(args)
     if bad_override:
         typer.secho(f"error: {bad_override}", fg=typer.colors.RED, err=True)

@@ -23,6 +23,39 @@ from .errors import ConfigError
 
 T = TypeVar("T")
 
+REPO_ROOT = Path(__file__).resolve().parents[1]
+CONFIGS_DIR = REPO_ROOT / "configs"
+# schema -> the folder of configs/ its shipped YAML files live in (a config found by name)
+CONFIG_FOLDERS = {"PreprocessConfig": "preprocess", "PretrainConfig": "pretrain", "FinetuneConfig": "finetune",
+                  "RadiomicsConfig": "radiomics", "PoolConfig": "pool", "StudyConfig": "study",
+                  "ColumnMap": "data"}
+
+
+def find_config(path: str | os.PathLike, folder: str | None = None) -> Path:
+    """A config named on the command line, from any working directory: a file as given, a path
+    inside the checkout (``configs/pretrain/dino_demo.yaml``), or a shipped config's name
+    (``dino_demo`` or ``dino_demo.yaml`` in ``configs/<folder>/``). Raises ConfigError listing
+    the shipped names when none is found."""
+    p = Path(path).expanduser()
+    if p.is_file():
+        return p
+    if not p.is_absolute() and (REPO_ROOT / p).is_file():
+        return REPO_ROOT / p
+    if p.is_dir():
+        raise ConfigError(f"config {p} is a folder; pass a YAML file")
+    shipped = sorted(CONFIGS_DIR.glob(f"{folder}/*.yaml" if folder else "*/*.yaml"))
+    if len(p.parts) == 1:
+        name = p.name if p.suffix in (".yaml", ".yml") else f"{p.name}.yaml"
+        found = [c for c in shipped if c.name == name]
+        if len(found) == 1:
+            return found[0]
+        if found:
+            raise ConfigError(f"config name {str(path)!r} is shipped several times ({[str(f.relative_to(REPO_ROOT)) for f in found]}); "
+                              "pass the path")
+    names = sorted({c.stem for c in shipped})
+    raise ConfigError(f"config file {p} does not exist (looked in the current directory and in {REPO_ROOT}); "
+                      f"shipped {folder or ''} configs by name: {names}".replace("  ", " "))
+
 
 def _describe(exc: OmegaConfBaseException) -> str:
     key = getattr(exc, "full_key", None) or getattr(exc, "key", None)
@@ -31,6 +64,18 @@ def _describe(exc: OmegaConfBaseException) -> str:
     if isinstance(exc, ConfigKeyError) and dataclasses.is_dataclass(owner):  # a misspelt key
         msg += f"; expected one of {[f.name for f in dataclasses.fields(owner)]}"
     return f"key '{key}': {msg}" if key else msg
+
+
+def _list_message(exc: OmegaConfBaseException, overrides: Sequence[str]) -> str | None:
+    """For a scalar given to a list key (``spacing=2``): say so and how to write the list."""
+    key = getattr(exc, "full_key", None)
+    if not key or "is not a ListConfig" not in str(exc):
+        return None
+    given = next((o.split("=", 1)[1] for o in overrides if o.split("=", 1)[0] == key), None)
+    if given is None:
+        return f"key '{key}' is a list; write it as [a, b, c]"
+    return (f"key '{key}' is a list, got {given!r}; write {key}=[{given},{given},{given}] for one value "
+            "per axis (or the list it needs)")
 
 
 def load_config(schema: type[T], path: str | os.PathLike | None = None,
@@ -46,10 +91,8 @@ def load_config(schema: type[T], path: str | os.PathLike | None = None,
     source = "defaults"
     try:
         if path is not None:
-            source = str(path)
-            p = Path(path)
-            if not p.is_file():
-                raise ConfigError(f"config file {p} does not exist")
+            p = find_config(path, CONFIG_FOLDERS.get(schema.__name__))
+            source = str(p)
             try:
                 loaded = OmegaConf.load(p)
             except Exception as exc:  # YAML syntax error
@@ -65,7 +108,7 @@ def load_config(schema: type[T], path: str | os.PathLike | None = None,
             base = OmegaConf.merge(base, OmegaConf.from_dotlist(list(overrides)))
         obj = OmegaConf.to_object(base)
     except OmegaConfBaseException as exc:
-        raise ConfigError(f"{source}: {_describe(exc)}") from exc
+        raise ConfigError(f"{source}: {_list_message(exc, overrides) or _describe(exc)}") from exc
     return obj  # type: ignore[return-value]
 
 

@@ -88,10 +88,23 @@ def test_every_planted_fault_is_listed_once_in_one_run(manifest, capsys):
     assert f"{len(problems)} problem(s)" in err
 
 
+def test_a_pool_manifest_may_leave_out_mask_and_label_columns(tmp_path):
+    """README: the pretraining pool is `case_id, patient_id, center, image` (mask, label empty)."""
+    p = tmp_path / "pool.csv"
+    pd.DataFrame({"case_id": ["a", "b"], "patient_id": ["p", "q"], "center": ["c", "c"],
+                  "image": ["x.nii", "y.nii"]}).to_csv(p, index=False)
+    df = load_manifest(p)
+    assert df["label"].isna().all() and (df["mask_path"] == "").all() and df["mask_labels"].tolist() == [(), ()]
+
+
 def test_load_manifest_errors_name_the_column(tmp_path):
     p = tmp_path / "m.csv"
     pd.DataFrame({"case_id": ["a"], "patient_id": ["p"], "image": ["x.nii"]}).to_csv(p, index=False)
-    with pytest.raises(InputError, match=r"missing column\(s\) \['center', 'mask', 'mask_labels', 'label'\]"):
+    with pytest.raises(InputError, match=r"missing column\(s\) \['center'\];"):
+        load_manifest(p)      # mask, mask_labels, label may be absent together (an unlabeled pool)
+    pd.DataFrame({"case_id": ["a"], "patient_id": ["p"], "center": ["c"], "image": ["x.nii"],
+                  "mask": ["y.nii"]}).to_csv(p, index=False)
+    with pytest.raises(InputError, match=r"missing column\(s\) \['mask_labels', 'label'\];"):
         load_manifest(p)
     pd.DataFrame({"case_id": ["a"], "patient_id": ["p"], "center": ["c"], "image": ["x.nii"],
                   "mask": ["y.nii"], "mask_labels": ["11"], "label": [1], "age": ["old"]}).to_csv(p, index=False)

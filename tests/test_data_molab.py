@@ -91,3 +91,89 @@ def test_not_a_molab_tree(tmp_path):
     (tmp_path / "labels.csv").write_text("patient,timepoint,lesion,label\n")
     with pytest.raises(InputError, match="MOLAB layout"):
         import_molab(tmp_path, tmp_path / "labels.csv", out=tmp_path / "x.csv")
+
+
+# -- never a silent blank (issue 15, item 2): each way a clinical value could be lost ----------
+
+def _sheet(tiny) -> pd.DataFrame:
+    return pd.read_excel(tiny["clinical"], header=None, dtype=object)
+
+
+def _write_sheet(tiny, sheet: pd.DataFrame) -> None:
+    sheet.to_excel(tiny["clinical"], header=False, index=False)
+
+
+def test_a_one_row_header_where_the_map_expects_two_is_refused_not_a_blank_patient(tiny, tmp_path):
+    sheet = _sheet(tiny)
+    _write_sheet(tiny, sheet.iloc[1:])            # only the name row: P000's row would be the 2nd "header" row
+    out = tmp_path / "x.csv"
+    with pytest.raises(DataIntegrityError, match=r"it has 1 header row\(s\) above the first row with a patient ID "
+                                                 r"and a lesion number \(row 2: \['P000'.*header_rows=2: the first "
+                                                 r"1 patient row\(s\) would be read as header and lost; set "
+                                                 r"`header_rows: 1`"):
+        import_molab(tiny["tree"], tiny["labels"], tiny["clinical"], out=out, column_map=SYNTH_COLUMNS)
+    assert not out.exists()
+    cmap = load_column_map(SYNTH_COLUMNS)
+    cmap.header_rows = 1                          # the fix the message names
+    df = import_molab(tiny["tree"], tiny["labels"], tiny["clinical"], out=out, column_map=cmap)
+    assert df.loc[df["patient_id"] == "P000", "age"].notna().all()
+    assert df.attrs["cases_without_clinical_row"] == []
+
+
+def test_a_case_without_a_spreadsheet_row_is_listed(tiny, tmp_path, capsys):
+    sheet = _sheet(tiny)
+    _write_sheet(tiny, sheet[sheet[0] != "P002"])
+    df = import_molab(tiny["tree"], tiny["labels"], tiny["clinical"], out=tmp_path / "x.csv",
+                      column_map=SYNTH_COLUMNS)
+    assert df.attrs["cases_without_clinical_row"] == ["P002_t1_L1"]
+    rc = main(["import-molab", str(tiny["tree"]), "--labels", str(tiny["labels"]), "--clinical",
+               str(tiny["clinical"]), "--columns", str(SYNTH_COLUMNS), "--out", str(tmp_path / "y.csv")])
+    err = capsys.readouterr().err
+    assert rc == 0 and "warning: 1 case(s) have no row in the clinical spreadsheet" in err and "P002_t1_L1" in err
+
+
+def test_a_spreadsheet_row_without_a_case_is_listed(tiny, tmp_path):
+    sheet = _sheet(tiny)
+    extra = sheet.iloc[[2]].copy()
+    extra[0] = "P099"                             # a patient the tree does not hold
+    _write_sheet(tiny, pd.concat([sheet, extra], ignore_index=True))
+    df = import_molab(tiny["tree"], tiny["labels"], tiny["clinical"], out=tmp_path / "x.csv",
+                      column_map=SYNTH_COLUMNS)
+    assert df.attrs["clinical_rows_without_case"] == [f"row {len(sheet) + 1}: patient P099 lesion 1"]
+
+
+def test_a_row_without_patient_id_or_lesion_number_is_refused(tiny, tmp_path):
+    sheet = _sheet(tiny)
+    sheet.iat[3, 0] = None                        # merged patient cells read as empty
+    sheet.iat[4, 4] = "two"
+    _write_sheet(tiny, sheet)
+    with pytest.raises(DataIntegrityError) as exc:
+        import_molab(tiny["tree"], tiny["labels"], tiny["clinical"], out=tmp_path / "x.csv",
+                     column_map=SYNTH_COLUMNS)
+    text = str(exc.value)
+    assert "row 4: clinical values" in text and "no patient ID in column 0" in text
+    assert "row 5 (patient P001): lesion column 4 holds 'two', expected a whole lesion number" in text
+
+
+def test_two_differing_rows_of_one_lesion_are_refused(tiny, tmp_path):
+    sheet = _sheet(tiny)
+    twin = sheet.iloc[[2]].copy()
+    twin[1] = 99                                  # another age for P000 lesion 1
+    _write_sheet(tiny, pd.concat([sheet, twin], ignore_index=True))
+    with pytest.raises(DataIntegrityError, match=rf"rows \[3, {len(sheet) + 1}\]: patient P000 lesion 1 appears "
+                                                 "more than once with different values"):
+        import_molab(tiny["tree"], tiny["labels"], tiny["clinical"], out=tmp_path / "x.csv",
+                     column_map=SYNTH_COLUMNS)
+
+
+def test_check_data_lists_missing_clinical_values_per_column_and_case(tiny, tmp_path, capsys):
+    sheet = _sheet(tiny)
+    sheet.iat[2, 1] = None                        # P000's age
+    _write_sheet(tiny, sheet)
+    out = tmp_path / "x.csv"
+    import_molab(tiny["tree"], tiny["labels"], tiny["clinical"], out=out, column_map=SYNTH_COLUMNS)
+    capsys.readouterr()
+    for extra in ([], ["--columns", str(SYNTH_COLUMNS)]):   # typed by a column map, or every extra column
+        assert main(["check-data", str(out), *extra]) == 0
+        text = capsys.readouterr().out
+        assert "clinical column 'age' is empty for 2/" in text and "(P000_t1_L1, P000_t2_L1)" in text

@@ -222,11 +222,11 @@ def test_cli_clinical_values_repeated_or_comma_separated(tiny_study, new_case, t
 TRAINING_MODULES = ("rn_classifier.finetune", "lightning", "pytorch_lightning")
 
 
-@pytest.mark.parametrize("entry", ["library", "cli"])
 # What predict never needs: the training loop, MONAI (models build without it), scikit-learn.
 HEAVY_LIBRARIES = ("lightning", "monai", "sklearn")
 
 
+@pytest.mark.parametrize("entry", ["library", "cli"])
 def test_predict_from_a_bundle_imports_no_training_code(tiny_study, new_case, tmp_path, entry):
     """A fresh process predicts from a late-fusion bundle (image networks + stacker) and lists the
     training modules it loaded: none (the CLI's command table registers `finetune` without its code)."""
@@ -266,3 +266,87 @@ def test_a_bundle_refuses_an_unknown_format_and_an_old_run_folder_gets_one(tiny_
     shutil.copytree(tiny_study / "finetune" / "clinical", old, ignore=shutil.ignore_patterns("bundle"))
     model = load_model(old)
     assert model.folder == old / "bundle" and model.kind == "clinical" and model.threshold["value"] is not None
+
+
+# -- many cases, borderline decisions, coarse slices (issue 15, item 7) ----------------------------
+
+@pytest.fixture(scope="module")
+def five_cases(tmp_path_factory, new_case):
+    """Five heads with one lesion each, as images/ + masks/ and as a manifest."""
+    folder = tmp_path_factory.mktemp("five")
+    affine = new_case["affine"]
+    rows = []
+    for k in range(5):
+        image = head_volume(new_case["shape"], seed=10 + k)
+        lesion = sphere(new_case["shape"], (26 + 3 * k, 36 + 2 * k, 11), 3 + k % 3)
+        image[lesion] = 900 + 200 * k
+        for sub, array in (("images", image), ("masks", lesion.astype(np.int16))):
+            (folder / sub).mkdir(exist_ok=True)
+            save_nifti(array, folder / sub / f"case{k}.nii.gz", affine)
+        rows.append({"case_id": f"case{k}", "image": f"images/case{k}.nii.gz", "mask": f"masks/case{k}.nii.gz"})
+    pd.DataFrame(rows).to_csv(folder / "cases.csv", sep=";", index=False)
+    return folder
+
+
+def test_predict_on_a_folder_of_five_cases_matches_five_single_case_runs(ssl_run, five_cases, tmp_path, capsys):
+    rc = main(["predict", "--model", str(ssl_run.folder), "--cases", str(five_cases), "--out", str(tmp_path / "many")])
+    out = capsys.readouterr()
+    assert rc == 0, out.err
+    table = pd.read_csv(tmp_path / "many" / "predictions.csv", keep_default_na=False)
+    assert table["case_id"].tolist() == [f"case{k}" for k in range(5)]
+    for k in range(5):
+        single = predict_case(ssl_run.folder, five_cases / "images" / f"case{k}.nii.gz",
+                              five_cases / "masks" / f"case{k}.nii.gz", tmp_path / f"single{k}", run=ssl_run)
+        row = table.iloc[k]
+        assert row["probability_rn"] == pytest.approx(single["probability_rn"], abs=1e-12)
+        assert row["decision"] == single["decision"] and bool(row["borderline"]) == single["borderline"]
+        many = json.loads((tmp_path / "many" / f"case{k}" / "prediction.json").read_text())
+        assert many["fold_probabilities"] == single["fold_probabilities"]
+    manifest = main(["predict", "--model", str(ssl_run.folder), "--cases", str(five_cases / "cases.csv"),
+                     "--out", str(tmp_path / "manifest")])
+    assert manifest == 0
+    again = pd.read_csv(tmp_path / "manifest" / "predictions.csv")
+    np.testing.assert_allclose(again["probability_rn"], table["probability_rn"], rtol=0, atol=1e-12)
+
+
+def test_a_case_that_cannot_be_predicted_is_a_row_with_its_error(ssl_run, five_cases, tmp_path, capsys):
+    manifest = pd.read_csv(five_cases / "cases.csv", sep=";")
+    manifest.loc[2, "image"] = "images/missing.nii.gz"
+    manifest.to_csv(tmp_path / "cases.csv", index=False)
+    for sub in ("images", "masks"):
+        shutil.copytree(five_cases / sub, tmp_path / sub)
+    rc = main(["predict", "--model", str(ssl_run.folder), "--cases", str(tmp_path / "cases.csv"), "--out",
+               str(tmp_path / "out")])
+    assert rc == 1
+    table = pd.read_csv(tmp_path / "out" / "predictions.csv", keep_default_na=False)
+    assert len(table) == 5 and "missing.nii.gz" in table.loc[2, "error"]
+    assert (table["error"] == "").sum() == 4 and "5 case(s), " in capsys.readouterr().out
+
+
+def test_a_decision_inside_the_fold_spread_is_flagged_borderline(ssl_run, new_case, tmp_path, capsys):
+    result = predict_case(ssl_run.folder, new_case["image"], new_case["mask"], tmp_path / "a", run=ssl_run)
+    probs = np.asarray(result["fold_probabilities"])
+    stats = tmp_path / "stats.json"             # a threshold frozen inside this case's fold spread
+    stats.write_text(json.dumps({"thresholds": {ssl_run.name: {"threshold": float(probs.mean()),
+                                                                "threshold_cohort": "oof"}}}))
+    rc = main(["predict", "--model", str(ssl_run.folder), "--image", str(new_case["image"]), "--mask",
+               str(new_case["mask"]), "--stats", str(stats), "--out", str(tmp_path / "b")])
+    assert rc == 0
+    assert json.loads((tmp_path / "b" / "prediction.json").read_text())["borderline"] is True
+    assert "BORDERLINE: the threshold lies inside the fold models' spread" in capsys.readouterr().out
+
+
+def test_slices_coarser_than_twice_the_training_spacing_are_warned_about(ssl_run, tmp_path):
+    spacing = ssl_run.preprocessing.spacing
+    affine = np.diag([spacing[0], spacing[1], 2.5 * spacing[2], 1.0])
+    image, mask = _bad_image(tmp_path, affine)
+    result = predict_case(ssl_run.folder, image, mask, tmp_path / "out", run=ssl_run)
+    assert any("voxel axis 2" in w and "2.50× the training spacing" in w for w in result["warnings"])
+
+
+def test_a_word_for_a_coded_category_explains_the_coding(tiny_study, new_case, tmp_path):
+    late = load_model(tiny_study / "finetune" / "ssl_vit_clinical_late")
+    from rn_classifier.predict.inputs import parse_clinical
+
+    with pytest.raises(InputError, match=r"sex=.*1 = F, 2 = M.*give the code, e\.g\. sex=1"):
+        parse_clinical(["sex=F"], {"sex": "categorical"}, {"sex": ["1", "2"]}, late.name)

@@ -12,6 +12,7 @@ import base64
 import json
 import re
 from html.parser import HTMLParser
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -273,3 +274,51 @@ def test_missing_caches_give_a_report_that_says_why(tiny_study, tmp_path):
     assert data["attention"]["available"] is False and "cache" in data["attention"]["reason"]
     html = out.read_text(encoding="utf-8")
     assert str(tmp_path) not in html and "Attention maps not available" in html
+
+
+# -- paths from any working directory (issue 15, item 4) ------------------------------------------
+
+def test_run_folders_store_paths_relative_to_themselves(tiny_study):
+    import yaml
+
+    cfg = yaml.safe_load((tiny_study / "finetune" / "ssl_vit" / "config.yaml").read_text())
+    for key in ("internal_manifest", "external_manifest", "internal_cache", "external_cache", "split"):
+        assert not Path(cfg["data"][key]).is_absolute(), key
+        assert (tiny_study / "finetune" / "ssl_vit" / cfg["data"][key]).exists(), key
+    late = json.loads((tiny_study / "finetune" / "ssl_vit_clinical_late" / "provenance.json").read_text())
+    assert late["image_run"] == "../ssl_vit"
+    stats = json.loads((tiny_study / "compare" / "stats.json").read_text())
+    assert all(not Path(p).is_absolute() and (tiny_study / "compare" / p).is_file() for p in stats["inputs"])
+
+
+def test_a_moved_study_reports_in_full_from_another_working_directory(tiny_study, tmp_path, monkeypatch, capsys):
+    """Before: exit 0 with a report lacking the attention gallery and the centres ("manifest not found"
+    only inside the HTML)."""
+    import shutil
+
+    study = tmp_path / "elsewhere" / "study"
+    shutil.copytree(tiny_study, study, ignore=shutil.ignore_patterns("report"))
+    shutil.move(str(tiny_study), str(tmp_path / "hidden"))    # nothing can be found at the old place
+    try:
+        monkeypatch.chdir(tmp_path)
+        rc = main(["report", "elsewhere/study", "--out", "r/report.html"])
+        assert rc == 0, capsys.readouterr().err
+        data = json.loads((tmp_path / "r" / "report.json").read_text(encoding="utf-8"))
+        assert data["attention"]["available"] is True and data["missing_sections"] == []
+        assert set(data["provenance"]["data"]) == {"internal", "external"}
+    finally:
+        shutil.move(str(tmp_path / "hidden"), str(tiny_study))
+
+
+def test_a_report_that_lacks_a_section_exits_non_zero_unless_allowed(tiny_study, tmp_path, capsys):
+    import shutil
+
+    study = tmp_path / "moved"
+    shutil.copytree(tiny_study, study, ignore=shutil.ignore_patterns("cache", "report"))
+    assert main(["report", str(study), "--out", str(tmp_path / "a" / "report.html")]) == 1
+    err = capsys.readouterr().err
+    assert "warning: the report lacks attention maps:" in err
+    assert "error: 1 report section(s) could not be included" in err and "--allow-partial" in err
+    assert main(["report", str(study), "--out", str(tmp_path / "b" / "report.html"), "--allow-partial"]) == 0
+    html = (tmp_path / "b" / "report.html").read_text(encoding="utf-8")
+    assert 'id="partial"' in html and "Partial report: attention maps:" in html

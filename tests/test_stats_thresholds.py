@@ -89,3 +89,14 @@ def test_threshold_bad_input():
         metrics_at_threshold([0, 1], [0.1, 0.2], math.nan)
     with pytest.raises(InputError, match="0 positive"):
         youden_threshold([0, 0, 0], [0.1, 0.2, 0.3])
+
+
+def test_a_threshold_inside_the_fold_spread_is_borderline():
+    from rn_classifier.stats.borderline import threshold_in_spread
+
+    folds = np.array([0.40, 0.55, 0.70, 0.50, 0.525])        # mean 0.535, SD ~0.097
+    assert threshold_in_spread(folds, 0.538)                  # the case: called flatly before
+    assert not threshold_in_spread(folds, 0.70)
+    assert not threshold_in_spread([0.9, 0.92, 0.95], 0.538)  # folds agree far from the threshold
+    with pytest.raises(InputError, match="fold_probs"):
+        threshold_in_spread([0.5, np.nan], 0.5)

@@ -19,13 +19,15 @@ def register(app: typer.Typer) -> None:
         columns: Annotated[Optional[Path], typer.Option(help="column map YAML (default configs/data/molab_columns.yaml)")] = None,
     ):
         """Build a cohort manifest from a MOLAB-style tree, a labels CSV and the clinical spreadsheet."""
-        from .molab import import_molab
+        from .molab import import_molab, import_warnings
 
         df = import_molab(root, labels, clinical, center=center, out=out, column_map=columns)
         typer.echo(f"wrote {out}: {len(df)} cases, {df['patient_id'].nunique()} patients, "
                    f"{int((df['label'] == 1).sum())} RN / {int((df['label'] == 0).sum())} progression"
                    + (f"; {df.attrs['unlabelled_lesions']} lesion(s) without a label left out"
                       if df.attrs.get("unlabelled_lesions") else ""))
+        for line in import_warnings(df):
+            typer.secho(f"warning: {line}", fg="yellow", err=True)
 
     @app.command("import-dicom")
     def import_dicom_cmd(
@@ -94,14 +96,29 @@ def register(app: typer.Typer) -> None:
     def check_data_cmd(
         manifest: Annotated[Path, typer.Argument(help="manifest CSV")],
         columns: Annotated[Optional[Path], typer.Option(help="column map YAML whose `types` declare the clinical columns")] = None,
+        internal: Annotated[Optional[Path], typer.Option(
+            help="the training (internal) manifest: categorical levels of MANIFEST it lacks are listed")] = None,
+        unseen_levels: Annotated[str, typer.Option(
+            help="a level --internal lacks: impute (treated as missing, listed) | error (refused)")] = "impute",
         workers: Annotated[int, typer.Option(help="threads")] = 2,
     ):
-        """Check every case of a manifest; list every problem; exit 1 if any."""
+        """Check every case of a manifest; list every problem (exit 1 if any) and the clinical
+        values the models would impute."""
         from .check import check_manifest
+        from .clinical_audit import (audit_lines, check_unseen_policy, clinical_audit,
+                                     unseen_level_problems, unseen_levels as find_unseen)
+        from .manifest import load_manifest, undeclared_clinical_columns
         from .molab import load_column_map
 
+        check_unseen_policy(unseen_levels, "--unseen-levels")
         clinical = load_column_map(columns).types if columns else None
         df, problems = check_manifest(manifest, clinical=clinical, workers=workers, progress=True)
+        cohorts = {"checked": df}
+        if internal is not None and clinical:
+            reference = load_manifest(internal, clinical=clinical)
+            cohorts = {"internal": reference, "checked": df}
+            if unseen_levels == "error":
+                problems += unseen_level_problems(find_unseen(reference, df, clinical), reference, str(manifest))
         if problems:
             typer.secho(f"{manifest}: {len(problems)} problem(s) in {len(df)} cases:", fg="red", err=True)
             for p in problems:
@@ -110,6 +127,13 @@ def register(app: typer.Typer) -> None:
         n_lab = int(df["label"].notna().sum())
         typer.secho(f"{manifest}: {len(df)} cases OK ({n_lab} labelled, "
                     f"{df['patient_id'].nunique()} patients)", fg="green")
+        # without a column map every extra column is listed as a clinical one, untyped
+        listed = clinical or dict.fromkeys(undeclared_clinical_columns(df), "undeclared")
+        if listed:
+            audit = clinical_audit(cohorts, listed, unseen_levels, reference="internal")
+            audit["cohorts"].pop("internal", None)
+            for line in audit_lines(audit):
+                typer.echo(f"  {line.replace('checked: ', '', 1)}")
 
     @app.command("preprocess")
     def preprocess_cmd(

@@ -3,7 +3,8 @@
 :func:`read_case` reads the image and its lesion mask (:mod:`.readers`: any registered image
 and mask format), :func:`lesion_crop` brings them to a :class:`CropSetting` — resample to the
 setting's spacing (image linear, lesion nearest), normalise the intensities, cut a two-channel
-crop ``(T1CE, lesion)`` centred on the lesion's centroid — :func:`pool_crop` does the same
+crop ``(T1CE, lesion)`` centred on the lesion's centroid and shifted, where the lesion fits, so
+that the whole lesion lies in the crop (:func:`lesion_crop_start`) — :func:`pool_crop` does the same
 for an unlabeled pool image (one channel, centred on the head), and :func:`sub_volume_crop` for
 a pool sub-volume with a given centre (two channels; the mask may be empty). Preprocessing writes these crops
 to the cache, prediction computes them for a new case, and both stop at the same float16
@@ -13,6 +14,9 @@ The model sees the centre of a cached crop (:func:`centre_crop`, MONAI's
 ``CenterSpatialCrop``). Because a crop of size ``s`` starts at ``round(centroid) - s // 2`` and
 MONAI's centre crop of ``n`` to ``s`` starts at ``n // 2 - s // 2``, the centre of a larger
 cached crop is exactly the lesion crop cut at the model's size: :func:`model_input` cuts that.
+The shift that holds the whole lesion is computed for the crop's central ``lesion_view`` voxels
+(the model's crop size; default the whole crop), so with ``lesion_view`` = the model's size it
+is the same shift in the cached crop and in the model's crop, and the equality still holds.
 """
 
 from __future__ import annotations
@@ -39,14 +43,17 @@ class CropSetting:
     crop_size: tuple[int, int, int]
     normalisation: str = "zscore_foreground"
     clip_percentiles: tuple[float, float] = (0.5, 99.5)
+    # the crop's central voxels the whole lesion is placed in where it fits (None: the whole crop)
+    lesion_view: tuple[int, int, int] | None = None
 
     @classmethod
-    def from_dict(cls, spacing, crop_size, normalisation: dict | None) -> CropSetting:
+    def from_dict(cls, spacing, crop_size, normalisation: dict | None, lesion_view=None) -> CropSetting:
         """From the stored form (``normalisation``: ``{"method", "clip_percentiles"}``)."""
         norm = dict(normalisation or {})
         return cls(tuple(float(s) for s in spacing), tuple(int(c) for c in crop_size),
                    str(norm.get("method", "zscore_foreground")),
-                   tuple(float(p) for p in norm.get("clip_percentiles", (0.5, 99.5))))
+                   tuple(float(p) for p in norm.get("clip_percentiles", (0.5, 99.5))),
+                   tuple(int(v) for v in lesion_view) if lesion_view else None)
 
 
 @dataclass
@@ -94,6 +101,24 @@ def read_case(image_path: str | os.PathLike, mask_path: str | os.PathLike | None
 def crop_start(center_voxel, size) -> np.ndarray:
     """First voxel of a crop of ``size`` centred on ``center_voxel`` (rounded half up)."""
     return np.floor(np.asarray(center_voxel) + 0.5).astype(int) - np.asarray(size, dtype=int) // 2
+
+
+def lesion_crop_start(voxels: np.ndarray, size, lesion_view=None) -> np.ndarray:
+    """First voxel of a lesion crop of ``size``: centred on the lesion's centroid, then shifted
+    the least along each axis so that the lesion's bounding box lies inside the crop's central
+    ``lesion_view`` voxels (default, and at most, the whole crop) where it fits. Where the
+    lesion is longer than that, the centroid crop is kept (cut on both sides).
+
+    voxels: ``(N, 3)`` lesion voxel indices. A lesion the centroid crop already holds is not
+    moved, so only crops that cut a lesion change.
+    """
+    size = np.asarray(size, dtype=int)
+    view = size if lesion_view is None else np.minimum(np.asarray(lesion_view, dtype=int), size)
+    start = crop_start(voxels.mean(axis=0), size)
+    window = start + centre_offset(size, view)           # first voxel of the central view
+    lo, hi = voxels.min(axis=0), voxels.max(axis=0)
+    shift = np.where(window > lo, lo - window, 0) + np.where(window + view - 1 < hi, hi - (window + view - 1), 0)
+    return start + np.where(hi - lo + 1 <= view, shift, 0)
 
 
 def crop_affine(image_affine: np.ndarray, start) -> np.ndarray:
@@ -173,7 +198,8 @@ def _normalise_or_name(resampled: Volume, setting: CropSetting) -> np.ndarray:
 
 
 def lesion_crop(case: Case, setting: CropSetting) -> Crop:
-    """The two-channel crop ``(normalised T1CE, lesion)`` centred on the lesion at ``setting``.
+    """The two-channel crop ``(normalised T1CE, lesion)`` centred on the lesion at ``setting``,
+    placed to hold the whole lesion where it fits (:func:`lesion_crop_start`).
 
     Outside the image the T1CE channel is padded with the image's lowest normalised value.
     Raises InputError when the lesion vanishes at the setting's spacing.
@@ -189,7 +215,7 @@ def lesion_crop(case: Case, setting: CropSetting) -> Crop:
                          "stored spacing)")
     size = np.asarray(setting.crop_size, dtype=int)
     voxels = np.argwhere(lesion)
-    start = crop_start(voxels.mean(axis=0), size)
+    start = lesion_crop_start(voxels, size, setting.lesion_view)
     inside = bool((voxels.min(0) >= start).all() and (voxels.max(0) < start + size).all())
     array = np.stack([_normalised_crop(resampled, setting, start, size),
                       crop_with_padding(lesion.astype(np.float32), start, size, 0.0)])

@@ -28,7 +28,7 @@ from .. import atomic
 from ..errors import DataIntegrityError, InputError
 from .dicom_rt import SEG_SOP_CLASS, rtstruct_summary, seg_summary
 from .dicom_series import RTSTRUCT_SOP_CLASS, DicomHeader, image_series_of, scan_folder
-from .manifest import MASK_LABEL_SEP, write_manifest
+from .manifest import MASK_LABEL_SEP, read_csv_table, write_manifest
 from .molab import LABEL_WORDS
 
 DEFAULT_ROI_PATTERN = r"(?i)^(gtv|lesion|met|tumou?r)"
@@ -112,9 +112,7 @@ def pair(objects: list[MaskObject], series: dict[str, Path], headers: list[Dicom
 
 
 def read_labels(path: Path) -> tuple[pd.DataFrame, list[str]]:
-    if not path.is_file():
-        raise InputError(f"labels file {path} does not exist")
-    df = pd.read_csv(path, dtype=str)
+    df = read_csv_table(Path(path), "labels file", dtype=str)
     df.columns = [c.strip() for c in df.columns]
     lower = {c.lower(): c for c in df.columns}
     missing = [c for c in ("patient", "roi", "label") if c not in lower]

@@ -13,11 +13,21 @@ intensity normalisation is MONAI's (``NormalizeIntensity`` — in NumPy, so the 
 the default ``zscore_foreground`` never imports torch — and ``ScaleIntensityRangePercentiles``).
 
 A volume larger than :data:`MAX_VOXELS` is refused from its header, before any voxel is read,
-so a corrupt or hostile header cannot exhaust memory.
+so a corrupt or hostile header cannot exhaust memory. ITK / GDCM print their warnings from C++
+straight to the process's stderr (a many-line block before our one-line error); a SimpleITK read
+captures them (:func:`itk_messages`): a failed read says only its error, a read that worked
+with a warning (missing DICOM slices) says it in one line.
 """
 
 from __future__ import annotations
 
+import contextlib
+import os
+import re
+import sys
+import tempfile
+import threading
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -133,7 +143,45 @@ def _sitk_to_ras(image) -> tuple[np.ndarray, np.ndarray]:
     return array, _lps_affine(image.GetDirection(), image.GetSpacing(), image.GetOrigin())
 
 
+_ITK_STDERR = threading.Lock()   # fd 2 is the process's: one capture at a time
+
+
+@contextlib.contextmanager
+def itk_messages():
+    """Capture what ITK / GDCM write to file descriptor 2 inside the block; yields a list that
+    holds, after the block, the first line of each message (``ImageSeriesReader (0x...): ...``
+    without the source-file line)."""
+    found: list[str] = []
+    with _ITK_STDERR, tempfile.TemporaryFile() as tmp:
+        sys.stderr.flush()
+        saved = os.dup(2)
+        os.dup2(tmp.fileno(), 2)
+        try:
+            yield found
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            tmp.seek(0)
+            text = tmp.read().decode("utf-8", errors="replace")
+            found.extend(re.sub(r" \(0x[0-9a-f]+\)", "", line.strip()) for line in text.splitlines()
+                         if line.strip() and not line.startswith(("WARNING: In ", "ERROR: In ")))
+
+
 def read_sitk(path: Path, series: bool) -> Volume:
+    """:func:`_read_sitk` with ITK's stderr messages captured: dropped when the read fails (the
+    error says why), one Python warning per message when it works."""
+    with itk_messages() as messages:
+        try:
+            volume = _read_sitk(path, series)
+        except InputError:
+            messages.clear()
+            raise
+    for message in messages:
+        warnings.warn(f"{path}: {message}", stacklevel=2)
+    return volume
+
+
+def _read_sitk(path: Path, series: bool) -> Volume:
     """NRRD / MHA / MHD / a DICOM file, or a folder holding one DICOM image series
     (:func:`rn_classifier.data.dicom_series.find_image_series`), in RAS voxel order."""
     import SimpleITK as sitk

@@ -26,7 +26,16 @@ from .dicom_rt import dicom_mask_kind
 
 MANIFEST_VERSION = 1
 REQUIRED_COLUMNS = ("case_id", "patient_id", "center", "image", "mask", "mask_labels", "label")
+# a manifest without a mask column (an unlabeled pool) may leave these out; they read as empty
+POOL_OPTIONAL_COLUMNS = ("mask", "mask_labels", "label")
 CLINICAL_TYPES = ("numeric", "categorical")
+# columns the importers write beside the required ones that are not clinical variables
+BOOKKEEPING_COLUMNS = ("synthetic", "timepoint", "lesion", "image_path", "mask_path")
+
+
+def undeclared_clinical_columns(df: pd.DataFrame) -> list[str]:
+    """The manifest's columns that can only be clinical variables (no config declares them)."""
+    return [c for c in df.columns if c not in REQUIRED_COLUMNS and c not in BOOKKEEPING_COLUMNS]
 MASK_LABEL_SEP = ";"
 
 
@@ -71,6 +80,30 @@ def validate_clinical_spec(spec: Mapping[str, str] | None) -> dict[str, str]:
     return spec
 
 
+def csv_separator(path: Path) -> str:
+    """``,`` or ``;`` (as Excel writes CSV where ``,`` is the decimal mark): the one the header
+    line is split by."""
+    with open(path, encoding="utf-8", errors="replace") as f:
+        header = f.readline()
+    return ";" if header.count(";") > header.count(",") else ","
+
+
+def read_csv_table(path: Path, what: str, **kwargs) -> pd.DataFrame:
+    """A CSV the user wrote, ``,``- or ``;``-separated (then ``,`` is the decimal mark); a folder
+    or an unreadable file is one InputError naming ``what`` and the path."""
+    if path.is_dir():
+        csvs = sorted(str(p.relative_to(path)) for p in [*path.glob("*.csv"), *path.glob("*/*.csv")])[:5]
+        raise InputError(f"{what} {path} is a folder; pass the CSV file itself"
+                         + (f" (it holds {csvs})" if csvs else ""))
+    if not path.is_file():
+        raise InputError(f"{what} {path} does not exist")
+    sep = csv_separator(path)
+    try:
+        return pd.read_csv(path, sep=sep, decimal="," if sep == ";" else ".", **kwargs)
+    except (pd.errors.ParserError, UnicodeDecodeError, pd.errors.EmptyDataError) as exc:
+        raise InputError(f"{what} {path}: not a readable CSV ({exc})") from exc
+
+
 def load_manifest(path: str | os.PathLike, clinical: Mapping[str, str] | None = None,
                   require_labels: bool = False, collect: list[str] | None = None) -> pd.DataFrame:
     """Read and validate a manifest CSV.
@@ -86,18 +119,19 @@ def load_manifest(path: str | os.PathLike, clinical: Mapping[str, str] | None = 
         is returned as far as it could be parsed (``check-data`` lists them with file problems).
     """
     path = Path(path)
-    if not path.is_file():
-        raise InputError(f"manifest {path} does not exist")
-    try:
-        df = pd.read_csv(path, dtype={"case_id": str, "patient_id": str, "center": str,
-                                      "image": str, "mask": str, "mask_labels": str},
-                         keep_default_na=True)
-    except (pd.errors.ParserError, UnicodeDecodeError, pd.errors.EmptyDataError) as exc:
-        raise InputError(f"manifest {path}: not a readable CSV ({exc})") from exc
+    df = read_csv_table(path, "manifest", dtype={"case_id": str, "patient_id": str, "center": str,
+                                                  "image": str, "mask": str, "mask_labels": str},
+                        keep_default_na=True)
+    if "mask" not in df.columns:        # an unlabeled pool: no masks, no labels (README)
+        for col in POOL_OPTIONAL_COLUMNS:
+            if col not in df.columns:
+                df[col] = pd.Series([np.nan] * len(df), dtype=object)
     missing = [c for c in REQUIRED_COLUMNS if c not in df.columns]
     if missing:
-        raise InputError(f"manifest {path}: missing column(s) {missing}; "
-                         f"expected at least {list(REQUIRED_COLUMNS)}")
+        found = list(df.columns)[:8]
+        raise InputError(f"manifest {path}: missing column(s) {missing}; expected at least "
+                         f"{list(REQUIRED_COLUMNS)} in the header line, found {found} (the header is "
+                         "split by ',' or ';')")
     spec = validate_clinical_spec(clinical)
     missing_clin = [c for c in spec if c not in df.columns]
     if missing_clin:
@@ -186,27 +220,3 @@ def check_disjoint_ids(internal: pd.DataFrame, external: pd.DataFrame) -> None:
     if problems:
         raise DataIntegrityError("internal vs external manifest", problems)
 
-
-def check_categorical_levels(internal: pd.DataFrame, external: pd.DataFrame,
-                             clinical: Mapping[str, str], source: str = "external manifest") -> None:
-    """Every level of a categorical clinical column in ``external`` must occur in ``internal``.
-
-    A model encodes a level it never saw as all zeros, so a typo or a recoding ('Female' where
-    the internal cohort has F / M) would pass silently; it is refused here, listing the cases.
-    Empty values are missing (imputed), not a level.
-    """
-    problems = []
-    for col, kind in clinical.items():
-        if kind != "categorical" or col not in internal.columns or col not in external.columns:
-            continue
-        known = set(internal[col].dropna().astype(str))
-        values = external[col].dropna().astype(str)
-        unknown = values[~values.isin(known)]
-        for level in sorted(set(unknown)):
-            cases = external.loc[unknown.index[unknown == level], "case_id"].astype(str).tolist()
-            problems.append(f"{source}: categorical clinical column '{col}' holds level(s) never seen "
-                            f"in the internal cohort: {level!r} (case(s) {', '.join(cases[:10])}); known "
-                            f"levels {sorted(known)}. Recode it to a known level, or leave it empty "
-                            "(= missing)")
-    if problems:
-        raise DataIntegrityError("internal vs external manifest", problems)

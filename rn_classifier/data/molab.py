@@ -26,7 +26,7 @@ import numpy as np
 import pandas as pd
 
 from ..errors import DataIntegrityError, InputError
-from .manifest import format_mask_labels, write_manifest
+from .manifest import format_mask_labels, read_csv_table, write_manifest
 from .readers import read_image
 
 IMAGE_RE = re.compile(r"^(?P<stem>.+)_img\.nii(\.gz)?$")
@@ -100,9 +100,7 @@ def _parse_label(value) -> int | None:
 
 
 def read_labels(path: Path) -> tuple[pd.DataFrame, list[str]]:
-    if not path.is_file():
-        raise InputError(f"labels file {path} does not exist")
-    df = pd.read_csv(path, dtype=str)
+    df = read_csv_table(Path(path), "labels file", dtype=str)
     df.columns = [c.strip().lower() for c in df.columns]
     need = ["patient", "timepoint", "lesion", "label"]
     missing = [c for c in need if c not in df.columns]
@@ -122,12 +120,59 @@ def read_labels(path: Path) -> tuple[pd.DataFrame, list[str]]:
     return df, problems
 
 
+def _is_lesion_number(value) -> bool:
+    """A whole number (``2``, ``2.0``, ``"2"``): what a lesion ID cell holds."""
+    if value is None or (isinstance(value, float) and np.isnan(value)):
+        return False
+    try:
+        number = float(str(value).strip())
+    except ValueError:
+        return False
+    return np.isfinite(number) and number == int(number)
+
+
+def _empty(value) -> bool:
+    return value is None or (isinstance(value, float) and np.isnan(value)) or str(value).strip() == ""
+
+
+def _header_rows_found(raw: pd.DataFrame, cmap: ColumnMap) -> int:
+    """Rows above the first row that holds a patient ID and a lesion number: the header."""
+    for i in range(len(raw)):
+        if not _empty(raw.iat[i, cmap.patient_id]) and _is_lesion_number(raw.iat[i, cmap.lesion]):
+            return i
+    return len(raw)
+
+
+def _row_problems(data: pd.DataFrame, cmap: ColumnMap, first_row: int) -> list[str]:
+    """Data rows that would be dropped without a word: no patient ID, or no lesion number."""
+    problems = []
+    for i in range(len(data)):
+        row = data.iloc[i]
+        number = first_row + i + 1          # the spreadsheet's row number (1-based)
+        patient, lesion = row.iloc[cmap.patient_id], row.iloc[cmap.lesion]
+        values = [row.iloc[p] for p in cmap.columns.values() if not _empty(row.iloc[p])]
+        if _empty(patient) and (values or not _empty(lesion)):
+            problems.append(f"row {number}: clinical values {values[:4]} but no patient ID in column "
+                            f"{cmap.patient_id} (merged cells?); fill in the patient ID")
+        elif not _empty(patient) and not _is_lesion_number(lesion):
+            problems.append(f"row {number} (patient {str(patient).strip()}): lesion column {cmap.lesion} "
+                            f"holds {lesion!r}, expected a whole lesion number")
+    return problems
+
+
 def read_clinical(path: Path, cmap: ColumnMap) -> pd.DataFrame:
-    """The spreadsheet as ``patient, lesion, <clinical columns>`` using the positional map."""
+    """The spreadsheet as ``patient, lesion, <clinical columns>`` (``attrs["rows"]``: each
+    row's spreadsheet row number) using the positional map.
+
+    Nothing is dropped silently: a header that does not have the map's ``header_rows`` rows
+    (a one-row header where MOLAB's has two would swallow the first patient row), a row
+    without a patient ID or lesion number, two differing rows of one lesion, or text in a
+    numeric column are listed in one :class:`DataIntegrityError`.
+    """
     if not path.is_file():
         raise InputError(f"clinical spreadsheet {path} does not exist")
     try:
-        raw = pd.read_excel(path, header=None, skiprows=cmap.header_rows, dtype=object)
+        raw = pd.read_excel(path, header=None, dtype=object)
     except Exception as exc:
         raise InputError(f"clinical spreadsheet {path}: cannot be read ({exc})") from exc
     positions = {"patient": cmap.patient_id, "lesion": cmap.lesion, **cmap.columns}
@@ -135,32 +180,89 @@ def read_clinical(path: Path, cmap: ColumnMap) -> pd.DataFrame:
     if too_far:
         raise InputError(f"clinical spreadsheet {path} has {raw.shape[1]} columns, but the column map "
                          f"asks for positions {too_far}; check the column map")
-    out = pd.DataFrame({name: raw.iloc[:, pos] for name, pos in positions.items()})
-    out = out[out["patient"].notna()].copy()
-    out["patient"] = out["patient"].astype(str).str.strip()
-    # A header that does not match the map shows as text where numbers are expected.
-    problems = []
-    lesion_num = pd.to_numeric(out["lesion"], errors="coerce")
-    if lesion_num.isna().mean() > 0.5:
-        problems.append(f"column {cmap.lesion} (lesion) holds mostly non-numbers, e.g. "
-                        f"{out['lesion'].head(3).tolist()}")
-    for name, kind in cmap.types.items():
-        if name not in out.columns:
+    for name in cmap.types:
+        if name not in cmap.columns:
             raise InputError(f"column map: type given for '{name}', which has no position")
+    where = (f"clinical spreadsheet {path} does not match the column map "
+             f"(header_rows={cmap.header_rows}, positions {positions})")
+    found = _header_rows_found(raw, cmap)
+    if found == len(raw):
+        raise DataIntegrityError(where, [f"no row holds a patient ID in column {cmap.patient_id} and a whole "
+                                         f"lesion number in column {cmap.lesion} (first rows: "
+                                         f"{[str(v) for v in raw.iloc[min(len(raw) - 1, cmap.header_rows)].tolist()[:6]]}); "
+                                         "check the column map's positions"])
+    if found != cmap.header_rows:
+        first = [str(v) for v in raw.iloc[min(found, len(raw) - 1)].tolist()[:6]]
+        effect = (f"the first {cmap.header_rows - found} patient row(s) would be read as header and lost"
+                  if found < cmap.header_rows else f"{found - cmap.header_rows} header row(s) would be read as data")
+        raise DataIntegrityError(where, [f"it has {found} header row(s) above the first row with a patient ID "
+                                         f"and a lesion number (row {found + 1}: {first}), the column map "
+                                         f"says header_rows={cmap.header_rows}: {effect}; set "
+                                         f"`header_rows: {found}` in the column map (--columns)"])
+    data = raw.iloc[cmap.header_rows:].reset_index(drop=True)
+    problems = _row_problems(data, cmap, cmap.header_rows)
+    out = pd.DataFrame({name: data.iloc[:, pos] for name, pos in positions.items()})
+    out["row"] = np.arange(len(out)) + cmap.header_rows + 1
+    out = out[out["patient"].map(lambda v: not _empty(v))].copy()
+    out["patient"] = out["patient"].astype(str).str.strip()
+    for name, kind in cmap.types.items():
         if kind == "numeric":
             num = pd.to_numeric(out[name], errors="coerce")
             bad = out[name].notna() & num.isna()
-            if bad.any():
-                problems.append(f"column {cmap.columns[name]} ('{name}', numeric) holds non-numbers "
-                                f"{out.loc[bad, name].head(3).tolist()}")
+            for row, value in zip(out.loc[bad, "row"], out.loc[bad, name]):
+                problems.append(f"row {row}: column {cmap.columns[name]} ('{name}', numeric) holds {value!r}")
             out[name] = num
         else:
             out[name] = out[name].map(lambda v: v if pd.isna(v) else str(v).strip().removesuffix(".0"))
+    out["lesion"] = pd.to_numeric(out["lesion"], errors="coerce").astype("Int64")
+    values = list(cmap.columns)
+    for (patient, lesion), group in out[out["lesion"].notna()].groupby(["patient", "lesion"]):
+        if len(group) > 1 and len(group[values].astype(str).drop_duplicates()) > 1:
+            problems.append(f"rows {group['row'].tolist()}: patient {patient} lesion {lesion} appears more "
+                            "than once with different values; keep one row per lesion")
     if problems:
-        raise DataIntegrityError(f"clinical spreadsheet {path} does not match the column map "
-                                 f"(header_rows={cmap.header_rows}, positions {positions})", problems)
-    out["lesion"] = lesion_num.astype("Int64")
-    return out
+        raise DataIntegrityError(where, problems)
+    return out[out["lesion"].notna()].drop_duplicates(subset=["patient", "lesion"])
+
+
+def _join_clinical(df: pd.DataFrame, clinical: pd.DataFrame, cmap: ColumnMap, path: Path,
+                   root: Path) -> pd.DataFrame:
+    """The cases with their spreadsheet row; what does not pair is listed, never dropped unsaid.
+
+    ``attrs["cases_without_clinical_row"]``: case ids whose patient / lesion has no row (their
+    clinical values stay empty, to be imputed); ``attrs["clinical_rows_without_case"]``:
+    ``"row N: patient P lesion L"`` for rows that match no imported case (a lesion not in the
+    tree, or one without a label).
+    """
+    clin = clinical.rename(columns={"patient": "patient_id"})
+    joined = df.merge(clin.drop(columns="row"), on=["patient_id", "lesion"], how="left", indicator=True)
+    without_row = joined.loc[joined["_merge"] == "left_only", "case_id"].tolist()
+    if len(without_row) == len(joined):
+        raise InputError(f"clinical spreadsheet {path}: no row matches any patient/lesion of {root}; "
+                         f"check the column map (patient ID at position {cmap.patient_id}, lesion at "
+                         f"{cmap.lesion})")
+    cases = set(zip(df["patient_id"], df["lesion"].astype(int)))
+    unmatched = [f"row {r}: patient {p} lesion {int(lesion)}"
+                 for r, p, lesion in zip(clin["row"], clin["patient_id"], clin["lesion"])
+                 if (p, int(lesion)) not in cases]
+    joined = joined.drop(columns="_merge")
+    joined.attrs["cases_without_clinical_row"] = without_row
+    joined.attrs["clinical_rows_without_case"] = unmatched
+    return joined
+
+
+def import_warnings(df: pd.DataFrame, shown: int = 10) -> list[str]:
+    """What an import left unpaired (``attrs`` of :func:`import_molab`), as terminal lines."""
+    lines = []
+    without, rows = df.attrs.get("cases_without_clinical_row", []), df.attrs.get("clinical_rows_without_case", [])
+    if without:
+        lines.append(f"{len(without)} case(s) have no row in the clinical spreadsheet, their clinical values "
+                     f"are empty (imputed as missing): {', '.join(without[:shown])}"
+                     + (" ..." if len(without) > shown else ""))
+    if rows:
+        lines.append(f"{len(rows)} clinical spreadsheet row(s) match no imported case (lesion not in the "
+                     f"tree, or without a label): {'; '.join(rows[:shown])}" + (" ..." if len(rows) > shown else ""))
+    return lines
 
 
 def case_id(patient: str, timepoint: str, lesion: int) -> str:
@@ -185,7 +287,8 @@ def import_molab(root: str | os.PathLike, labels_csv: str | os.PathLike,
 
     One row per labelled lesion per time point. Lesions present in the masks but absent from
     the labels file are left out (they cannot be used for fine-tuning) and counted in the
-    returned frame's ``attrs["unlabelled_lesions"]``.
+    returned frame's ``attrs["unlabelled_lesions"]``. With a spreadsheet, ``attrs`` also lists
+    ``cases_without_clinical_row`` and ``clinical_rows_without_case`` (see :func:`_join_clinical`).
     """
     root, out = Path(root), Path(out)
     if not root.is_dir():
@@ -245,14 +348,7 @@ def import_molab(root: str | os.PathLike, labels_csv: str | os.PathLike,
         raise InputError(f"{root}: no labelled lesion found (labels file {labels_csv} matches no mask)")
     df = pd.DataFrame(rows)
     if clinical is not None:
-        clin = clinical.rename(columns={"patient": "patient_id"})
-        clin = clin.drop_duplicates(subset=["patient_id", "lesion"])
-        df = df.merge(clin, on=["patient_id", "lesion"], how="left")
-        no_clin = df.loc[df[list(cmap.columns)].isna().all(axis=1), "case_id"].tolist()
-        if len(no_clin) == len(df):
-            raise InputError(f"clinical spreadsheet {clinical_xlsx}: no row matches any patient/lesion "
-                             f"of {root}; check the column map (patient ID at position "
-                             f"{cmap.patient_id}, lesion at {cmap.lesion})")
+        df = _join_clinical(df, clinical, cmap, Path(clinical_xlsx), root)
     write_manifest(df, out)
     df.attrs["unlabelled_lesions"] = unlabelled
     return df

@@ -5,7 +5,8 @@ takes too): read (RAS), resample to the target spacing (image linear, mask neare
 normalise intensities, then cut a crop:
 
 * labelled cases (the manifest has masks): a two-channel crop ``(t1ce, lesion mask)`` centred
-  on the lesion's centroid, the lesion being the union of the case's ``mask_labels``
+  on the lesion's centroid, shifted to hold the whole lesion in its central ``lesion_view``
+  voxels where it fits, the lesion being the union of the case's ``mask_labels``
   (:func:`~rn_classifier.data.crop.lesion_crop`);
 * unlabeled pool (no masks): a one-channel crop centred on the head's foreground
   (:func:`~rn_classifier.data.crop.pool_crop`);
@@ -29,6 +30,7 @@ import os
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Optional
 
 import numpy as np
 import pandas as pd
@@ -52,6 +54,9 @@ class PreprocessConfig:
     spacing: list[float] = field(default_factory=lambda: [2.0, 2.0, 2.0])  # mm, RAS
     labelled_crop: list[int] = field(default_factory=lambda: [40, 40, 40])  # voxels
     pool_crop: list[int] = field(default_factory=lambda: [48, 48, 48])  # voxels
+    # the model's crop size: a lesion that fits is placed whole in the crop's centre of this size
+    # (the view the model evaluates); null: in the whole crop
+    lesion_view: Optional[list[int]] = None
     normalisation: NormalisationConfig = field(default_factory=NormalisationConfig)
     workers: int = 2
 
@@ -80,7 +85,8 @@ def crop_kind(manifest: pd.DataFrame, manifest_path: Path) -> str:
 def crop_setting(cfg: PreprocessConfig, labelled: bool) -> CropSetting:
     """The setting of this config's lesion crops (labelled) or pool crops."""
     return CropSetting(tuple(cfg.spacing), tuple(cfg.labelled_crop if labelled else cfg.pool_crop),
-                       cfg.normalisation.method, tuple(cfg.normalisation.clip_percentiles))
+                       cfg.normalisation.method, tuple(cfg.normalisation.clip_percentiles),
+                       tuple(cfg.lesion_view) if labelled and cfg.lesion_view else None)
 
 
 def process_case(row: dict, cfg: PreprocessConfig, kind: str) -> tuple[np.ndarray, dict]:
@@ -116,7 +122,10 @@ def source_hash(manifest: pd.DataFrame, manifest_path: Path, cfg: PreprocessConf
     invalidates the cache as an edited NIfTI does.
     """
     h = hashlib.sha256()
-    h.update(json.dumps(to_dict(cfg) | {"workers": None}, sort_keys=True).encode())
+    settings = to_dict(cfg) | {"workers": None}
+    if settings.get("lesion_view") is None:     # the default: caches made before the key stay valid
+        settings.pop("lesion_view", None)
+    h.update(json.dumps(settings, sort_keys=True).encode())
     h.update(manifest_path.read_bytes())
     for source in list(manifest["image_path"]) + [m for m in manifest["mask_path"] if m]:
         files = sorted(Path(source).rglob("*")) if os.path.isdir(source) else [Path(source)]
@@ -148,7 +157,7 @@ def preprocess(manifest_path: str | os.PathLike, out: str | os.PathLike,
     """
     cfg = cfg or PreprocessConfig()
     for name, values in (("spacing", cfg.spacing), ("labelled_crop", cfg.labelled_crop),
-                         ("pool_crop", cfg.pool_crop)):
+                         ("pool_crop", cfg.pool_crop), ("lesion_view", cfg.lesion_view or [1, 1, 1])):
         if len(values) != 3 or min(values) <= 0:
             raise InputError(f"preprocess.{name} must be 3 positive numbers, got {list(values)}")
     manifest_path, out = Path(manifest_path), Path(out)
@@ -206,6 +215,7 @@ def preprocess(manifest_path: str | os.PathLike, out: str | os.PathLike,
         meta = {"version": CACHE_VERSION, "spacing": list(cfg.spacing), "crop_size": list(size),
                 "channels": ["t1ce"] if kind == HEAD else ["t1ce", "mask"],
                 "normalisation": to_dict(cfg.normalisation), "synthetic": bool(df["synthetic"].any()),
+                **({"lesion_view": list(cfg.lesion_view)} if kind == LESION and cfg.lesion_view else {}),
                 "n": len(rows), "source_hash": digest, "manifest": manifest_path.name}
         (tmp / META_FILE).write_text(json.dumps(meta, indent=2) + "\n")
     return meta | {"skipped": False}

@@ -56,3 +56,12 @@ def logits_and_attention(network: nn.Module, x: torch.Tensor,
     rollout = patch_grid(attention_rollout(recorder.maps, prefix, query=query), grid).cpu().numpy()
     maps = [AttentionMaps(heads[b], heads[b].mean(axis=0), rollout[b]) for b in range(x.shape[0])]
     return logits.float().cpu().numpy().reshape(-1), maps
+
+
+# model.pool -> the query the maps follow (what the classifier pools), in words for titles
+MAP_QUERIES = {"cls": "class-token", "avg": "mean-of-patches", "mask": "lesion-mask-pooled"}
+
+
+def map_description(pool: str) -> str:
+    """What an attention map of a model with ``model.pool`` shows (figure titles, report)."""
+    return f"last-layer {MAP_QUERIES.get(pool, pool)} attention"

@@ -76,8 +76,9 @@ class RunFolder:
         if self.family.trains_a_network:
             return self
         recorded = Path(self.provenance.get("image_run") or self.run_dir / "image_model")
-        # as recorded; else, for a moved study folder, inside this run or beside it by name
-        candidates = [recorded, self.run_dir / recorded, self.run_dir / "image_model",
+        # relative to this run folder (how runs record it) or absolute; as an older run recorded it
+        # (the working directory); else, for a moved study folder, inside this run or beside it by name
+        candidates = [self.run_dir / recorded, recorded, self.run_dir / "image_model",
                       self.run_dir.parent / recorded.name]
         image_dir = next((c for c in candidates if (c / "config.yaml").is_file()), None)
         if image_dir is None:

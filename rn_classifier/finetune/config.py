@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from typing import Optional
 
 from ..config import check_choice
+from ..data.clinical_audit import check_unseen_policy
 from ..errors import ConfigError
 
 MODEL_KINDS = ("vit", "clinical")
@@ -140,6 +141,9 @@ class FinetuneConfig:
     cv: CVConfig = field(default_factory=CVConfig)
     # clinical columns of the manifest and their type: {age: numeric, sex: categorical, ...}
     clinical: dict[str, str] = field(default_factory=dict)
+    # a categorical level of the external cohort that the internal one lacks: impute (treated as
+    # missing) | error (rn_classifier.data.clinical_audit)
+    unseen_levels: str = "impute"
     model: ModelConfig = field(default_factory=ModelConfig)
     fusion: FusionConfig = field(default_factory=FusionConfig)
     logistic: LogisticConfig = field(default_factory=LogisticConfig)
@@ -165,6 +169,7 @@ def validate_config(cfg: FinetuneConfig) -> FinetuneConfig:
     bad = {k: v for k, v in cfg.clinical.items() if v not in CLINICAL_TYPES}
     if bad:
         raise ConfigError(f"clinical: column types must be one of {list(CLINICAL_TYPES)}, got {bad}")
+    check_unseen_policy(cfg.unseen_levels, "unseen_levels")
     uses_clinical = cfg.model.kind == "clinical" or cfg.fusion.kind != "none"
     if uses_clinical and not cfg.clinical:
         raise ConfigError(f"model.kind={cfg.model.kind!r} with fusion.kind={cfg.fusion.kind!r} needs "

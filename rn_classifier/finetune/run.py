@@ -2,7 +2,7 @@
 
 Run folder (``RUN_DIR``)::
 
-    config.yaml        the resolved config
+    config.yaml        the resolved config; its paths are relative to RUN_DIR (run_relative_config)
     provenance.json    git SHA, package versions, date
     run.json           hash of the settings that change results (a resume must match it)
     split.csv          the patient-level split (made here, or copied from data.split / fusion.image_run)
@@ -26,7 +26,8 @@ import pandas as pd
 
 from .. import atomic
 from ..config import config_hash, save_config, to_dict
-from ..data.manifest import check_categorical_levels, check_disjoint_ids, load_manifest
+from ..data.clinical_audit import apply_unseen_policy, clinical_audit
+from ..data.manifest import check_disjoint_ids, load_manifest
 from ..data.split import load_split, make_split, save_split
 from ..errors import InputError
 from ..predictions import write_predictions
@@ -36,12 +37,35 @@ from .config import FinetuneConfig, validate_config
 from .cv import (clinical_trainer, ensemble, fold_dir, image_trainer, late_fusion_trainer,
                  read_fold, run_folds)
 
+# The config's paths to other files and runs: stored relative to the run folder (seam 4), so the
+# folder works from any working directory and after the study folder is moved.
+RUN_PATHS = (("data", "internal_manifest"), ("data", "external_manifest"), ("data", "internal_cache"),
+             ("data", "external_cache"), ("data", "split"), ("model", "pretrained"), ("fusion", "image_run"))
+
+
+def relative_to(path: str | os.PathLike, folder: Path) -> str:
+    """``path`` (absolute or relative to the working directory) as seen from ``folder``."""
+    return os.path.relpath(Path(path).resolve(), Path(folder).resolve())
+
+
+def run_relative_config(cfg: FinetuneConfig, out: Path) -> FinetuneConfig:
+    """A copy of ``cfg`` whose :data:`RUN_PATHS` are relative to the run folder ``out``."""
+    cfg = copy.deepcopy(cfg)
+    for section, key in RUN_PATHS:
+        value = getattr(getattr(cfg, section), key)
+        if value:
+            setattr(getattr(cfg, section), key, relative_to(value, out))
+    return cfg
+
+
 # Settings that do not change what a run computes; a resumed run may differ in these.
 _RESUME_IGNORED = {"train": ("num_workers", "progress_bar")}
 
 
 def _result_hash(cfg: FinetuneConfig) -> str:
     d = to_dict(cfg)
+    if d.get("unseen_levels") == "impute":   # the default: runs made before the key stay valid
+        d.pop("unseen_levels")
     for section, keys in _RESUME_IGNORED.items():
         for key in keys:
             d[section].pop(key, None)
@@ -165,9 +189,14 @@ def resolve_split(cfg: FinetuneConfig, out: Path, internal: pd.DataFrame,
 
 
 def load_cases(cfg: FinetuneConfig, out: Path, echo: Callable[[str], None]
-               ) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """(cases, split): one row per case (index ``case_id``) with ``patient_id, label, synthetic,
-    part`` (train | internal_test | external), ``fold`` and the clinical columns."""
+               ) -> tuple[pd.DataFrame, pd.DataFrame, dict | None]:
+    """(cases, split, audit): one row per case (index ``case_id``) with ``patient_id, label,
+    synthetic, part`` (train | internal_test | external), ``fold`` and the clinical columns.
+
+    audit: the clinical values the model imputes (:func:`clinical_audit`), None without
+    clinical columns; external levels the internal cohort lacks are made missing in ``cases``
+    under ``unseen_levels=impute`` and refused under ``error``.
+    """
     uses_clinical = cfg.model.kind == "clinical" or cfg.fusion.kind != "none"
     spec = dict(cfg.clinical) if uses_clinical else {}
     internal = load_manifest(cfg.data.internal_manifest, clinical=spec)
@@ -175,18 +204,25 @@ def load_cases(cfg: FinetuneConfig, out: Path, echo: Callable[[str], None]
     if unlabelled.any():
         echo(f"internal manifest: {int(unlabelled.sum())} unlabelled case(s) left out of fine-tuning")
         internal = internal[~unlabelled].reset_index(drop=True)
+    cohorts = {"internal": internal}
     external = None
     if cfg.data.external_manifest:
         external = load_manifest(cfg.data.external_manifest, clinical=spec, require_labels=True)
         check_disjoint_ids(internal, external)
-        check_categorical_levels(internal, external, spec, source=str(cfg.data.external_manifest))
+        cohorts["external"] = external
+        external, unseen = apply_unseen_policy(internal, external, spec, cfg.unseen_levels,
+                                               source=str(cfg.data.external_manifest))
+        for col, levels in unseen.items():
+            echo(f"external: clinical column '{col}' level(s) {sorted(levels)} never seen in the "
+                 "internal cohort: treated as missing (unseen_levels=impute)")
+    audit = clinical_audit(cohorts, spec, cfg.unseen_levels) if spec else None
     split = resolve_split(cfg, out, internal, echo)
     keep = ["case_id", "patient_id", "label", "synthetic", *spec]
     cases = internal[keep].merge(split[["case_id", "part", "fold"]], on="case_id", how="left")
     if external is not None:
         cases = pd.concat([cases, external[keep].assign(part="external", fold=-1)], ignore_index=True)
     cases["fold"] = cases["fold"].astype(int)
-    return cases.set_index("case_id", drop=False).rename_axis(None), split
+    return cases.set_index("case_id", drop=False).rename_axis(None), split, audit
 
 
 def _open_caches(cfg: FinetuneConfig, cases: pd.DataFrame):
@@ -253,7 +289,7 @@ def run_finetune(cfg: FinetuneConfig, out: str | os.PathLike, encoder_dir: str |
         if previous != _result_hash(cfg):
             raise InputError(f"{out} holds a run made with different settings (see "
                              f"{out / 'config.yaml'}); use another --out or delete that folder")
-    cases, split = load_cases(cfg, out, echo)
+    cases, split, audit = load_cases(cfg, out, echo)
     n_folds = cfg.cv.n_folds
     echo(f"{cfg.name}: {int((cases['part'] == 'train').sum())} training cases in {n_folds} folds, "
          f"{int((cases['part'] == 'internal_test').sum())} internal test, "
@@ -276,14 +312,14 @@ def run_finetune(cfg: FinetuneConfig, out: str | os.PathLike, encoder_dir: str |
         elif not _same_split(split, load_split(image_dir / "split.csv")):
             raise InputError(f"fusion.image_run {image_dir} used another split than this run; "
                              f"stacking needs the same folds (pass --set data.split={image_dir / 'split.csv'})")
-        origin = {"image_run": str(image_dir)}
+        origin = {"image_run": relative_to(image_dir, out)}
         trainer = late_fusion_trainer(cfg, cases, split, _image_fold_predictions(image_dir, n_folds))
     else:
         internal_cache, external_cache = _open_caches(cfg, cases)
         build, origin = encoder_builder(cfg, internal_cache)
         trainer = image_trainer(cfg, cases, internal_cache, external_cache, build, echo=echo)
 
-    save_config(cfg, out / "config.yaml")
+    save_config(run_relative_config(cfg, out), out / "config.yaml")
     atomic.write_json(out / "provenance.json", {**run_provenance(), **origin,
                                                 "synthetic": bool(cases["synthetic"].any())})
     atomic.write_json(run_meta, {"result_hash": _result_hash(cfg), "name": cfg.name})
@@ -296,6 +332,8 @@ def run_finetune(cfg: FinetuneConfig, out: str | os.PathLike, encoder_dir: str |
     write_predictions(preds, out / "predictions.csv")
     summary = {"complete": True, "model": cfg.name, "synthetic": bool(cases["synthetic"].any()),
                "cohorts": quick_aucs(preds)}
+    if audit is not None:
+        summary["clinical_data"] = audit
     atomic.write_json(out / "summary.json", summary)
     export_bundle(out)
     return summary

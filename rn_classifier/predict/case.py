@@ -28,6 +28,7 @@ import numpy as np
 from .. import __version__, atomic
 from ..errors import InputError
 from ..models.bundle import ModelBundle
+from ..stats.borderline import threshold_in_spread
 from .inputs import CaseInput, parse_clinical, prepare_case
 from .model import frozen_threshold, load_model
 
@@ -95,11 +96,16 @@ def predict_case(model_dir: str | os.PathLike, image: str | os.PathLike, mask: s
         "fold_range": [float(result.probs.min()), float(result.probs.max())],
         "threshold": threshold,
         "decision": _decision(prob, threshold["value"]),
+        # the fold models would call it either way: a decision to weigh, not to read flatly
+        "borderline": threshold_in_spread(result.probs, threshold["value"]),
         "attention": attention,
     }
+    warnings = list(case.warnings) if case is not None else []
     if case is not None and not case.lesion_inside_crop:
-        prediction["warnings"] = [f"the lesion extends beyond the {list(prep.crop_size)}-voxel crop "
-                                  "the model sees; only its central part was used"]
+        warnings.append(f"the lesion extends beyond the {list(prep.crop_size)}-voxel crop "
+                        "the model sees; only its central part was used")
+    if warnings:
+        prediction["warnings"] = warnings
     from ..explain.geometry import save_map_nifti
 
     for name, payload in files.items():
@@ -124,8 +130,9 @@ def attention_outputs(run: ModelBundle, case: CaseInput, fold_maps: list, image,
     from ..explain.figures import overlay_png
     from ..explain.focus import attention_focus
     from ..explain.geometry import Grid, crop_to_grid, stored_grid, upsample_to_crop
-    from ..explain.maps import AttentionMaps
+    from ..explain.maps import AttentionMaps, map_description
 
+    what = map_description((run.meta.get("architecture") or {}).get("pool", "cls"))
     maps = AttentionMaps.mean(fold_maps)
     crop_shape = case.crop.shape[1:]
     cls_crop = upsample_to_crop(maps.cls_mean, crop_shape)
@@ -134,7 +141,7 @@ def attention_outputs(run: ModelBundle, case: CaseInput, fold_maps: list, image,
     lesion_crop = case.crop[1] > 0.5
     ras = Grid(case.image.shape, case.image.affine)          # the grid the image was read into
     grid = stored_grid(image, fallback=ras)                   # the grid the file is stored on
-    title = (f"{run.name}: P(RN) = {prob:.2f}; last-layer CLS attention, mean of {len(fold_maps)} "
+    title = (f"{run.name}: P(RN) = {prob:.2f}; {what}, mean of {len(fold_maps)} "
              "fold models" + (" — SYNTHETIC-TRAINED MODEL" if run.synthetic else ""))
     files = {
         "attention.png": overlay_png(case.image.array, crop_to_grid(cls_crop, case.crop_affine, ras),
@@ -151,7 +158,7 @@ def attention_outputs(run: ModelBundle, case: CaseInput, fold_maps: list, image,
     peak = np.unravel_index(int(np.argmax(cls_crop)), cls_crop.shape)
     attention = {
         "available": True,
-        "map": "last-layer class-token attention, mean over heads and fold models",
+        "map": f"{what}, mean over heads and fold models",
         "focus": attention_focus(cls_crop, lesion_crop, case.spacing),
         "focus_rollout": attention_focus(rollout_crop, lesion_crop, case.spacing),
         "focus_per_head": [attention_focus(h, lesion_crop, case.spacing)["in_mask"] for h in heads_crop],

@@ -1,4 +1,5 @@
-"""Command ``rn-classifier predict`` (one new case → prediction.json + attention maps)."""
+"""Command ``rn-classifier predict`` (one new case → prediction.json + attention maps; or a
+manifest / folder of cases → one row per case in predictions.csv)."""
 
 from __future__ import annotations
 
@@ -23,34 +24,67 @@ def register(app: typer.Typer) -> None:
     def predict_cmd(
         model: Annotated[Path, typer.Option(help="model bundle folder (RUN/finetune/ssl_vit/bundle, what a group "
                                                   "deploys) or the fine-tuning run folder holding it")],
-        image: Annotated[Path, typer.Option(help="T1CE image: NIfTI, NRRD, MHA or a DICOM series folder")],
-        mask: Annotated[Path, typer.Option(help="lesion mask on the image's voxel grid, or the RTSTRUCT / "
-                                                "DICOM-SEG drawn on the image's DICOM series")],
         out: Annotated[Path, typer.Option(help="output folder")],
+        image: Annotated[Optional[Path], typer.Option(
+            help="T1CE image: NIfTI, NRRD, MHA or a DICOM series folder")] = None,
+        mask: Annotated[Optional[Path], typer.Option(help="lesion mask on the image's voxel grid, or the RTSTRUCT / "
+                                                          "DICOM-SEG drawn on the image's DICOM series")] = None,
+        cases: Annotated[Optional[Path], typer.Option(
+            help="instead of --image/--mask: a manifest CSV (case_id, image, mask[, mask_labels][, clinical "
+                 "columns]) or a folder with images/<case>.nii.gz + masks/<case>.nii.gz; one row per case "
+                 "in OUT/predictions.csv, each case's outputs in OUT/<case_id>/")] = None,
         mask_labels: Annotated[Optional[str], typer.Option(
             help="mask values forming the lesion, e.g. 11,12, or the ROI name(s) of an RTSTRUCT mask "
                  "(GTV_1) / segment numbers or labels of a DICOM-SEG (default: every non-zero value)")] = None,
         clinical: Annotated[Optional[list[str]], typer.Option(
-            help="clinical values key=value, repeated or comma-separated (age=61,sex=F), for models "
-                 "with clinical inputs; values left out are imputed as in training")] = None,
+            help="clinical values key=value, repeated or comma-separated (age=61,sex=1), coded as in "
+                 "training (MOLAB: sex 1 = F, 2 = M), for models with clinical inputs; values left out "
+                 "are imputed as in training")] = None,
         stats: Annotated[Optional[Path], typer.Option(
             help="stats.json whose frozen threshold to use (default: the bundle's: the study's "
                  "compare/stats.json, else the run's own out-of-fold predictions)")] = None,
     ):
         """Probability of radiation necrosis for one new case, with fold spread, the frozen
         threshold's decision and attention maps (NIfTI on the image's grid + PNG)."""
+        from ..errors import InputError
         from .case import predict_case
 
+        if cases is not None:
+            if image is not None or mask is not None or clinical or mask_labels:
+                raise InputError("--cases takes each case's image, mask, labels and clinical values from "
+                                 "the manifest; drop --image/--mask/--mask-labels/--clinical")
+            _predict_many(model, cases, out, stats)
+            return
+        if image is None or mask is None:
+            raise InputError("give --image and --mask (one case), or --cases MANIFEST_OR_FOLDER (many)")
         pairs = [p for item in clinical or [] for p in (item.split(",") if item.count("=") > 1 else [item])]
         result = predict_case(model, image, mask, out, parse_labels(mask_labels), pairs, stats)
         if result.get("warning"):
             typer.secho(result["warning"], fg=typer.colors.YELLOW, err=True)
         typer.echo(f"{result['model']['name']}: P(radiation necrosis) = {result['probability_rn']:.3f} "
                    f"(fold SD {result['fold_spread_sd']:.3f}); threshold {result['threshold']['value']:.3f} "
-                   f"→ {result['decision']}")
+                   f"→ {result['decision']}"
+                   + (" — BORDERLINE: the threshold lies inside the fold models' spread (mean ± SD)"
+                      if result["borderline"] else ""))
         if result.get("clinical") and result["clinical"]["imputed_by_model"]:
             typer.secho("clinical values not given, imputed by the model as in training: "
                         + ", ".join(result["clinical"]["imputed_by_model"]), fg=typer.colors.YELLOW, err=True)
         for warning in result.get("warnings", []):
             typer.secho(f"warning: {warning}", fg=typer.colors.YELLOW, err=True)
         typer.echo(f"wrote {out / 'prediction.json'}")
+
+
+def _predict_many(model: Path, cases: Path, out: Path, stats: Path | None) -> None:
+    from .batch import predict_cases
+
+    table = predict_cases(model, cases, out, stats, echo=typer.echo)
+    if table.attrs.get("warning"):
+        typer.secho(table.attrs["warning"], fg=typer.colors.YELLOW, err=True)
+    failed = table[table["error"].astype(str) != ""]
+    typer.echo(f"wrote {out / 'predictions.csv'}: {len(table)} case(s), "
+               f"{int(table['borderline'].fillna(False).astype(bool).sum())} borderline, {len(failed)} refused")
+    for warning in table["warnings"].dropna():
+        for line in filter(None, str(warning).split(" | ")):
+            typer.secho(f"warning: {line}", fg=typer.colors.YELLOW, err=True)
+    if len(failed):
+        raise typer.Exit(1)

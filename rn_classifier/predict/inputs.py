@@ -16,7 +16,11 @@ Refused, each with one :class:`~rn_classifier.errors.InputError`:
   NaN) or with too few grey levels to be an MR image (e.g. a label map passed as the image);
 * mask: geometry different from the image's, a requested label it lacks, or no lesion voxel;
 * clinical values: an unknown key, a non-number for a numeric column, a category the model
-  never saw in training (the accepted ones are listed).
+  never saw in training (the accepted ones are listed, with their coding where it is MOLAB's).
+
+Warned about (``CaseInput.warnings``): a voxel axis more than :data:`COARSE_WARNING` times
+coarser than the training spacing (brain1's 6.5 mm slices for a 2 mm model: 3.25×), which is
+accepted but mostly interpolated along that axis.
 """
 
 from __future__ import annotations
@@ -34,8 +38,14 @@ from ..errors import InputError
 from ..models.bundle import Preprocessing
 
 MAX_UPSAMPLING = 4.0          # stored spacing / training spacing, per axis
+COARSE_WARNING = 2.0          # above this (and up to MAX_UPSAMPLING): accepted with a warning
 MAX_OBLIQUITY_DEG = 30.0
 MIN_GREY_LEVELS = 16
+# how MOLAB's spreadsheet codes its categorical columns (configs/data/molab_columns.yaml), for
+# a message when a user gives the word instead of the code (--clinical sex=F)
+MOLAB_CODINGS = {"sex": "1 = F, 2 = M", "steroids": "0 = no, 1 = yes",
+                 "primary": "1 breast, 2 NSCLC, 3 SCLC, 4 melanoma, 5 kidney, 6 colon, 7 bladder, "
+                            "8 unknown, 9 ovary, 10 pharynx, 11 bone sarcoma, 12 uterus"}
 
 
 @dataclass
@@ -53,6 +63,7 @@ class CaseInput:
     lesion: np.ndarray
     lesion_volume_ml: float
     lesion_inside_crop: bool
+    warnings: tuple[str, ...] = ()
 
 
 def obliquity_deg(affine: np.ndarray) -> float:
@@ -88,6 +99,15 @@ def check_image_setting(image: Volume, prep: Preprocessing) -> None:
                          "expected a T1CE MR image (is a mask or label map passed as --image?)")
 
 
+def spacing_warnings(image: Volume, prep: Preprocessing) -> list[str]:
+    """One line per voxel axis more than :data:`COARSE_WARNING` times coarser than training."""
+    ratio = np.asarray(image.spacing) / np.asarray(prep.spacing)
+    return [f"{image.path}: voxel axis {axis} is {image.spacing[axis]:.3g} mm, {ratio[axis]:.2f}× the "
+            f"training spacing {prep.spacing[axis]:g} mm: the crop is mostly interpolated along it, "
+            "a thinner-slice series predicts more reliably"
+            for axis in range(3) if COARSE_WARNING < ratio[axis] <= MAX_UPSAMPLING]
+
+
 def prepare_case(image_path, mask_path, mask_labels: Sequence[int | str] | None,
                  prep: Preprocessing) -> CaseInput:
     """Read, check, resample, normalise and crop one case (see the module docstring): the road
@@ -101,7 +121,8 @@ def prepare_case(image_path, mask_path, mask_labels: Sequence[int | str] | None,
     crop, placed = model_input(case, prep.crop_setting)
     return CaseInput(crop=crop, crop_affine=placed.affine, spacing=tuple(float(s) for s in prep.spacing),
                      image=case.image, lesion=case.mask.lesion, lesion_volume_ml=case.lesion_volume_ml,
-                     lesion_inside_crop=bool(placed.lesion_inside_crop))
+                     lesion_inside_crop=bool(placed.lesion_inside_crop),
+                     warnings=tuple(spacing_warnings(case.image, prep)))
 
 
 def parse_clinical(pairs: Sequence[str], spec: Mapping[str, str],
@@ -137,8 +158,11 @@ def parse_clinical(pairs: Sequence[str], spec: Mapping[str, str],
         else:
             accepted = list(categories.get(key, []))
             if accepted and raw not in accepted:
+                coding = MOLAB_CODINGS.get(key)
+                hint = (f"; these are MOLAB's codes ({coding}, configs/data/molab_columns.yaml): give the "
+                        f"code, e.g. {key}={accepted[0]}" if coding else "")
                 raise InputError(f"--clinical {key}={raw!r}: unknown category for {key}; the model "
-                                 f"was trained on {', '.join(repr(a) for a in accepted)}")
+                                 f"was trained on {', '.join(repr(a) for a in accepted)}{hint}")
             values[key] = raw
     imputed = [c for c in spec if c not in values]
     frame = pd.DataFrame([{c: values.get(c, np.nan) for c in spec}])

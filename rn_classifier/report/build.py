@@ -80,6 +80,28 @@ def _centres_and_missing(sources: ReportSources, descriptions: dict) -> dict:
     return out
 
 
+def _clinical_imputation(sources: ReportSources, pseudo: Pseudonymizer) -> dict | None:
+    """Which clinical values the models imputed (empty ones, and levels unseen internally under
+    ``unseen_levels=impute``): the study's audit in stats.json, else a fine-tuning run's."""
+    import json
+
+    audit = sources.stats.get("clinical_data")
+    for run in ([] if audit else sources.finetune_runs.values()):
+        summary = run / "summary.json"
+        if summary.is_file() and (audit := json.loads(summary.read_text()).get("clinical_data")):
+            break
+    if not audit:
+        return None
+    cohorts = {}
+    for name, info in audit["cohorts"].items():
+        cohorts[name] = {
+            "n_cases": info["n_cases"],
+            "imputed": {c: [pseudo.case(k) for k in cases] for c, cases in info["imputed"].items()},
+            "unseen_levels": {c: {level: [pseudo.case(k) for k in cases] for level, cases in levels.items()}
+                              for c, levels in info["unseen_levels"].items()}}
+    return {"policy": audit["policy"], "columns": audit["columns"], "cohorts": cohorts}
+
+
 def _roc_bands(table: pd.DataFrame, stats: dict) -> dict:
     from ..stats.roc_band import roc_confidence_band
 
@@ -139,6 +161,12 @@ def _tripod(report: dict) -> list[dict]:
     missing = "; ".join(f"{part}: " + (", ".join(f"{c} {n}" for c, n in info["missing_clinical"].items())
                                        or "no clinical columns used")
                         for part, info in sources.items()) or "manifests not found from the run folder"
+    imputation = report["provenance"]["clinical_imputation"] or {}
+    unseen = "; ".join(f"{part}: " + ", ".join(f"{c} level(s) {sorted(levels)}" for c, levels in
+                                               info["unseen_levels"].items())
+                       for part, info in imputation.get("cohorts", {}).items() if info["unseen_levels"])
+    unseen_text = (f" Levels of categorical columns never seen in the internal cohort, treated as missing "
+                   f"and imputed: {unseen}." if unseen else "")
     models = "; ".join(f"{m}: {d}" for m, d in report["model_descriptions"].items())
     folds = sorted({d["n_folds"] for d in report["run_settings"].values()})
     return [
@@ -149,7 +177,7 @@ def _tripod(report: dict) -> list[dict]:
         {"item": "Sample size", "text": sizes + "."},
         {"item": "Missing data", "text": f"Missing clinical values per column: {missing}. Numeric values are "
                  "imputed with the training-fold median, categorical ones as their own category; the "
-                 "imputation is fitted on training folds only."},
+                 f"imputation is fitted on training folds only.{unseen_text}"},
         {"item": "Model type and predictors", "text": models + "."},
         {"item": "Validation", "text": f"Patient-level split: internal cross-validation ({', '.join(map(str, folds))} "
                  "folds, out-of-fold predictions), a held-out internal test set and an external cohort from a "
@@ -177,6 +205,22 @@ def _attention(sources: ReportSources, table: pd.DataFrame, stats: dict, pseudo:
     if not section["available"] and pseudo.enabled:
         section["reason"] = scrub_paths(section["reason"], sources.root)
     return section
+
+
+NO_IMAGE_MODEL = "no fine-tuned image model in the run folder"
+
+
+def missing_sections(report: dict) -> list[str]:
+    """Sections the report could not include from what the run folder holds, each with why (an
+    attention section of a study without image models is not missing: there is nothing to show)."""
+    missing = []
+    attention = report["attention"]
+    if not attention["available"] and attention.get("reason") != NO_IMAGE_MODEL:
+        missing.append(f"attention maps: {attention['reason']}")
+    if not report["provenance"]["data"] and report["run_settings"]:
+        missing.append("centres and missing clinical values: the manifests the runs name were not found "
+                       "(looked beside each run folder, in the working directory and the study folder)")
+    return missing
 
 
 def assemble(sources: ReportSources, pseudo: Pseudonymizer, attention_dir: Path | None) -> dict:
@@ -227,6 +271,7 @@ def assemble(sources: ReportSources, pseudo: Pseudonymizer, attention_dir: Path 
             "stats_file": (str(sources.stats_path.relative_to(sources.root))
                            if sources.stats_path.is_relative_to(sources.root) else sources.stats_path.name),
             "data": _centres_and_missing(sources, descriptions),
+            "clinical_imputation": _clinical_imputation(sources, pseudo),
             "pseudonyms": pseudo.salt_source,
         },
         "cohorts": cohorts,
@@ -238,6 +283,7 @@ def assemble(sources: ReportSources, pseudo: Pseudonymizer, attention_dir: Path 
         "attention": _attention(sources, table, stats, pseudo, attention_dir),
     }
     report["tripod"] = _tripod(report)
+    report["missing_sections"] = missing_sections(report)
     return report
 
 

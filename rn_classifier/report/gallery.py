@@ -41,7 +41,9 @@ def _choose_model(sources: ReportSources, reference: str):
             continue
         if run.uses_images:
             return run, sources.finetune_runs[name], reasons
-    return None, None, reasons or ["no fine-tuned image model in the run folder"]
+    from .build import NO_IMAGE_MODEL
+
+    return None, None, reasons or [NO_IMAGE_MODEL]
 
 
 def _summary(values: list[float]) -> dict:
@@ -61,7 +63,7 @@ def attention_gallery(sources: ReportSources, predictions: pd.DataFrame, stats: 
     from ..explain.focus import attention_focus
     from ..data.crop import centre_crop, centre_offset, crop_affine
     from ..explain.geometry import Grid, save_map_nifti, upsample_to_crop
-    from ..explain.maps import AttentionMaps
+    from ..explain.maps import AttentionMaps, map_description
 
     from ..finetune.bundle import RunFolder
 
@@ -136,7 +138,7 @@ def attention_gallery(sources: ReportSources, predictions: pd.DataFrame, stats: 
             if out_dir is not None and c["_affine"] is not None:
                 name = f"{c['case']}_attention.nii.gz"
                 save_map_nifti(c["_map"], Grid(tuple(c["_map"].shape), c["_affine"]), out_dir / name,
-                               f"{run.name} CLS attention (crop)")
+                               f"{run.name} {map_description(image_run.cfg.model.pool)} (crop)")
                 entry["nifti"] = f"attention/{name}"
             gallery.append(entry)
     per_case = [{k: v for k, v in c.items() if not k.startswith("_")} for c in cases]
@@ -153,6 +155,6 @@ def attention_gallery(sources: ReportSources, predictions: pd.DataFrame, stats: 
                 "rollout_in_mask": _summary([c["focus_rollout"]["in_mask"] for c in part]),
             }
     return {"available": True, "model": run.name, "image_model": image_run.name,
-            "map": "last-layer class-token attention, mean over heads and fold models",
+            "map": f"{map_description(image_run.cfg.model.pool)}, mean over heads and fold models",
             "margin_mm": cases[0]["focus"]["margin_mm"] if cases else None,
             "threshold": threshold, "summary": summary, "gallery": gallery, "cases": per_case}

@@ -87,12 +87,14 @@ def find_sources(run_dir: str | Path, stats: str | Path | None = None) -> Report
 
 
 def resolve_data_path(value: str | None, run_dir: Path, study_root: Path, fallback: Path | None) -> Path | None:
-    """A path from a run's config: as written, relative to the study root or its parent, or
-    ``fallback`` (e.g. ``RUN/cache/internal``) — the first that exists."""
+    """A path from a run's config: relative to the run folder, as written, relative to the study
+    root or its parent, or ``fallback`` (e.g. ``RUN/cache/internal``) — the first that exists."""
     candidates = []
     if value:
         p = Path(value)
-        candidates += [p] if p.is_absolute() else [p, study_root / p, study_root.parent / p, run_dir / p]
+        # relative to the run folder first (how runs store paths), then the older forms:
+        # the working directory the run was made in, the study root or its parent
+        candidates += [p] if p.is_absolute() else [run_dir / p, p, study_root / p, study_root.parent / p]
     if fallback is not None:
         candidates.append(fallback)
     return next((c for c in candidates if c.exists()), None)

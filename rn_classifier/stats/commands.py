@@ -26,7 +26,7 @@ def render_table(stats: dict):
     level = round(100 * stats["settings"]["conf_level"])
     title = "AUC by model and cohort" + (" — SYNTHETIC DATA" if stats["synthetic"] else "")
     table = Table(title=title, caption=f"AUC [{level} % CI, DeLong]; p: paired DeLong vs "
-                  f"{reference} (two-sided), Holm-adjusted in brackets")
+                  f"{reference} (two-sided), Holm-adjusted in parentheses")
     table.add_column("Model")
     for cohort in cohorts:
         info = stats["cohorts"][cohort]
@@ -47,7 +47,7 @@ def render_table(stats: dict):
             row.append(f"{entry['auc']:.3f} [{lo:.3f}–{hi:.3f}]")
             comparison = next((c for c in info["comparisons"] if c["model"] == model), None)
             row.append("" if comparison is None else
-                       f"{_fmt_p(comparison['p_value'])} [{_fmt_p(comparison['p_holm'])}]")
+                       f"{_fmt_p(comparison['p_value'])} ({_fmt_p(comparison['p_holm'])})")
         table.add_row(*row)
     return table
 
@@ -55,7 +55,7 @@ def render_table(stats: dict):
 def register(app: typer.Typer) -> None:
     @app.command("compare")
     def compare_cmd(
-        predictions: Annotated[list[Path], typer.Argument(help="predictions CSV file(s) (seam 2)")],
+        predictions: Annotated[list[Path], typer.Argument(help="predictions.csv file(s) of finetune / radiomics runs (model, case_id, cohort, y_true, y_prob)")],
         reference: Annotated[str, typer.Option(help="model every other model is compared against")],
         out: Annotated[Path, typer.Option(help="stats JSON to write")] = Path("stats.json"),
         n_boot: Annotated[int, typer.Option(help="bootstrap replicates")] = 2000,

@@ -35,6 +35,7 @@ as JSON ``null``.
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -290,14 +291,21 @@ def compare_predictions(table: pd.DataFrame, reference: str,
 
 def run_compare(paths: Sequence[str | Path], out: str | Path, reference: str,
                 settings: CompareSettings = CompareSettings(),
-                synthetic: bool | None = None) -> dict:
-    """Read predictions files, compute, and write ``out`` (stats.json) atomically."""
+                synthetic: bool | None = None, clinical_data: dict | None = None) -> dict:
+    """Read predictions files, compute, and write ``out`` (stats.json) atomically.
+
+    clinical_data: the study's clinical audit (rn_classifier.data.clinical_audit: missing
+    values, unseen levels, what the models imputed), copied into stats.json for the report.
+    """
     from ..atomic import write_json
     from ..provenance import run_provenance
 
     table = read_predictions(paths)
     stats = compare_predictions(table, reference, settings, synthetic)
-    stats["inputs"] = [str(p) for p in paths]
+    # relative to stats.json's folder, so the report finds them from any working directory
+    stats["inputs"] = [os.path.relpath(Path(p).resolve(), Path(out).resolve().parent) for p in paths]
+    if clinical_data is not None:
+        stats["clinical_data"] = clinical_data
     stats["provenance"] = run_provenance()
     write_json(out, stats)
     return stats

@@ -135,3 +135,4 @@ def youden_threshold(y_true, y_score) -> YoudenThreshold:
     threshold = (values[best] + values[best + 1]) / 2.0
     return YoudenThreshold(float(threshold), float(youden[best]), float(sensitivity[best]),
                            float(specificity[best]))
+

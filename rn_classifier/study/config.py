@@ -10,6 +10,9 @@ repository (``configs/...`` works from anywhere inside a checkout).
 ``data``               where the cohorts come from: ``source: synth`` (the SYNTHETIC cohort,
                        ``data.synth``), ``manifests`` (ready manifest CSVs) or ``molab`` (a
                        MOLAB-layout tree + labels file, imported by ``import-molab``)
+``clinical``           ``unseen_levels``: impute (default) | error, for categorical levels the
+                       internal cohort lacks (rn_classifier.data.clinical_audit), decided at
+                       check-data, before any training
 ``split``              the patient-level split every model shares (internal test + CV folds)
 ``preprocess``         ``configs/preprocess/*.yaml``
 ``pretrain``           ``configs/pretrain/*.yaml`` and the devices to run it on
@@ -27,10 +30,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
+from ..config import REPO_ROOT
 from ..errors import ConfigError
 
 DATA_SOURCES = ("synth", "manifests", "molab")
-REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 @dataclass
@@ -62,6 +65,13 @@ class DataConfig:
     internal: CohortSource = field(default_factory=CohortSource)
     external: CohortSource = field(default_factory=CohortSource)    # second centre; optional
     unlabeled: CohortSource = field(default_factory=CohortSource)   # pretraining pool (manifest)
+
+
+@dataclass
+class ClinicalPolicy:
+    # a categorical level of the external cohort that the internal one never holds:
+    # impute = treated as missing (imputed as in training, listed); error = stop at check-data
+    unseen_levels: str = "impute"
 
 
 @dataclass
@@ -139,6 +149,7 @@ class ReportStage:
 class StudyConfig:
     name: str = "study"
     data: DataConfig = field(default_factory=DataConfig)
+    clinical: ClinicalPolicy = field(default_factory=ClinicalPolicy)
     split: SplitConfig = field(default_factory=SplitConfig)
     preprocess: StageConfig = field(default_factory=lambda: StageConfig("configs/preprocess/demo.yaml"))
     pretrain: PretrainStage = field(default_factory=PretrainStage)
@@ -171,6 +182,9 @@ def _need_file(path: str | None, key: str) -> None:
 
 def validate_study(cfg: StudyConfig) -> StudyConfig:
     """Checks the schema cannot express, before any stage runs."""
+    from ..data.clinical_audit import check_unseen_policy
+
+    check_unseen_policy(cfg.clinical.unseen_levels)
     if cfg.data.source not in DATA_SOURCES:
         raise ConfigError(f"data.source must be one of {list(DATA_SOURCES)}, got {cfg.data.source!r}")
     if cfg.data.source == "synth":

@@ -633,11 +633,14 @@ def clinical_value_mistyped(root: Path) -> Case:
 
 @kind("finetune")
 def unknown_categorical_level(root: Path) -> Case:
-    """A level in the external cohort that the model never saw ('Female' where training has F/M)."""
-    return finetune_clinical_case(root, r"external\.csv: categorical clinical column 'sex' holds level\(s\) "
-                                        r"never seen in the internal cohort: 'Female' \(case\(s\) EXT-001\); "
-                                        r"known levels \['F', 'M'\]",
+    """A level in the external cohort that the model never saw ('Female' where training has F/M),
+    under the strict policy (the default treats it as missing and lists it)."""
+    case = finetune_clinical_case(root, r"external\.csv: categorical clinical column 'sex' holds level "
+                                        r"'Female', never seen in the internal cohort \(case\(s\) EXT-001\); "
+                                        r"known levels \['F', 'M'\]\. Recode it",
                                   edit_external=_set(1, "sex", "Female"))
+    case.argv += ["--set", "unseen_levels=error"]
+    return case
 
 
 @kind("finetune")
@@ -664,7 +667,8 @@ def spreadsheet_header_shifted_down(root: Path) -> Case:
         units = pd.DataFrame([["(pseudonym)", "years", "", "", "#", "", "Gy", "", "months", ""]])
         return pd.concat([sheet.iloc[:2], units, sheet.iloc[2:]], ignore_index=True)
     return molab_case(root, edit, r"clinical spreadsheet .*clinical\.xlsx does not match the column map "
-                                  r"\(header_rows=2.*column 1 \('age', numeric\) holds non-numbers \['years'\]")
+                                  r"\(header_rows=2.*it has 3 header row\(s\) .*1 header row\(s\) would be read "
+                                  r"as data; set `header_rows: 3`")
 
 
 @kind("import-molab")
@@ -675,8 +679,9 @@ def spreadsheet_columns_shifted_right(root: Path) -> Case:
         out.insert(0, "n", ["", "#"] + list(range(1, len(sheet) - 1)))
         out.columns = range(out.shape[1])
         return out
-    return molab_case(root, edit, r"clinical\.xlsx does not match the column map .*column 1 \('age', numeric\) "
-                                  r"holds non-numbers \['P000'")
+    return molab_case(root, edit, r"clinical\.xlsx does not match the column map .*no row holds a patient ID in "
+                                  r"column 0 and a whole lesion number in column 4 \(first rows: \['1', 'P000'.*"
+                                  r"check the column map's positions")
 
 
 @kind("import-molab")
