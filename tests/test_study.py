@@ -268,3 +268,18 @@ def test_a_changed_model_config_reruns_only_that_model_and_what_follows(study):
     assert result["ran"] == ["finetune:clinical", "compare", "shift", "report"]
     config = (out / "finetune" / "clinical" / "config.yaml").read_text()
     assert "C: 0.5" in config
+
+
+@pytest.mark.parametrize("monitor_epochs", [0, 10])
+def test_pretraining_reads_the_internal_cache_and_split_of_this_run(monitor_epochs, tmp_path):
+    """configs/pretrain/dino_vitb.yaml names paper_run/... paths; in a study they are this run's,
+    with the label-efficiency monitor on or off (its split keeps the internal-test patients out of
+    the pool), never the YAML's."""
+    cfg = load_study_config("configs/study/paper_synthetic_gpu.yaml")
+    cfg.pretrain.set = [*cfg.pretrain.set, f"monitor.every_n_epochs={monitor_epochs}"]
+    study = Study(cfg, tmp_path / "run")
+    pretrain = study.pretrain_config()
+    assert pretrain.data.split == str(study.split_path)
+    assert pretrain.data.internal_cache == str(study.cache("internal"))
+    tiny = Study(load_study_config(TINY), tmp_path / "tiny").pretrain_config()   # dino_demo.yaml: none
+    assert tiny.data.split is None and tiny.data.internal_cache is None

@@ -140,6 +140,12 @@ def source_hash(manifest: pd.DataFrame, manifest_path: Path, cfg: PreprocessConf
     return h.hexdigest()[:16]
 
 
+def _share_cores(threads: int) -> None:
+    import SimpleITK as sitk
+
+    sitk.ProcessObject_SetGlobalDefaultNumberOfThreads(threads)
+
+
 def _worker(args):
     row, cfg, kind = args
     try:
@@ -182,9 +188,12 @@ def preprocess(manifest_path: str | os.PathLike, out: str | os.PathLike,
         if cfg.workers > 1:
             # spawn, not fork: a forked child of a process that already ran torch (OpenMP
             # threads) can deadlock on a lock held by a thread that does not exist in the child
-            pool = ProcessPoolExecutor(max_workers=cfg.workers,
+            # each worker resamples with its share of the cores (SimpleITK would start a thread per
+            # core in every worker); chunks small enough that a short manifest is shared evenly
+            pool = ProcessPoolExecutor(max_workers=cfg.workers, initializer=_share_cores,
+                                       initargs=(max(1, (os.cpu_count() or 1) // cfg.workers),),
                                        mp_context=multiprocessing.get_context("spawn"))
-            iterator = pool.map(_worker, jobs, chunksize=4)
+            iterator = pool.map(_worker, jobs, chunksize=max(1, min(4, len(rows) // (4 * cfg.workers))))
         else:
             pool, iterator = None, map(_worker, jobs)
         try:

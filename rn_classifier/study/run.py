@@ -306,8 +306,13 @@ class Study:
         cfg.data.pool_cache = str(self.cache("unlabeled"))
         if p.exclude_external_center:
             cfg.data.exclude_centers = sorted(set(cfg.data.exclude_centers) | set(self.external_centers()))
-        if cfg.data.include_internal_train or cfg.monitor.every_n_epochs > 0:
+        # this run's internal cache and split wherever the stage YAML names one (dino_vitb.yaml:
+        # paper_run/..., another run folder) or the run uses them; the split also keeps the
+        # internal-test patients out of the pool
+        uses_internal = cfg.data.include_internal_train or cfg.monitor.every_n_epochs > 0
+        if uses_internal or cfg.data.internal_cache:
             cfg.data.internal_cache = str(self.cache("internal"))
+        if uses_internal or cfg.data.split:
             cfg.data.split = str(self.split_path)
         if p.max_steps is not None:
             cfg.trainer.max_steps = p.max_steps
