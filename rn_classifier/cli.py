@@ -85,6 +85,7 @@ COMMAND_MODULES = [
     "rn_classifier.baselines.commands",
     "rn_classifier.study.commands",
     "rn_classifier.stats.commands",
+    "rn_classifier.shift.commands",
     "rn_classifier.finetune.commands",
     "rn_classifier.predict.commands",
     "rn_classifier.report.commands",

@@ -138,6 +138,26 @@ def tiny_encoder_export(folder, crop=32, spacing=2.0) -> Path:
                         spacing=[spacing] * 3, normalisation=CROP_NORM, config={"note": "test export"})
 
 
+def write_contour_predictions(prediction_files, path) -> Path:
+    """Contour predictions (stats.contour) of the image models' held-out cases, made up: the
+    original contour = the model's y_prob, erode / dilate = y_prob ∓ a case-dependent shift."""
+    rows = []
+    for file in prediction_files:
+        frame = pd.read_csv(file, dtype={"case_id": str, "patient_id": str})
+        if frame["model"].iloc[0] == "clinical":
+            continue
+        for i, r in enumerate(frame[frame["cohort"] != "oof"].itertuples()):
+            shift = 0.01 * (i % 5)
+            for variant, p in (("original", r.y_prob), ("erode", r.y_prob - shift), ("dilate", r.y_prob + shift)):
+                rows.append({"model": r.model, "case_id": r.case_id, "patient_id": r.patient_id,
+                             "cohort": r.cohort, "y_true": r.y_true, "variant": variant,
+                             "y_prob": float(np.clip(p, 0.0, 1.0)), "synthetic": True})
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pd.DataFrame(rows).to_csv(path, index=False)
+    return path
+
+
 def tiny_study_run(root, crop=32, n_boot=200) -> Path:
     """A study run folder (the layout of rn_classifier.study.run) with 3 fine-tuned models and compare/stats.json.
 
@@ -151,6 +171,7 @@ def tiny_study_run(root, crop=32, n_boot=200) -> Path:
     from rn_classifier.finetune.config import FinetuneConfig
     from rn_classifier.finetune.bundle import record_thresholds
     from rn_classifier.finetune.run import run_finetune
+    from rn_classifier.shift.run import run_shift_check
     from rn_classifier.stats.compare import CompareSettings, run_compare
 
     root = Path(root)
@@ -174,9 +195,12 @@ def tiny_study_run(root, crop=32, n_boot=200) -> Path:
         run_finetune(cfg, root / "finetune" / cfg.name,
                      encoder_dir=encoder if config == "ssl" else None, echo=lambda line: None)
     predictions = sorted((root / "finetune").glob("*/predictions.csv"))
+    contour = write_contour_predictions(predictions, root / "contour" / "contour_predictions.csv")
     run_compare(predictions, root / "compare" / "stats.json", "ssl_vit",
-                CompareSettings(n_boot=n_boot))
+                CompareSettings(n_boot=n_boot, recalibrate="isotonic"), contour=contour)
     record_thresholds(root / "compare" / "stats.json", [p.parent for p in predictions])  # as the study
+    run_shift_check([cohort / "cache" / "internal", cohort / "cache" / "external"], predictions,
+                    root / "shift", n_draws=50)
     (root / "provenance.json").write_text(json.dumps(
         {"git_sha": "0" * 40, "date": "2026-01-01T00:00:00+00:00", "synthetic": True,
          "versions": {"rn-classifier": "0.1.0"}}))

@@ -36,6 +36,7 @@ CASES = {
     "study": (["study"], ["study", "--config", "demo", "--set", "split.n_folds", "3"]),
     "demo": (["demo", "--out"], ["demo", "--seed", "zero"]),
     "compare": (["compare", "p.csv"], ["compare", "p.csv", "--reference", "ssl_vit", "--n-boot", "many"]),
+    "shift-check": (["shift-check", "p.csv"], ["shift-check", "p.csv", "--cache", "c", "--level", "high"]),
     "finetune": (["finetune"], ["finetune", "--config", "c", "--fold", "first"]),
     "predict": (["predict", "--model", "m", "--image", "i.nii", "--mask", "k.nii"],
                 ["predict", "--model", "m", "--image", "i.nii", "--mask", "k.nii", "--out", "o", "extra"]),

@@ -270,6 +270,46 @@ def test_a_bundle_refuses_an_unknown_format_and_an_old_run_folder_gets_one(tiny_
     assert model.folder == old / "bundle" and model.kind == "clinical" and model.threshold["value"] is not None
 
 
+def test_prediction_reports_the_contour_spread_two_raters_and_the_shift_check(ssl_run, tiny_study, new_case,
+                                                                              tmp_path, capsys):
+    from rn_classifier.data.contour_variants import ContourVariantConfig, contour_variants, variant_inputs
+    from rn_classifier.data.crop import read_case
+
+    folder = Path(new_case["image"]).parent
+    shape = new_case["shape"]
+    raters = []
+    for name, radius in (("rater2.nii.gz", 6), ("rater3.nii.gz", 4)):
+        mask = np.where(sphere(shape, (30, 40, 12), radius), 11, 0).astype(np.int16)
+        mask[sphere(shape, (30, 40, 12), 2)] = 12
+        raters.append(save_nifti(mask, folder / name, new_case["affine"]))
+    assert main(["predict", "--model", str(ssl_run.folder), "--image", str(new_case["image"]),
+                 "--mask", str(new_case["mask"]), "--mask-labels", "11,12", "--out", str(tmp_path / "out"),
+                 "--rater-mask", str(raters[0]), "--rater-mask", str(raters[1])]) == 0
+    assert "contour spread: SD" in capsys.readouterr().out
+    written = json.loads((tmp_path / "out" / "prediction.json").read_text())
+    contour = written["contour"]
+    probs = contour["probabilities"]
+    assert set(probs) == {"original", "erode", "dilate", "jitter0", "jitter1",
+                          "rater:rater2.nii.gz", "rater:rater3.nii.gz"}
+    assert probs["original"] == pytest.approx(written["probability_rn"])
+    assert contour["sd"] == pytest.approx(np.std(list(probs.values())))
+    assert contour["max_shift"] == pytest.approx(max(abs(p - probs["original"]) for p in probs.values()))
+    # the dilated contour's P is the model's P on the crop of the dilated lesion (one road)
+    case = read_case(new_case["image"], new_case["mask"], [11, 12])
+    dilated = contour_variants(case.mask.lesion, case.image.spacing, ContourVariantConfig(n_jitter=0))["dilate"]
+    x = variant_inputs(case, ssl_run.preprocessing.crop_setting, {"dilate": dilated})["dilate"]
+    assert probs["dilate"] == pytest.approx(float(np.mean(ssl_run.predict(x, None, with_attention=False).probs)))
+    shift = written["shift"]
+    assert shift["available"] and shift["source"] == "shift.json"
+    assert set(shift) >= {"distance", "threshold", "flagged", "furthest"}
+    without = predict_case(ssl_run.folder, new_case["image"], new_case["mask"], tmp_path / "plain",
+                           mask_labels=[11, 12], run=ssl_run, contour=False)
+    assert "contour" not in without and without["shift"]["available"]
+    with pytest.raises(InputError, match="--shift .*none.json"):
+        predict_case(ssl_run.folder, new_case["image"], new_case["mask"], tmp_path / "bad",
+                     mask_labels=[11, 12], run=ssl_run, shift=tmp_path / "none.json")
+
+
 # -- many cases, borderline decisions, coarse slices (issue 15, item 7) ----------------------------
 
 @pytest.fixture(scope="module")

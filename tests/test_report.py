@@ -14,6 +14,7 @@ import re
 from html.parser import HTMLParser
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -24,8 +25,8 @@ from rn_classifier.report.pseudonym import Pseudonymizer, scrub_paths
 
 SECTIONS = ["provenance", "auc", "curves", "threshold", "uncertainty", "attention", "tripod"]
 STATS_TABLES = ("auc-table", "auc-bootstrap-table", "drop-table", "threshold-table", "calibration-table",
-                "operating-table")
-REPORT_TABLES = ("focus-table", "case-table", "referral-table", "cohort-table")
+                "operating-table", "uncertainty-table", "contour-table")
+REPORT_TABLES = ("focus-table", "case-table", "referral-table", "cohort-table", "shift-table")
 NUMBER = re.compile(r"(?<![\w.])-?\d+\.\d+")
 
 
@@ -168,6 +169,57 @@ def test_every_number_in_the_tables_comes_from_stats_or_report_json(report):
                     assert number.lstrip("-") in allowed or number in allowed, where
                     seen[source] += 1
     assert seen["stats"] > 50 and seen["report"] > 20
+
+
+def test_uncertainty_table_is_the_stats_json_one(report):
+    stats = report["stats"]
+    names = list(stats["uncertainty"]["uncertainties"])
+    tables = [t for t in report["parser"].tables if "uncertainty-table" in t["class"].split()]
+    assert len(tables) == len(stats["cohorts"])
+    assert stats["uncertainty"]["ece_binning"] in report["html"]
+    for table, (cohort, info) in zip(tables, stats["cohorts"].items()):
+        rows = [[c["text"] for c in r] for r in table["rows"][1:]]
+        expected = [(m, stage, u) for m, e in info["models"].items() for stage, u in e["uncertainty"].items()]
+        assert len(rows) == len(expected)
+        assert any(stage == "after_recalibration" for _, stage, _ in expected) == (cohort != "oof")
+        for row, (model, stage, u) in zip(rows, expected):
+            assert row[2] == f"{u['ece']:.3f}" and row[3] == f"{u['brier']:.3f}", (cohort, model, stage)
+            for cell, name in zip(row[5:], names):
+                value = u["auroc_errors"].get(name)
+                assert cell == ("—" if value is None else f"{value:.3f}"), (cohort, model, name)
+
+
+def test_contour_variability_next_to_the_fold_spread(report, tiny_study):
+    stats = report["stats"]
+    tables = [t for t in report["parser"].tables if "contour-table" in t["class"].split()]
+    expected = [(m, c) for m, cohorts in stats["contour"]["auc_by_variant"].items() for c in cohorts]
+    assert len(tables) == len(expected) > 0
+    for table, (model, cohort) in zip(tables, expected):
+        header = [c["text"] for c in table["rows"][0]][1:]
+        assert header == list(stats["contour"]["auc_by_variant"][model][cohort])
+    contour = pd.read_csv(tiny_study / "contour" / "contour_predictions.csv", dtype={"case_id": str})
+    spread = contour.groupby(["model", "case_id"])["y_prob"].agg(lambda p: float(np.std(p)))
+    cases = report["json"]["uncertainty"]["cases"]
+    model = report["json"]["uncertainty"]["model"]
+    assert cases and all(c["y_contour_std"] == pytest.approx(spread[(model, c["case"])]) for c in cases)
+    assert report["json"]["uncertainty"]["referral_contour"]["external"]
+    assert any(img.get("alt", "").startswith("AUC under each contour") for img in report["parser"].images)
+    assert any(img.get("alt", "").startswith("Referral by contour spread") for img in report["parser"].images)
+
+
+def test_shift_check_section_is_the_runs_shift_json(report, tiny_study):
+    shift = json.loads((tiny_study / "shift" / "shift.json").read_text(encoding="utf-8"))
+    section = report["json"]["shift"]
+    assert section["available"] and section["image_statistics"]["cohorts"] == shift["image"]["cohorts"]
+    table = next(t for t in report["parser"].tables if t["id"] == "shift-image-table")
+    rows = [[c["text"] for c in r] for r in table["rows"][1:]]
+    assert len(rows) == len(shift["image"]["cohorts"]) + len(shift["image"]["folds"])
+    for row, v in zip(rows, [*shift["image"]["cohorts"].values(), *shift["image"]["folds"]]):
+        assert row[2] == f"{v['distance']:.2f}"
+        assert row[4] == ("—" if v["flagged"] is None else
+                          "OUTSIDE the internal range" if v["flagged"] else row[4])
+    scores = next(t for t in report["parser"].tables if t["id"] == "shift-score-table")
+    assert len(scores["rows"]) == 1 + len(shift["scores"])
 
 
 def test_operating_points_and_thresholds_are_the_frozen_ones(report):

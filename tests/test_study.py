@@ -60,7 +60,16 @@ def test_every_stage_writes_its_folder_of_the_run_layout(study):
     stages = json.loads((out / "stages.json").read_text())["stages"]
     assert all(entry["status"] == "done" for entry in stages.values())
     assert {"cohort", "check-data", "preprocess", "split", "pretrain", "radiomics",
-            "label_efficiency", "compare", "report"} <= set(stages)
+            "label_efficiency", "compare", "shift", "report"} <= set(stages)
+    shift = json.loads((out / "shift" / "shift.json").read_text())
+    assert shift["synthetic"] is True and set(shift["scores"]) == {*MODELS, "radiomics"}
+    assert set(shift["image"]["cohorts"]) == {"internal_test", "external"}
+    assert {"slice_mm", "noise", "z_smoothness"} <= set(shift["features"])
+    contour = pd.read_csv(out / "contour" / "contour_predictions.csv")
+    assert set(contour["cohort"]) == {"internal_test", "external"}
+    assert {"original", "erode", "dilate", "jitter0", "jitter1"} <= set(contour["variant"])
+    assert set(contour["model"]) == set(MODELS) - {"clinical"}
+    assert set(stats["contour"]["auc_by_variant"]) == set(MODELS) - {"clinical"}
 
 
 def test_every_model_uses_the_one_split_of_the_run(study):
@@ -256,7 +265,7 @@ def test_an_interrupted_stage_resumes_and_reruns_what_reads_it(study):
 def test_a_changed_model_config_reruns_only_that_model_and_what_follows(study):
     out = study["out"]
     result, _ = _run(out, ["finetune.models.clinical.set=[logistic.C=0.5]"], fractions=[0.5, 1.0])
-    assert result["ran"] == ["finetune:clinical", "compare", "report"]
+    assert result["ran"] == ["finetune:clinical", "compare", "shift", "report"]
     config = (out / "finetune" / "clinical" / "config.yaml").read_text()
     assert "C: 0.5" in config
 
@@ -297,7 +306,7 @@ def test_a_baseline_registered_from_this_file_is_run_compared_and_reported(study
         out = study["out"]
         result, _ = _run(out, ["baselines.coin.enabled=true"], fractions=[0.5, 1.0])
         # the coin stage, and what reads every model (an earlier test's config change reverts too)
-        assert "coin" in result["ran"] and result["ran"][-2:] == ["compare", "report"]
+        assert "coin" in result["ran"] and "compare" in result["ran"] and result["ran"][-1] == "report"
         assert "finetune:ssl_vit" in result["skipped"] and "radiomics" in result["skipped"]
         preds = pd.read_csv(out / "coin" / "predictions.csv")
         assert set(preds["cohort"]) == {"oof", "internal_test", "external"}
@@ -310,3 +319,18 @@ def test_a_baseline_registered_from_this_file_is_run_compared_and_reported(study
         assert report["model_descriptions"]["coin"].startswith("coin-toss baseline (toy, from a test)")
     finally:
         BASELINES.pop("coin", None)
+
+
+@pytest.mark.parametrize("monitor_epochs", [0, 10])
+def test_pretraining_reads_the_internal_cache_and_split_of_this_run(monitor_epochs, tmp_path):
+    """configs/pretrain/dino_vitb.yaml names paper_run/... paths; in a study they are this run's,
+    with the label-efficiency monitor on or off (its split keeps the internal-test patients out of
+    the pool), never the YAML's."""
+    cfg = load_study_config("configs/study/paper_synthetic_gpu.yaml")
+    cfg.pretrain.set = [*cfg.pretrain.set, f"monitor.every_n_epochs={monitor_epochs}"]
+    study = Study(cfg, tmp_path / "run")
+    pretrain = study.pretrain_config()
+    assert pretrain.data.split == str(study.split_path)
+    assert pretrain.data.internal_cache == str(study.cache("internal"))
+    tiny = Study(load_study_config(TINY), tmp_path / "tiny").pretrain_config()   # dino_demo.yaml: none
+    assert tiny.data.split is None and tiny.data.internal_cache is None

@@ -12,7 +12,8 @@ Folder layout (written by ``rn-classifier preprocess``):
 ``index.csv``
     one row per crop: ``row, case_id, patient_id, center, label, synthetic`` and the crop's
     placement ``origin_x/y/z`` (world RAS mm of crop voxel 0) so maps can be put back into the
-    original image.
+    original image; ``source_spacing_x/y/z``: the source image's voxel size (mm, RAS; caches
+    written before it was recorded lack these columns).
 """
 
 from __future__ import annotations

@@ -100,11 +100,16 @@ def process_case(row: dict, cfg: PreprocessConfig, kind: str) -> tuple[np.ndarra
             extra = {"lesion_voxels": crop.lesion_voxels, "lesion_volume_ml": crop.lesion_volume_ml,
                      **({"kind": row["kind"]} if "kind" in row else {})}
         elif kind == LESION:
-            crop = lesion_crop(read_case(row["image_path"], row["mask_path"], row["mask_labels"]), setting)
+            case = read_case(row["image_path"], row["mask_path"], row["mask_labels"])
+            crop = lesion_crop(case, setting)
             extra = {"lesion_voxels": crop.lesion_voxels, "lesion_inside_crop": crop.lesion_inside_crop,
                      "lesion_volume_ml": crop.lesion_volume_ml}
         else:
-            crop, extra = pool_crop(read_case(row["image_path"]).image, setting), {}
+            case = read_case(row["image_path"])
+            crop, extra = pool_crop(case.image, setting), {}
+        # the acquisition's voxel size (RAS), for the label-free shift check (rn_classifier.shift)
+        extra.update(zip(("source_spacing_x", "source_spacing_y", "source_spacing_z"),
+                         np.round(case.image.spacing, 4)))
     except InputError as exc:
         raise InputError(f"case {cid}: {exc}") from None
     affine = crop.affine
@@ -133,6 +138,12 @@ def source_hash(manifest: pd.DataFrame, manifest_path: Path, cfg: PreprocessConf
             st = os.stat(p) if p.exists() else None
             h.update(f"{p}:{st.st_size if st else -1}:{st.st_mtime_ns if st else -1}".encode())
     return h.hexdigest()[:16]
+
+
+def _share_cores(threads: int) -> None:
+    import SimpleITK as sitk
+
+    sitk.ProcessObject_SetGlobalDefaultNumberOfThreads(threads)
 
 
 def _worker(args):
@@ -177,9 +188,12 @@ def preprocess(manifest_path: str | os.PathLike, out: str | os.PathLike,
         if cfg.workers > 1:
             # spawn, not fork: a forked child of a process that already ran torch (OpenMP
             # threads) can deadlock on a lock held by a thread that does not exist in the child
-            pool = ProcessPoolExecutor(max_workers=cfg.workers,
+            # each worker resamples with its share of the cores (SimpleITK would start a thread per
+            # core in every worker); chunks small enough that a short manifest is shared evenly
+            pool = ProcessPoolExecutor(max_workers=cfg.workers, initializer=_share_cores,
+                                       initargs=(max(1, (os.cpu_count() or 1) // cfg.workers),),
                                        mp_context=multiprocessing.get_context("spawn"))
-            iterator = pool.map(_worker, jobs, chunksize=4)
+            iterator = pool.map(_worker, jobs, chunksize=max(1, min(4, len(rows) // (4 * cfg.workers))))
         else:
             pool, iterator = None, map(_worker, jobs)
         try:

@@ -18,7 +18,7 @@ same code path, split and budget: the supervised-ViT baseline.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Optional
 
 from ..config import check_choice
@@ -120,6 +120,34 @@ class TrainConfig:
 
 
 @dataclass
+class AcquisitionAugmentConfig:
+    """Simulated acquisitions of other scanners (rn_classifier.finetune.acquisition), T1CE only.
+
+    Every probability is 0 (off) by default: switch one on only where internal oof AUC shows it
+    harmless; never choose on the external cohort."""
+
+    slice_prob: float = 0.0                   # thicker slices (box profile), thickness in slice_mm
+    slice_mm: list[float] = field(default_factory=lambda: [3.0, 6.0])
+    slice_axis: int = 2                       # RAS axis of the slices (2 = axial)
+    bias_prob: float = 0.0                    # smooth multiplicative coil shading (MONAI RandBiasField)
+    bias_coeff: float = 0.1
+    bias_degree: int = 3
+    rician_prob: float = 0.0                  # magnitude-image noise (MONAI RandRicianNoise)
+    rician_std: float = 0.05                  # times the crop's SD
+    contrast_prob: float = 0.0                # gamma (MONAI RandAdjustContrast); moderate range
+    contrast_gamma: list[float] = field(default_factory=lambda: [0.85, 1.15])
+
+
+def without_default_acquisition(d: dict) -> dict:
+    """``d`` (a FinetuneConfig as a dict) without ``augment.acquisition`` when it is the all-off
+    default, so runs from before these options keep their resume / stage keys."""
+    acquisition = (d.get("augment") or {}).get("acquisition")
+    if acquisition is not None and acquisition == asdict(AcquisitionAugmentConfig()):
+        d = {**d, "augment": {k: v for k, v in d["augment"].items() if k != "acquisition"}}
+    return d
+
+
+@dataclass
 class AugmentConfig:
     """MONAI dictionary transforms applied to the image and its mask together."""
 
@@ -133,6 +161,7 @@ class AugmentConfig:
     intensity_scale: float = 0.1
     intensity_shift: float = 0.1
     noise_std: float = 0.05
+    acquisition: AcquisitionAugmentConfig = field(default_factory=AcquisitionAugmentConfig)
 
 
 @dataclass
@@ -216,6 +245,9 @@ def validate_config(cfg: FinetuneConfig) -> FinetuneConfig:
             raise ConfigError(f"model.crop_size must be 3 positive voxel counts, got {cfg.model.crop_size}")
         if cfg.model.in_chans != 2:
             raise ConfigError(f"model.in_chans must be 2 (T1CE + lesion mask), got {cfg.model.in_chans}")
+    from .acquisition import check_acquisition
+
+    check_acquisition(cfg.augment.acquisition)
     if cfg.cv.n_folds < 2:
         raise ConfigError(f"cv.n_folds must be at least 2, got {cfg.cv.n_folds}")
     if not 0.0 < cfg.cv.test_fraction < 1.0:

@@ -6,7 +6,8 @@ transforms move the image and its mask together:
 
 training:   random crop to the model size (a random shift of the lesion in the field of view),
             flips, 90° rotations, a small affine (image bilinear, mask nearest), T1CE-only
-            intensity scale / shift / Gaussian noise
+            intensity scale / shift / Gaussian noise; optionally simulated other scanners
+            (:mod:`.acquisition`: thick slices, bias field, Rician noise, contrast; off by default)
 evaluation: centre crop to the model size
 
 The batch holds ``input: (B, 2, X, Y, Z)``, ``label: (B,)`` float, ``clinical: (B, F)`` when
@@ -31,6 +32,7 @@ from torch.utils.data import WeightedRandomSampler
 
 from ..data.cache import CropCache
 from ..errors import InputError
+from .acquisition import acquisition_transforms
 from .config import AugmentConfig
 
 IMAGE_KEYS = ("image", "mask")
@@ -77,6 +79,7 @@ def train_transform(cache: CropCache, crop_size: Sequence[int], aug: AugmentConf
             RandShiftIntensityd(keys="image", offsets=aug.intensity_shift, prob=aug.intensity_prob),
             RandGaussianNoised(keys="image", std=aug.noise_std, prob=aug.intensity_prob),
         ]
+        steps += acquisition_transforms(aug.acquisition, cache.spacing)
     return Compose(steps + _to_input())
 
 

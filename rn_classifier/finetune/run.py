@@ -33,7 +33,7 @@ from ..errors import InputError
 from ..predictions import write_predictions
 from ..provenance import run_provenance
 from .bundle import export_bundle
-from .config import FinetuneConfig, validate_config
+from .config import FinetuneConfig, validate_config, without_default_acquisition
 from .cv import (clinical_trainer, ensemble, fold_dir, image_trainer, late_fusion_trainer,
                  read_fold, run_folds)
 
@@ -63,7 +63,7 @@ _RESUME_IGNORED = {"train": ("num_workers", "progress_bar")}
 
 
 def _result_hash(cfg: FinetuneConfig) -> str:
-    d = to_dict(cfg)
+    d = without_default_acquisition(to_dict(cfg))
     if d.get("unseen_levels") == "impute":   # the default: runs made before the key stay valid
         d.pop("unseen_levels")
     for section, keys in _RESUME_IGNORED.items():

@@ -5,7 +5,8 @@ Writes into ``out``::
     prediction.json          probability of radiation necrosis (mean of the fold models), fold
                              probabilities and their spread, the frozen threshold and where it
                              came from, the decision, model name / version, synthetic flag,
-                             attention focus numbers
+                             attention focus numbers, P under alternative contours and their
+                             spread (``contour``), the label-free shift check (``shift``)
     attention.nii.gz         last-layer class-token attention (head mean, fold mean) on the
                              image's stored voxel grid and affine (opens aligned in 3D Slicer)
     attention_rollout.nii.gz attention rollout, same grid
@@ -46,7 +47,8 @@ def _decision(prob: float, threshold: float) -> str:
 def predict_case(model_dir: str | os.PathLike, image: str | os.PathLike, mask: str | os.PathLike,
                  out: str | os.PathLike, mask_labels: Sequence[int] | None = None,
                  clinical: Sequence[str] = (), stats: str | os.PathLike | None = None,
-                 run: ModelBundle | None = None) -> dict:
+                 run: ModelBundle | None = None, rater_masks: Sequence[str | os.PathLike] = (),
+                 contour: bool = True, shift: str | os.PathLike | None = None) -> dict:
     """Predict one case with the model in ``model_dir`` (a model bundle, or a fine-tuning run
     folder and its bundle); write the outputs to ``out``.
 
@@ -56,6 +58,10 @@ def predict_case(model_dir: str | os.PathLike, image: str | os.PathLike, mask: s
         bundle's, see :func:`~rn_classifier.predict.model.frozen_threshold`).
     run: an already loaded :class:`~rn_classifier.models.bundle.ModelBundle` (reused across
         calls, e.g. in a benchmark).
+    rater_masks: other raters' masks of this lesion (same labels), predicted next to the drawn one;
+    contour: also predict under alternative contours (:mod:`.contour_spread`);
+    shift: a ``shift.json`` whose internal range the case is checked against (default: the
+        study's, :mod:`.shift_flag`).
     Returns the content of ``prediction.json``.
     """
     started = time.perf_counter()
@@ -100,6 +106,14 @@ def predict_case(model_dir: str | os.PathLike, image: str | os.PathLike, mask: s
         "borderline": threshold_in_spread(result.probs, threshold["value"]),
         "attention": attention,
     }
+    if case is not None:
+        from .contour_spread import contour_section
+        from .shift_flag import shift_section
+
+        if contour or rater_masks:
+            prediction["contour"] = contour_section(run, case, frame, rater_masks=rater_masks,
+                                                    mask_labels=mask_labels, drawn_prob=prob)
+        prediction["shift"] = shift_section(case, shift, model_dir)
     warnings = list(case.warnings) if case is not None else []
     if case is not None and not case.lesion_inside_crop:
         warnings.append(f"the lesion extends beyond the {list(prep.crop_size)}-voxel crop "

@@ -43,9 +43,19 @@ def register(app: typer.Typer) -> None:
         stats: Annotated[Optional[Path], typer.Option(
             help="stats.json whose frozen threshold to use (default: the bundle's: the study's "
                  "compare/stats.json, else the run's own out-of-fold predictions)")] = None,
+        rater_mask: Annotated[Optional[list[Path]], typer.Option(
+            help="another rater's mask of the same lesion (same labels); repeat for several: each is "
+                 "predicted and reported next to the drawn mask")] = None,
+        contour: Annotated[bool, typer.Option(
+            "--contour/--no-contour", help="also predict under alternative contours (erode / dilate "
+                                           "~1 mm, boundary jitter) and report the spread")] = True,
+        shift: Annotated[Optional[Path], typer.Option(
+            help="shift.json of `rn-classifier shift-check` to check the case's image against "
+                 "(default: the study's shift/shift.json beside the model)")] = None,
     ):
         """Probability of radiation necrosis for one new case, with fold spread, the frozen
-        threshold's decision and attention maps (NIfTI on the image's grid + PNG)."""
+        threshold's decision, the spread over alternative contours, a label-free check that the image
+        is within the internal range, and attention maps (NIfTI on the image's grid + PNG)."""
         from ..errors import InputError
         from .case import predict_case
 
@@ -58,7 +68,8 @@ def register(app: typer.Typer) -> None:
         if image is None or mask is None:
             raise InputError("give --image and --mask (one case), or --cases MANIFEST_OR_FOLDER (many)")
         pairs = [p for item in clinical or [] for p in (item.split(",") if item.count("=") > 1 else [item])]
-        result = predict_case(model, image, mask, out, parse_labels(mask_labels), pairs, stats)
+        result = predict_case(model, image, mask, out, parse_labels(mask_labels), pairs, stats,
+                              rater_masks=list(rater_mask or []), contour=contour, shift=shift)
         if result.get("warning"):
             typer.secho(result["warning"], fg=typer.colors.YELLOW, err=True)
         typer.echo(f"{result['model']['name']}: P(radiation necrosis) = {result['probability_rn']:.3f} "
@@ -66,6 +77,14 @@ def register(app: typer.Typer) -> None:
                    f"→ {result['decision']}"
                    + (" — BORDERLINE: the threshold lies inside the fold models' spread (mean ± SD)"
                       if result["borderline"] else ""))
+        if result.get("contour"):
+            c = result["contour"]
+            typer.echo(f"contour spread: SD {c['sd']:.3f} over {c['n_contours']} contours, P from "
+                       f"{c['range'][0]:.3f} to {c['range'][1]:.3f}")
+        if (result.get("shift") or {}).get("flagged"):
+            typer.secho(f"warning: the image is outside the internal range (distance "
+                        f"{result['shift']['distance']:.2f} > {result['shift']['threshold']:.2f}; furthest: "
+                        + ", ".join(result["shift"]["furthest"]) + ")", fg=typer.colors.YELLOW, err=True)
         if result.get("clinical") and result["clinical"]["imputed_by_model"]:
             typer.secho("clinical values not given, imputed by the model as in training: "
                         + ", ".join(result["clinical"]["imputed_by_model"]), fg=typer.colors.YELLOW, err=True)

@@ -128,17 +128,18 @@ def _roc_bands(table: pd.DataFrame, stats: dict) -> dict:
 def _uncertainty(table: pd.DataFrame, stats: dict, pseudo: Pseudonymizer) -> dict:
     from ..stats.referral import referral_curve
 
-    out: dict = {"referral": {}, "cases": []}
+    out: dict = {"referral": {}, "referral_contour": {}, "cases": []}
     thresholds = stats.get("thresholds") or {}
     for cohort in UNCERTAINTY_COHORTS:
         if cohort not in stats["cohorts"]:
             continue
-        out["referral"][cohort] = {}
-        for model in stats["cohorts"][cohort]["models"]:
-            part = table[(table["model"] == model) & (table["cohort"] == cohort)]
-            if part["y_std"].notna().all() and part["y_true"].nunique() == 2:
-                out["referral"][cohort][model] = referral_curve(
-                    part["y_true"].to_numpy(), part["y_prob"].to_numpy(), part["y_std"].to_numpy())
+        for key, column in (("referral", "y_std"), ("referral_contour", "y_contour_std")):
+            out[key][cohort] = {}
+            for model in stats["cohorts"][cohort]["models"]:
+                part = table[(table["model"] == model) & (table["cohort"] == cohort)]
+                if part[column].notna().all() and part["y_true"].nunique() == 2:
+                    out[key][cohort][model] = referral_curve(
+                        part["y_true"].to_numpy(), part["y_prob"].to_numpy(), part[column].to_numpy())
     reference = stats["reference"]
     t = (thresholds.get(reference) or {}).get("threshold")
     rows = table[(table["model"] == reference) & table["cohort"].isin(UNCERTAINTY_COHORTS)]
@@ -147,10 +148,47 @@ def _uncertainty(table: pd.DataFrame, stats: dict, pseudo: Pseudonymizer) -> dic
         out["cases"].append({"case": pseudo.case(r["case_id"]), "patient": pseudo.patient(r["patient_id"]),
                              "cohort": r["cohort"], "y_true": int(r["y_true"]), "y_prob": float(r["y_prob"]),
                              "y_std": None if pd.isna(r["y_std"]) else float(r["y_std"]),
+                             "y_contour_std": None if pd.isna(r["y_contour_std"]) else float(r["y_contour_std"]),
                              "called_rn": called,
                              "correct": None if called is None else called == int(r["y_true"])})
     out["model"] = reference
     return out
+
+
+def _contour_table(sources: ReportSources) -> pd.DataFrame | None:
+    """The contour predictions stats.json was computed with (study stage ``contour``), if any."""
+    from ..stats.contour import read_contour_predictions
+
+    recorded = (sources.stats.get("contour") or {}).get("input")
+    candidates = [sources.root / "contour" / "contour_predictions.csv"]
+    if recorded:
+        candidates.insert(0, Path(recorded) if Path(recorded).is_absolute() else sources.stats_path.parent / recorded)
+    path = next((c for c in candidates if c.is_file()), None)
+    return read_contour_predictions(path) if path is not None and "contour" in sources.stats else None
+
+
+def _shift(sources: ReportSources, pseudo: Pseudonymizer) -> dict:
+    """The label-free shift check of the run (``shift/shift.json``), flagged cases pseudonymised."""
+    import json
+
+    path = sources.root / "shift" / "shift.json"
+    if not path.is_file():
+        return {"available": False, "reason": "no shift/shift.json in the run folder (study stage "
+                                              "`shift`, or `rn-classifier shift-check`)"}
+    try:
+        shift = json.loads(path.read_text(encoding="utf-8"))
+        image, cases = shift["image"], shift["image"]["cases"]
+        flagged = [{"case": pseudo.case(c["case_id"]), "cohort": c["cohort"], "distance": c["distance"],
+                    "furthest": c["furthest"]} for c in cases["cases"] if c["flagged"]]
+        return {"available": True, "level": shift["level"], "features": shift["features"],
+                # not "image": report.json drops keys of that name (inlined figures)
+                "image_statistics": {"cohorts": image["cohorts"], "folds": image["folds"]},
+                "scores": shift["scores"],
+                "cases": {"threshold": cases["threshold"], "n_flagged": cases["n_flagged"],
+                          "internal_flagged_fraction": cases["internal_flagged_fraction"],
+                          "flagged": flagged}}
+    except (KeyError, TypeError, json.JSONDecodeError) as exc:
+        return {"available": False, "reason": f"shift/shift.json is not a shift check ({exc!r})"}
 
 
 def _tripod(report: dict) -> list[dict]:
@@ -230,11 +268,12 @@ def missing_sections(report: dict) -> list[str]:
 
 def assemble(sources: ReportSources, pseudo: Pseudonymizer, attention_dir: Path | None) -> dict:
     """Everything the report shows, as JSON-ready data (the content of report.json)."""
+    from ..stats.contour import add_contour_spread
     from ..stats.predictions import read_predictions
 
     stats = sources.stats
     models = _models(stats)
-    table = read_predictions(sources.prediction_files)
+    table = add_contour_spread(read_predictions(sources.prediction_files), _contour_table(sources))
     table = table[table["model"].isin(models)]
     missing = sorted(set(models) - set(table["model"]))
     if missing:
@@ -285,6 +324,7 @@ def assemble(sources: ReportSources, pseudo: Pseudonymizer, attention_dir: Path 
                          if d["cfg"] is not None},
         "roc_bands": _roc_bands(table, stats),
         "uncertainty": _uncertainty(table, stats, pseudo),
+        "shift": _shift(sources, pseudo),
         "attention": _attention(sources, table, stats, pseudo, attention_dir),
     }
     report["tripod"] = _tripod(report)
@@ -335,8 +375,19 @@ def render(report: dict, stats: dict) -> str:
     referral = {c: figures.data_uri(figures.referral_figure(curves, colours, f"Referral — {COHORT_TITLES[c]}",
                                                             synthetic))
                 for c, curves in report["uncertainty"]["referral"].items() if curves}
+    referral_contour = {c: figures.data_uri(figures.referral_figure(
+        curves, colours, f"Referral by contour spread — {COHORT_TITLES[c]}", synthetic))
+        for c, curves in report["uncertainty"]["referral_contour"].items() if curves}
+    by_cohort: dict = {}
+    for model, cohorts in ((stats.get("contour") or {}).get("auc_by_variant") or {}).items():
+        for cohort, variants in cohorts.items():
+            by_cohort.setdefault(cohort, {})[model] = variants
+    contour_plots = {c: figures.data_uri(figures.contour_auc_figure(
+        m, colours, f"AUC under each contour — {COHORT_TITLES.get(c, c)}", synthetic))
+        for c, m in by_cohort.items()}
     template = env.get_template("report.html")
     return template.render(report=report, stats=stats, plots=plots, referral=referral,
+                           referral_contour=referral_contour, contour_plots=contour_plots,
                            cohort_titles=COHORT_TITLES, colours=colours)
 
 

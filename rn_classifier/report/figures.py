@@ -117,3 +117,28 @@ def referral_figure(curves: dict, colours: dict, title: str, synthetic: bool) ->
     ax.legend(fontsize=7, loc="lower right")
     _title(ax, title, synthetic)
     return _png(fig)
+
+
+def contour_auc_figure(by_model: dict, colours: dict, title: str, synthetic: bool) -> bytes:
+    """AUC (DeLong CI) of each model under each contour of one cohort (stats.json ``contour``)."""
+    import numpy as np
+
+    fig = _figure(5.6, 3.8)
+    ax = fig.subplots()
+    variants = list(dict.fromkeys(v for entry in by_model.values() for v in entry))
+    width = 0.8 / max(len(by_model), 1)
+    for i, (model, entry) in enumerate(by_model.items()):
+        xs = np.arange(len(variants)) + (i - (len(by_model) - 1) / 2) * width
+        aucs = [(entry.get(v) or {}).get("auc") for v in variants]
+        cis = [(entry.get(v) or {}).get("auc_ci") for v in variants]
+        keep = [k for k, a in enumerate(aucs) if a is not None]
+        ax.errorbar(xs[keep], [aucs[k] for k in keep],
+                    yerr=np.array([[aucs[k] - cis[k][0], cis[k][1] - aucs[k]] for k in keep]).T
+                    if keep else None, fmt="o", color=colours.get(model), label=model, capsize=2)
+    ax.set_xticks(np.arange(len(variants)), variants, rotation=30, fontsize=7)
+    ax.axhline(0.5, color="grey", lw=0.8, ls=":")
+    ax.set_ylabel("AUC under this contour (95 % CI)")
+    ax.set_ylim(0, 1.02)
+    ax.legend(fontsize=7, loc="lower right")
+    _title(ax, title, synthetic)
+    return _png(fig)

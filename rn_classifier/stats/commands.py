@@ -65,6 +65,9 @@ def register(app: typer.Typer) -> None:
         recalibrate: Annotated[Optional[str], typer.Option(
             help="platt | isotonic: also report calibration after a map fitted on oof only",
         )] = None,
+        contour: Annotated[Optional[Path], typer.Option(
+            help="contour predictions CSV (study stage contour): spread over alternative contours "
+                 "and AUC under each")] = None,
         synthetic: Annotated[Optional[bool], typer.Option(
             "--synthetic/--not-synthetic",
             help="label the statistics as computed on synthetic data")] = None,
@@ -77,7 +80,7 @@ def register(app: typer.Typer) -> None:
 
         settings = CompareSettings(n_boot=n_boot, seed=seed, conf_level=conf_level,
                                    n_bins=n_bins, recalibrate=recalibrate)
-        stats = run_compare(predictions, out, reference, settings, synthetic)
+        stats = run_compare(predictions, out, reference, settings, synthetic, contour=contour)
         console = Console()
         if not console.is_terminal:      # piped or logged: do not squeeze the table into 80 columns
             console = Console(width=160)

@@ -25,6 +25,14 @@ Design choices (the report stage reads only ``stats.json``):
 * Calibration: Brier, ECE (10 equal-width bins; equal-mass in ``ece_equal_mass``), calibration
   slope and intercept, reliability points. Optional recalibration (Platt or isotonic) is fitted on
   the model's oof predictions only and applied to internal_test and external (``recalibrated``).
+* Uncertainty (CURVAS view, :mod:`.uncertainty`): per model and cohort ECE, Brier (= CRPS of a
+  binary outcome) and the AUROC of each uncertainty (fold spread ``y_std``, contour spread
+  ``y_contour_std``, closeness to the threshold) for the wrong calls at the frozen threshold;
+  with ``recalibrate``, again after the oof-fitted map, the threshold re-chosen on recalibrated
+  oof. ``stats.json["uncertainty"]`` states the binning and the rules.
+* Contour variability (optional contour predictions file, :mod:`.contour`): per case the spread
+  over alternative contours (``y_contour_std``), and per model and cohort the AUC under each
+  contour (``stats["contour"]``).
 * Decision curves: net benefit over threshold probabilities 0.01 … 0.99 vs treat-all / treat-none.
 * ``synthetic``: true if any predictions row is marked synthetic or the caller says so.
 
@@ -47,11 +55,13 @@ from ..errors import DataIntegrityError, InputError
 from .bootstrap import bootstrap_auc_replicates, percentile_ci
 from .calibration import (Recalibrator, brier_score, calibration_slope_intercept,
                           expected_calibration_error, reliability_curve)
+from .contour import add_contour_spread, auc_by_variant, read_contour_predictions
 from .decision_curve import decision_curve
 from .delong import delong_covariance, delong_unpaired, normal_ci, paired_test_from_covariance
 from .multiple import holm
 from .predictions import COHORTS, cohort_table, read_predictions, synthetic_flag
 from .thresholds import metrics_at_threshold, youden_threshold
+from .uncertainty import MARGIN, MARGIN_DESCRIPTION, SPREAD_DESCRIPTIONS, ece_binning, uncertainty_summary
 from .validation import check_choice, check_conf_level
 
 STATS_VERSION = 1
@@ -72,13 +82,13 @@ class CompareSettings:
     recalibrate: str | None = None      # None, "platt" or "isotonic"
 
 
-def _json_ready(value):
+def json_ready(value):
     """numpy -> Python, non-finite floats -> None, recursively."""
     if isinstance(value, dict):
-        return {str(k): _json_ready(v) for k, v in value.items()}
+        return {str(k): json_ready(v) for k, v in value.items()}
     if isinstance(value, (list, tuple, np.ndarray)):
         items = value.tolist() if isinstance(value, np.ndarray) else value
-        return [_json_ready(v) for v in items]
+        return [json_ready(v) for v in items]
     if isinstance(value, (np.bool_, bool)):
         return bool(value)
     if isinstance(value, (np.integer, int)):
@@ -134,6 +144,29 @@ def fit_recalibrators(table: pd.DataFrame, models: Sequence[str], method: str) -
     return fitted
 
 
+def recalibrated_thresholds(table: pd.DataFrame, models: Sequence[str],
+                            recalibrators: dict) -> dict[str, float]:
+    """Per model: Youden's threshold on its recalibrated oof predictions (then frozen)."""
+    out = {}
+    for model in models:
+        part = table[(table["model"] == model) & (table["cohort"] == "oof")]
+        mapped = recalibrators[model].transform(part["y_prob"].to_numpy())
+        out[model] = youden_threshold(part["y_true"].to_numpy(), mapped).threshold
+    return out
+
+
+def _uncertainty_entry(data, k: int, threshold: float | None, recalibrator, threshold_after,
+                       n_bins: int) -> dict:
+    """The uncertainty table of model k of one cohort, before and after recalibration."""
+    y, p = data.y_true, data.y_prob[k]
+    spreads = {c: values[k] for c, values in data.spreads.items()}
+    out = {"before": uncertainty_summary(y, p, spreads, threshold, n_bins)}
+    if recalibrator is not None and data.cohort != "oof":
+        out["after_recalibration"] = uncertainty_summary(y, recalibrator.transform(p), spreads,
+                                                         threshold_after, n_bins)
+    return out
+
+
 def calibration_summary(y: np.ndarray, p: np.ndarray, n_bins: int) -> dict:
     """Brier, ECE (equal width and equal mass), slope/intercept, reliability points."""
     logistic = calibration_slope_intercept(y, p)
@@ -175,7 +208,7 @@ def _roc_points(y: np.ndarray, p: np.ndarray) -> dict:
 
 def analyse_cohort(table: pd.DataFrame, cohort: str, models: Sequence[str], reference: str,
                    thresholds: dict, recalibrators: dict | None,
-                   settings: CompareSettings) -> dict:
+                   settings: CompareSettings, thresholds_after: dict | None = None) -> dict:
     """All statistics of one cohort (one entry of ``stats.json["cohorts"]``)."""
     data = cohort_table(table, cohort, models)
     y, probs = data.y_true, data.y_prob
@@ -206,7 +239,13 @@ def analyse_cohort(table: pd.DataFrame, cohort: str, models: Sequence[str], refe
                                         settings.conf_level))
         if np.isfinite(data.y_std[k]).any():
             entry["mean_y_std"] = float(np.nanmean(data.y_std[k]))
+        if np.isfinite(data.spreads["y_contour_std"][k]).any():
+            entry["mean_y_contour_std"] = float(np.nanmean(data.spreads["y_contour_std"][k]))
         entry["roc_curve"] = _roc_points(y, probs[k])
+        entry["uncertainty"] = _uncertainty_entry(
+            data, k, thresholds[model]["threshold"],
+            None if recalibrators is None else recalibrators[model],
+            None if thresholds_after is None else thresholds_after[model], settings.n_bins)
         if recalibrators is not None and cohort != "oof":
             recalibrated = recalibrators[model].transform(probs[k])
             entry["recalibrated"] = {"method": settings.recalibrate, "fitted_on": "oof",
@@ -252,17 +291,39 @@ def internal_vs_external(table: pd.DataFrame, models: Sequence[str]) -> list[dic
     return results
 
 
+def uncertainty_rules(settings: CompareSettings, thresholds_after: dict | None) -> dict:
+    """How the per-model ``uncertainty`` entries were computed (stats.json["uncertainty"])."""
+    return {
+        "ece_binning": ece_binning(settings.n_bins),
+        "crps": "Brier score = CRPS of a binary outcome",
+        "wrong_call": "called RN (y_prob >= frozen threshold) differs from y_true",
+        "auroc_errors": "AUROC of each uncertainty as a score for the wrong calls (0.5 = chance)",
+        "uncertainties": {**SPREAD_DESCRIPTIONS, MARGIN: MARGIN_DESCRIPTION},
+        "recalibration": (None if settings.recalibrate is None else
+                          f"{settings.recalibrate}, fitted on each model's oof predictions only; "
+                          "threshold re-chosen by Youden's J on the recalibrated oof predictions"),
+        "thresholds_after_recalibration": thresholds_after,
+    }
+
+
 def compare_predictions(table: pd.DataFrame, reference: str,
                         settings: CompareSettings = CompareSettings(),
-                        synthetic: bool | None = None) -> dict:
-    """Every statistic of stats.json from a checked predictions table (:func:`read_predictions`)."""
+                        synthetic: bool | None = None, contour: pd.DataFrame | None = None) -> dict:
+    """Every statistic of stats.json from a checked predictions table (:func:`read_predictions`).
+
+    contour: contour predictions (:func:`~rn_classifier.stats.contour.read_contour_predictions`):
+    their per-case spread becomes ``y_contour_std`` and their AUC per contour ``stats["contour"]``.
+    """
     check_conf_level(settings.conf_level)
+    table = add_contour_spread(table, contour)
     if settings.recalibrate is not None:
         check_choice(settings.recalibrate, "recalibrate", ("platt", "isotonic"))
     models = _model_order(table, reference)
     thresholds = choose_thresholds(table, models)
     recalibrators = (fit_recalibrators(table, models, settings.recalibrate)
                      if settings.recalibrate else None)
+    thresholds_after = (recalibrated_thresholds(table, models, recalibrators)
+                        if recalibrators else None)
     cohorts = {}
     for cohort in COHORTS:
         present = [m for m in models if ((table["model"] == m) & (table["cohort"] == cohort)).any()]
@@ -270,7 +331,7 @@ def compare_predictions(table: pd.DataFrame, reference: str,
             continue
         try:
             cohorts[cohort] = analyse_cohort(table, cohort, present, reference, thresholds,
-                                             recalibrators, settings)
+                                             recalibrators, settings, thresholds_after)
         except DataIntegrityError:
             raise
         except InputError as exc:
@@ -283,16 +344,23 @@ def compare_predictions(table: pd.DataFrame, reference: str,
         "settings": asdict(settings),
         "threshold_rule": THRESHOLD_RULE,
         "thresholds": thresholds,
+        "uncertainty": uncertainty_rules(settings, thresholds_after),
         "cohorts": cohorts,
         "internal_vs_external": internal_vs_external(table, models),
     }
-    return _json_ready(stats)
+    if contour is not None:
+        known = contour[contour["model"].isin(models)]
+        stats["contour"] = {"auc_by_variant": auc_by_variant(known, settings.conf_level),
+                            "variants": sorted(set(known["variant"]))}
+    return json_ready(stats)
 
 
 def run_compare(paths: Sequence[str | Path], out: str | Path, reference: str,
                 settings: CompareSettings = CompareSettings(),
-                synthetic: bool | None = None, clinical_data: dict | None = None) -> dict:
-    """Read predictions files, compute, and write ``out`` (stats.json) atomically.
+                synthetic: bool | None = None, clinical_data: dict | None = None,
+                contour: str | Path | None = None) -> dict:
+    """Read predictions files (and a contour predictions file), compute, and write ``out``
+    (stats.json) atomically.
 
     clinical_data: the study's clinical audit (rn_classifier.data.clinical_audit: missing
     values, unseen levels, what the models imputed), copied into stats.json for the report.
@@ -301,9 +369,12 @@ def run_compare(paths: Sequence[str | Path], out: str | Path, reference: str,
     from ..provenance import run_provenance
 
     table = read_predictions(paths)
-    stats = compare_predictions(table, reference, settings, synthetic)
+    variants = read_contour_predictions(contour) if contour is not None else None
+    stats = compare_predictions(table, reference, settings, synthetic, variants)
     # relative to stats.json's folder, so the report finds them from any working directory
     stats["inputs"] = [os.path.relpath(Path(p).resolve(), Path(out).resolve().parent) for p in paths]
+    if contour is not None:
+        stats["contour"]["input"] = os.path.relpath(Path(contour).resolve(), Path(out).resolve().parent)
     if clinical_data is not None:
         stats["clinical_data"] = clinical_data
     stats["provenance"] = run_provenance()

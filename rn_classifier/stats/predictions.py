@@ -1,7 +1,7 @@
 """Reading and checking predictions files (seam 2), and lining models up case by case.
 
 A predictions CSV has one row per case per model:
-``model, case_id, patient_id, cohort, fold, y_true, y_prob[, y_std][, synthetic]`` with
+``model, case_id, patient_id, cohort, fold, y_true, y_prob[, y_std][, y_contour_std][, synthetic]`` with
 ``cohort`` in {oof, internal_test, external}: ``oof`` = out-of-fold predictions of the
 cross-validation on the training part (internal), ``internal_test`` = the held-out same-centre
 test set, ``external`` = the second centre. Several files (one per model, or one per run) are
@@ -26,7 +26,8 @@ import pandas as pd
 from ..errors import DataIntegrityError, InputError
 
 REQUIRED_COLUMNS = ("model", "case_id", "patient_id", "cohort", "fold", "y_true", "y_prob")
-OPTIONAL_COLUMNS = ("y_std", "synthetic")
+SPREAD_COLUMNS = ("y_std", "y_contour_std")   # per-case uncertainties (stats.uncertainty)
+OPTIONAL_COLUMNS = (*SPREAD_COLUMNS, "synthetic")
 COHORTS = ("oof", "internal_test", "external")
 _TRUE = {"1", "true", "yes", "y", "t"}
 _FALSE = {"0", "false", "no", "n", "f"}
@@ -88,11 +89,13 @@ def _check_rows(frame: pd.DataFrame, path: str, problems: list[str]) -> None:
     finite = np.isfinite(y_prob.to_numpy(float, na_value=np.nan))
     report(~finite, "y_prob is missing, NaN or infinite")
     report(finite & ((y_prob < 0) | (y_prob > 1)), "y_prob must be a probability in [0, 1]")
-    if "y_std" in frame.columns:
-        y_std = pd.to_numeric(frame["y_std"], errors="coerce")
-        given = frame["y_std"].notna()
-        report(given & ~(np.isfinite(y_std.to_numpy(float, na_value=np.nan)) & (y_std >= 0)),
-               "y_std must be empty or a finite number >= 0")
+    for column in SPREAD_COLUMNS:
+        if column not in frame.columns:
+            continue
+        spread = pd.to_numeric(frame[column], errors="coerce")
+        given = frame[column].notna()
+        report(given & ~(np.isfinite(spread.to_numpy(float, na_value=np.nan)) & (spread >= 0)),
+               f"{column} must be empty or a finite number >= 0")
     if "synthetic" in frame.columns:
         report(_parse_bool(frame["synthetic"]).isna(), "synthetic must be true/false (or 1/0)")
 
@@ -101,7 +104,7 @@ def read_predictions(paths: Sequence[str | Path]) -> pd.DataFrame:
     """Read and check one or more predictions CSVs; return them stacked.
 
     Returns columns ``model, case_id, patient_id, cohort, fold, y_true (int), y_prob (float),
-    y_std (float, NaN where absent), synthetic (bool or NA where absent), source, row``.
+    y_std and y_contour_std (float, NaN where absent), synthetic (bool or NA where absent), source, row``.
     Raises DataIntegrityError listing every problem of every file (bad labels, non-finite or
     out-of-range probabilities, unknown cohorts, a case listed twice for one model and cohort).
     """
@@ -121,8 +124,9 @@ def read_predictions(paths: Sequence[str | Path]) -> pd.DataFrame:
         table[column] = table[column].astype(str).str.strip()
     table["y_true"] = pd.to_numeric(table["y_true"]).astype(int)
     table["y_prob"] = pd.to_numeric(table["y_prob"]).astype(float)
-    table["y_std"] = (pd.to_numeric(table["y_std"], errors="coerce").astype(float)
-                      if "y_std" in table.columns else math.nan)
+    for column in SPREAD_COLUMNS:
+        table[column] = (pd.to_numeric(table[column], errors="coerce").astype(float)
+                         if column in table.columns else math.nan)
     table["synthetic"] = (_parse_bool(table["synthetic"]) if "synthetic" in table.columns
                           else pd.NA)
     duplicated = table.duplicated(["model", "cohort", "case_id"], keep=False)
@@ -150,7 +154,7 @@ class CohortTable:
     """The models of one cohort lined up on the same cases (sorted by case id).
 
     case_ids, patient_ids, y_true: (N,); y_prob: (K, N), row k = models[k];
-    y_std: (K, N), NaN where the file had none.
+    spreads: column of :data:`SPREAD_COLUMNS` -> (K, N), NaN where the file had none.
     """
 
     cohort: str
@@ -159,7 +163,12 @@ class CohortTable:
     patient_ids: np.ndarray
     y_true: np.ndarray
     y_prob: np.ndarray
-    y_std: np.ndarray
+    spreads: dict[str, np.ndarray]
+
+    @property
+    def y_std(self) -> np.ndarray:
+        """(K, N) fold spread, NaN where the file had none."""
+        return self.spreads["y_std"]
 
 
 def cohort_table(table: pd.DataFrame, cohort: str, models: Sequence[str]) -> CohortTable:
@@ -195,4 +204,5 @@ def cohort_table(table: pd.DataFrame, cohort: str, models: Sequence[str]) -> Coh
         cohort=cohort, models=tuple(models), case_ids=np.asarray(all_cases),
         patient_ids=first["patient_id"].to_numpy(str), y_true=first["y_true"].to_numpy(int),
         y_prob=np.vstack([aligned[m]["y_prob"].to_numpy(float) for m in models]),
-        y_std=np.vstack([aligned[m]["y_std"].to_numpy(float) for m in models]))
+        spreads={c: np.vstack([aligned[m][c].to_numpy(float) for m in models])
+                 for c in SPREAD_COLUMNS})

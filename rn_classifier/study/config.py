@@ -147,6 +147,31 @@ class CompareStage:
 
 
 @dataclass
+class ContourStage:
+    """Predictions under alternative contours (rn_classifier.study.contour); the fields after
+    ``enabled`` are those of rn_classifier.data.contour_variants.ContourVariantConfig."""
+
+    enabled: bool = True
+    margin_mm: float = 1.0                    # erode / dilate radius (at least one voxel)
+    n_jitter: int = 2                         # boundary-jitter draws per case
+    jitter_mm: float = 1.0                    # SD of the boundary displacement
+    jitter_smooth_mm: float = 4.0             # its correlation length
+    seed: int = 0
+    morphology: bool = True
+    raters: bool = True                       # other raters' masks (manifest columns mask_<rater>)
+
+
+@dataclass
+class ShiftStage:
+    """The label-free shift check (rn_classifier.shift): each cohort against internal oof."""
+
+    enabled: bool = True
+    level: float = 0.99                       # quantile of the held-out internal spread that flags
+    n_draws: int = 200                        # random internal held-out subsets per verdict
+    seed: int = 0
+
+
+@dataclass
 class ReportStage:
     enabled: bool = True
     pseudonymize: bool = False
@@ -165,7 +190,9 @@ class StudyConfig:
     # further registered baselines by name: {name: {enabled, config, set}}
     baselines: dict[str, BaselineStage] = field(default_factory=dict)
     label_efficiency: LabelEfficiencyStage = field(default_factory=LabelEfficiencyStage)
+    contour: ContourStage = field(default_factory=ContourStage)
     compare: CompareStage = field(default_factory=CompareStage)
+    shift: ShiftStage = field(default_factory=ShiftStage)
     report: ReportStage = field(default_factory=ReportStage)
 
 

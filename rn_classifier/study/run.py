@@ -14,7 +14,10 @@ Run folder (``RUN``)::
     radiomics/             radiomics run; every other registered baseline in RUN/<name>/ likewise
     label_efficiency/      with label fractions: runs per model and fraction, curve.csv + curve.json
     check/clinical.json    missing clinical values and unseen levels per cohort (what the models impute)
+    contour/               image models' held-out predictions under alternative contours
+                           (contour_predictions.csv; rn_classifier.study.contour)
     compare/stats.json     every predictions.csv compared with the reference model (+ clinical.json)
+    shift/                 label-free shift check: shift.json, cases.csv (rn_classifier.shift)
     report/                report.html, report.json (rn_classifier.report)
 
 Stages run in that order. A stage is skipped when stages.json records it ``done`` with the
@@ -301,8 +304,13 @@ class Study:
         cfg.data.pool_cache = str(self.cache("unlabeled"))
         if p.exclude_external_center:
             cfg.data.exclude_centers = sorted(set(cfg.data.exclude_centers) | set(self.external_centers()))
-        if cfg.data.include_internal_train or cfg.monitor.every_n_epochs > 0:
+        # this run's internal cache and split wherever the stage YAML names one (dino_vitb.yaml:
+        # paper_run/..., another run folder) or the run uses them; the split also keeps the
+        # internal-test patients out of the pool
+        uses_internal = cfg.data.include_internal_train or cfg.monitor.every_n_epochs > 0
+        if uses_internal or cfg.data.internal_cache:
             cfg.data.internal_cache = str(self.cache("internal"))
+        if uses_internal or cfg.data.split:
             cfg.data.split = str(self.split_path)
         if p.max_steps is not None:
             cfg.trainer.max_steps = p.max_steps
@@ -369,9 +377,9 @@ class Study:
         return resolve_path(p.encoder) if p.encoder else None
 
     def _finetune_settings(self, cfg) -> dict:
-        from ..finetune.config import result_settings
+        from ..finetune.config import result_settings, without_default_acquisition
 
-        d = result_settings(cfg)
+        d = without_default_acquisition(result_settings(cfg))
         # paths the study fills in; what they hold enters the key through the upstream stages
         for k in ("internal_manifest", "external_manifest", "internal_cache", "external_cache", "split"):
             d["data"].pop(k, None)
@@ -510,7 +518,44 @@ class Study:
         self.book.run("label_efficiency", key, work)
         self.keys["label_efficiency"] = self.book.token("label_efficiency")
 
-    def stage_compare(self, predictions: dict[str, Path]) -> dict:
+    def stage_contour(self, predictions: dict[str, Path]) -> Path | None:
+        """Every image model's internal-test and external predictions under alternative contours."""
+        from ..data.contour_variants import ContourVariantConfig
+        from ..data.manifest import load_manifest
+        from ..data.split import load_split
+        from ..predict.model import load_model
+        from .contour import CONTOUR_FILE, predict_contours
+
+        c = self.cfg.contour
+        if not c.enabled:
+            return None
+        variants = ContourVariantConfig(**{k: v for k, v in to_dict(c).items() if k != "enabled"}).check()
+        images = [m for m, cfg in self.finetune_models().items() if cfg.model.kind != "clinical"]
+        if not images:
+            return None
+        upstream = [self.keys[f"finetune:{m}"] for m in images] + [self.keys["split"]]
+        key = stage_key(to_dict(c), upstream)
+        out = self.out / "contour" / CONTOUR_FILE
+
+        def work(stale: bool):
+            runs = {m: load_model(predictions[m].parent) for m in images}
+            internal = load_manifest(self.manifest("internal"))
+            split = load_split(self.split_path)
+            test_ids = set(split.loc[split["part"] == "internal_test", "case_id"])
+            cohorts = {"internal_test": (internal[internal["case_id"].isin(test_ids)],
+                                         self.manifest("internal").parent)}
+            if self.has("external"):
+                cohorts["external"] = (load_manifest(self.manifest("external")),
+                                       self.manifest("external").parent)
+            rows = predict_contours(runs, cohorts, variants, echo=self.echo)
+            atomic.write_csv(out, rows)
+            return {"rows": len(rows), "variants": sorted(set(rows["variant"]))}
+
+        self.book.run("contour", key, work)
+        self.keys["contour"] = self.book.token("contour")
+        return out
+
+    def stage_compare(self, predictions: dict[str, Path], contour: Path | None = None) -> dict:
         from ..finetune.bundle import record_thresholds
         from ..stats.compare import CompareSettings, run_compare
 
@@ -521,6 +566,8 @@ class Study:
         settings = CompareSettings(n_boot=c.n_boot, seed=c.seed, conf_level=c.conf_level,
                                    n_bins=c.n_bins, recalibrate=c.recalibrate)
         upstream = [self.keys[self.stage_of[m]] for m in predictions]
+        if contour is not None:
+            upstream.append(self.keys["contour"])
         audit = self.clinical_audit_path
         if audit.is_file():
             upstream.append(self.keys["check-data"])
@@ -532,7 +579,8 @@ class Study:
 
             out.parent.mkdir(parents=True, exist_ok=True)
             run_compare([predictions[m] for m in predictions], out, c.reference, settings,
-                        clinical_data=json.loads(audit.read_text()) if audit.is_file() else None)
+                        clinical_data=json.loads(audit.read_text()) if audit.is_file() else None,
+                        contour=contour)
             # the bundles decide with the threshold compare froze (the same Youden rule on the same
             # oof predictions as the one they were written with)
             record_thresholds(out, [path.parent for path in predictions.values()])
@@ -543,6 +591,27 @@ class Study:
         import json
 
         return json.loads(out.read_text())
+
+    def stage_shift(self, predictions: dict[str, Path]) -> None:
+        """Image statistics and score distributions of each cohort against internal oof."""
+        from ..shift.run import run_shift_check
+
+        s = self.cfg.shift
+        if not s.enabled:
+            return
+        upstream = [self.keys["preprocess"], self.keys["compare"]]
+        key = stage_key(to_dict(s), upstream)
+        caches = [self.cache(c) for c in ("internal", "external") if self.has(c)]
+
+        def work(stale: bool):
+            result = run_shift_check(caches, [predictions[m] for m in predictions], self.out / "shift",
+                                     level=s.level, n_draws=s.n_draws, seed=s.seed)
+            flagged = {c: v["flagged"] for c, v in result["image"]["cohorts"].items()}
+            self.echo(f"  image statistics outside the internal range: {flagged}")
+            return {"image_flagged": flagged}
+
+        self.book.run("shift", key, work)
+        self.keys["shift"] = self.book.token("shift")
 
     def stage_report(self) -> Path | None:
         if not self.cfg.report.enabled:
@@ -616,7 +685,9 @@ class Study:
         predictions = self.stage_finetune()
         predictions.update(self.stage_baselines())
         self.stage_label_efficiency(predictions)
-        stats = self.stage_compare(predictions)
+        contour = self.stage_contour(predictions)
+        stats = self.stage_compare(predictions, contour)
+        self.stage_shift(predictions)
         report = self.stage_report()
         return {"run": self.out, "stats": stats, "report": report, "ran": self.book.ran,
                 "skipped": self.book.skipped, "timings": self.book.timings()}
