@@ -27,7 +27,7 @@ from timm.layers import get_padding
 from torch import nn
 
 from ..errors import InputError
-from .patch_embed import check_spatial_dims, grid_for
+from .patch_embed import check_input, check_spatial_dims, grid_for
 
 _CONV = {2: nn.Conv2d, 3: nn.Conv3d}
 _BATCH_NORM = {2: nn.BatchNorm2d, 3: nn.BatchNorm3d}
@@ -103,9 +103,6 @@ class ConvStemPatchEmbed(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``x: (B, C, *spatial)`` → ``(B, L, D)``."""
-        if x.ndim != self.spatial_dims + 2 or x.shape[1] != self.input_conv.in_channels:
-            raise InputError(f"expected input of shape (B, {self.input_conv.in_channels}, "
-                             f"{', '.join('*' * self.spatial_dims)}) for a {self.spatial_dims}D model "
-                             f"with {self.input_conv.in_channels} channel(s), got {tuple(x.shape)}")
+        check_input(x, self.spatial_dims, self.input_conv.in_channels)
         grid_for(x.shape[2:], self.patch_size)  # the same error as PatchEmbed for a bad crop size
         return self.stem(x).flatten(2).transpose(1, 2)

@@ -38,6 +38,13 @@ def check_spatial_dims(spatial_dims: int) -> int:
     return spatial_dims
 
 
+def check_input(x: torch.Tensor, spatial_dims: int, in_chans: int) -> None:
+    """``InputError`` unless ``x`` is ``(B, in_chans, *spatial)`` with ``spatial_dims`` axes."""
+    if x.ndim != spatial_dims + 2 or x.shape[1] != in_chans:
+        raise InputError(f"expected input of shape (B, {in_chans}, {', '.join('*' * spatial_dims)}) "
+                         f"for a {spatial_dims}D model with {in_chans} channel(s), got {tuple(x.shape)}")
+
+
 def patchify(x: torch.Tensor, patch_size: int | Sequence[int]) -> torch.Tensor:
     """``x: (B, C, *spatial)`` → patches ``(B, L, prod(patch_size) * C)``, ``L = prod(spatial / patch)``."""
     spatial_dims = x.ndim - 2
@@ -122,10 +129,7 @@ class PatchEmbed(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``x: (B, C, *spatial)`` → ``(B, L, D)``."""
-        if x.ndim != self.spatial_dims + 2 or x.shape[1] != self.proj.in_channels:
-            raise InputError(f"expected input of shape (B, {self.proj.in_channels}, "
-                             f"{', '.join('*' * self.spatial_dims)}) for a {self.spatial_dims}D model "
-                             f"with {self.proj.in_channels} channel(s), got {tuple(x.shape)}")
+        check_input(x, self.spatial_dims, self.proj.in_channels)
         # conv(kernel = stride = patch) == patchify + linear; the (D, C, *patch) kernel is laid
         # out as (D, *patch, C) to match patchify's voxel-then-channel order.
         weight = self.proj.weight.movedim(1, -1).reshape(self.proj.out_channels, -1)
