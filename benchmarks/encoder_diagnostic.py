@@ -46,6 +46,7 @@ from rn_classifier.finetune.module import FinetuneModule, steps_per_epoch
 from rn_classifier.models.classifiers import ImageClassifier
 from rn_classifier.models import create_model
 from rn_classifier.pretrain.probe import centre_crops, crop_statistics
+from rn_classifier.pretrain.run import fastest_precision
 from rn_classifier.stats.delong import auc_delong, delong_paired
 
 STATISTICS = "crop statistics + logistic"
@@ -119,7 +120,10 @@ def encoder_scores(cache: CropCache, arch: str, train: pd.DataFrame, test: pd.Da
     test_items = make_items(cache, test["case_id"].tolist(), test["label"].astype(int).tolist())
     data = FinetuneDataModule(cache, train_items, test_items, CROP, AUGMENT, batch_size,
                               predict_batch_size=32, seed=seed)
-    trainer = pl.Trainer(max_steps=steps, accelerator="cpu", precision="bf16-mixed", logger=False,
+    # bf16 only where it is faster: on a CPU without AMX tiles (e.g. AMD EPYC) a bf16 matmul is
+    # ~150x slower than fp32, and this step 16x slower (measured 2026-12-02).
+    precision = fastest_precision(on_gpu=False)
+    trainer = pl.Trainer(max_steps=steps, accelerator="cpu", precision=precision, logger=False,
                          enable_checkpointing=False, enable_progress_bar=False,
                          enable_model_summary=False, limit_val_batches=0, num_sanity_val_steps=0)
     start = time.perf_counter()
@@ -157,6 +161,7 @@ def run(args) -> dict:
             "held_out_patients": int(test["patient_id"].nunique()),
             "held_out_rn": int(y_test.sum()), "steps": args.steps, "lr": args.lr,
             "batch_size": args.batch_size, "threads": args.threads,
+            "precision": fastest_precision(on_gpu=False),
             "machine": f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads",
             "table": rows}
 
