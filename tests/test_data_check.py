@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import re
 from pathlib import Path
 
 import nibabel as nib
@@ -112,3 +113,43 @@ def test_load_manifest_errors_name_the_column(tmp_path):
         load_manifest(p, clinical={"age": "numeric", "sex": "categorical"})
     with pytest.raises(DataIntegrityError, match="'age' is numeric but holds 'old'"):
         load_manifest(p, clinical={"age": "numeric"})
+
+
+def test_other_raters_masks_are_checked_like_the_drawn_one(manifest, capsys):
+    """``mask_<rater>`` columns: a missing file, a mask on another grid and an empty mask are one
+    problem each, naming case, column and file; a good mask and an empty cell (not contoured) pass."""
+    df = pd.read_csv(manifest, dtype=str, keep_default_na=False)
+    base = manifest.parent
+    ids = df["case_id"].tolist()
+    shape = nib.load(base / df.loc[0, "image"]).shape
+    affine = nib.load(base / df.loc[0, "image"]).affine
+    df["mask_rater2"] = ""
+    df.loc[0, "mask_rater2"] = df.loc[0, "mask"]                         # good: the drawn mask itself
+    df.loc[1, "mask_rater2"] = "rater2/missing.nii.gz"
+    save_nifti(np.full((5, 5, 5), 11, np.int16), base / "rater2_small.nii.gz")
+    df.loc[2, "mask_rater2"] = "rater2_small.nii.gz"                    # another grid
+    save_nifti(np.zeros(shape, np.int16), base / "rater2_empty.nii.gz", affine)
+    df.loc[3, "mask_rater2"] = "rater2_empty.nii.gz"                    # no lesion voxel at all
+    df.loc[3, "mask_labels"] = ""                                        # (the drawn mask: every non-zero)
+    # df.loc[4:, "mask_rater2"] stays empty: rater 2 did not contour those cases
+    df.to_csv(manifest, index=False)
+
+    _, problems = check_manifest(manifest)
+    bad = {ids[1]: ("missing.nii.gz", "does not exist"), ids[2]: ("rater2_small.nii.gz", "grid|shape"),
+           ids[3]: ("rater2_empty.nii.gz", "empty")}
+    assert len(problems) == 3, "\n".join(problems)
+    for cid, (file, what) in bad.items():
+        [line] = [p for p in problems if f"case {cid}," in p]
+        assert "column mask_rater2" in line and file in line and re.search(what, line), line
+    assert main(["check-data", str(manifest)]) == 1
+    assert "3 problem(s)" in capsys.readouterr().err
+
+
+def test_a_raters_mask_column_is_not_listed_as_a_clinical_value(manifest, capsys):
+    """A rater who did not contour a case is not a clinical value 'imputed as missing'."""
+    df = pd.read_csv(manifest, dtype=str, keep_default_na=False)
+    df["mask_rater2"] = df["mask"]
+    df.loc[1, "mask_rater2"] = ""
+    df.to_csv(manifest, index=False)
+    assert main(["check-data", str(manifest)]) == 0
+    assert "mask_rater2" not in capsys.readouterr().out

@@ -365,6 +365,40 @@ def test_a_case_that_cannot_be_predicted_is_a_row_with_its_error(ssl_run, five_c
     assert (table["error"] == "").sum() == 4 and "5 case(s), " in capsys.readouterr().out
 
 
+def test_a_cases_manifest_with_a_raters_column_reports_that_rater_per_case(ssl_run, five_cases, tmp_path):
+    """``mask_rater2`` (relative to the manifest, like ``mask``) goes into that case's contour spread
+    as ``rater:mask_rater2``; an empty cell means rater 2 did not contour the case: no entry."""
+    from rn_classifier.data.contour_variants import variant_inputs
+    from rn_classifier.data.crop import read_case
+    from rn_classifier.data.readers import read_mask
+
+    for sub in ("images", "masks"):
+        shutil.copytree(five_cases / sub, tmp_path / sub)
+    (tmp_path / "rater2").mkdir()
+    ref = nib.load(five_cases / "images" / "case0.nii.gz")
+    rater2 = sphere(ref.shape, (26, 36, 11), 5).astype(np.int16)       # case0's lesion, drawn wider
+    save_nifti(rater2, tmp_path / "rater2" / "case0.nii.gz", ref.affine)
+    pd.DataFrame([{"case_id": "case0", "image": "images/case0.nii.gz", "mask": "masks/case0.nii.gz",
+                   "mask_rater2": "rater2/case0.nii.gz"},
+                  {"case_id": "case1", "image": "images/case1.nii.gz", "mask": "masks/case1.nii.gz",
+                   "mask_rater2": ""}]).to_csv(tmp_path / "cases.csv", index=False)
+    rc = main(["predict", "--model", str(ssl_run.folder), "--cases", str(tmp_path / "cases.csv"),
+               "--out", str(tmp_path / "out")])
+    assert rc == 0
+    first, second = (json.loads((tmp_path / "out" / c / "prediction.json").read_text())["contour"]
+                     for c in ("case0", "case1"))
+    assert first["settings"]["rater_masks"] == {"mask_rater2": "case0.nii.gz"}
+    assert not [k for k in second["probabilities"] if k.startswith("rater:")]
+    assert first["n_contours"] == second["n_contours"] + 1
+    # rater 2's P is the model's P on the crop of rater 2's lesion (the one road), next to the spread
+    case = read_case(tmp_path / "images" / "case0.nii.gz", tmp_path / "masks" / "case0.nii.gz", ())
+    lesion = read_mask(tmp_path / "rater2" / "case0.nii.gz", (), case.image).lesion     # on the RAS grid
+    x = variant_inputs(case, ssl_run.preprocessing.crop_setting, {"r2": lesion})["r2"]
+    assert first["probabilities"]["rater:mask_rater2"] == pytest.approx(
+        float(np.mean(ssl_run.predict(x, None, with_attention=False).probs)))
+    assert first["sd"] == pytest.approx(np.std(list(first["probabilities"].values())))
+
+
 def test_a_decision_inside_the_fold_spread_is_flagged_borderline(ssl_run, new_case, tmp_path, capsys):
     result = predict_case(ssl_run.folder, new_case["image"], new_case["mask"], tmp_path / "a", run=ssl_run)
     probs = np.asarray(result["fold_probabilities"])

@@ -151,23 +151,29 @@ def variant_inputs(case, setting, variants: dict[str, np.ndarray]) -> dict[str, 
     return out
 
 
+def rater_mask_path(value, base):
+    """The file of one ``mask_<rater>`` cell, relative to ``base`` (the manifest's folder) like
+    ``mask``; None for an empty cell (that rater did not contour this case)."""
+    from pathlib import Path
+
+    if not isinstance(value, str) or not value.strip():
+        return None
+    return Path(value) if Path(value).is_absolute() else Path(base) / value
+
+
 def rater_lesions(case, row: dict, columns: Sequence[str], base) -> dict[str, np.ndarray]:
     """Other raters' lesions of one manifest row, on the case's image grid: ``rater:<column>``.
 
     row: the manifest row; ``base``: the folder its relative paths start from (the manifest's);
     an empty cell means that rater did not contour this case.
     """
-    from pathlib import Path
-
     from .readers import read_mask
 
     out = {}
-    base = Path(base)
     for column in columns:
-        value = row.get(column)
-        if not isinstance(value, str) or not value.strip():
+        path = rater_mask_path(row.get(column), base)
+        if path is None:
             continue
-        path = Path(value) if Path(value).is_absolute() else base / value
         try:
             mask = read_mask(path, row.get("mask_labels", ()) or (), case.image)
         except InputError as exc:

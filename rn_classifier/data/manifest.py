@@ -22,6 +22,7 @@ import pandas as pd
 
 from .. import atomic
 from ..errors import DataIntegrityError, InputError
+from .contour_variants import rater_columns
 from .dicom_rt import dicom_mask_kind
 
 MANIFEST_VERSION = 1
@@ -34,8 +35,11 @@ BOOKKEEPING_COLUMNS = ("synthetic", "timepoint", "lesion", "image_path", "mask_p
 
 
 def undeclared_clinical_columns(df: pd.DataFrame) -> list[str]:
-    """The manifest's columns that can only be clinical variables (no config declares them)."""
-    return [c for c in df.columns if c not in REQUIRED_COLUMNS and c not in BOOKKEEPING_COLUMNS]
+    """The manifest's columns that can only be clinical variables (no config declares them);
+    other raters' masks (``mask_<rater>``) are contours, not clinical values."""
+    raters = set(rater_columns(list(df.columns)))
+    return [c for c in df.columns if c not in REQUIRED_COLUMNS and c not in BOOKKEEPING_COLUMNS
+            and c not in raters]
 MASK_LABEL_SEP = ";"
 
 

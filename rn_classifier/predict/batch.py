@@ -1,7 +1,8 @@
 """``predict --cases``: many new cases with one loaded model, one row per case.
 
-The cases come from a manifest (seam 1: ``case_id, image, mask[, mask_labels][, clinical
-columns]``, paths relative to the manifest; ``,`` or ``;`` separated) or from a folder holding
+The cases come from a manifest (seam 1: ``case_id, image, mask[, mask_labels][, mask_<rater>]
+[, clinical columns]``, paths relative to the manifest; ``,`` or ``;`` separated; other raters'
+masks go into each case's contour spread as ``rater:mask_<rater>``, as the study names them) or from a folder holding
 ``images/<case>.<ext>`` and ``masks/<case>.<ext>`` with the same names (nnU-Net's ``-i DIR``
 habit). Each case is exactly a single-case :func:`~rn_classifier.predict.case.predict_case`
 into ``OUT/<case_id>/``; ``OUT/predictions.csv`` holds one row per case, a case that is refused
@@ -17,6 +18,7 @@ from pathlib import Path
 import pandas as pd
 
 from .. import atomic
+from ..data.contour_variants import rater_columns, rater_mask_path
 from ..errors import InputError
 from .case import SYNTHETIC_WARNING, predict_case
 from .model import load_model
@@ -54,7 +56,8 @@ def _folder_cases(folder: Path) -> pd.DataFrame:
 
 
 def read_cases(path: str | os.PathLike, clinical_columns=()) -> pd.DataFrame:
-    """``case_id, image_path, mask_path, mask_labels`` and the clinical columns present."""
+    """``case_id, image_path, mask_path, mask_labels``, the ``mask_<rater>`` columns present (other
+    raters' masks, absolute; empty = none) and the clinical columns present."""
     from ..data.dicom_rt import dicom_mask_kind
     from ..data.manifest import parse_mask_labels, read_csv_table
 
@@ -73,10 +76,18 @@ def read_cases(path: str | os.PathLike, clinical_columns=()) -> pd.DataFrame:
     labels = table["mask_labels"] if "mask_labels" in table.columns else [""] * len(table)
     out["mask_labels"] = [parse_mask_labels(v, c, names=dicom_mask_kind(Path(m)) is not None)
                           for v, c, m in zip(labels, table["case_id"], out["mask_path"])]
+    # other raters' masks ride along as absolute paths ("" = that rater did not contour the case)
+    for col in rater_columns(list(table.columns)):
+        out[col] = [str(p) if (p := rater_mask_path(v, base)) is not None else "" for v in table[col]]
     for col in clinical_columns:
         if col in table.columns:
             out[col] = table[col]
     return out
+
+
+def case_rater_masks(case: dict) -> dict[str, str]:
+    """``{column: mask file}`` of the other raters who contoured this case (a :func:`read_cases` row)."""
+    return {col: case[col] for col in rater_columns(list(case)) if case[col]}
 
 
 def predict_cases(model_dir: str | os.PathLike, cases: str | os.PathLike, out: str | os.PathLike,
@@ -93,7 +104,8 @@ def predict_cases(model_dir: str | os.PathLike, cases: str | os.PathLike, out: s
         clinical = [f"{c}={case[c]}" for c in run.clinical_spec if str(case.get(c, "")).strip()]
         try:
             result = predict_case(run.folder, case["image_path"], case["mask_path"], out / case["case_id"],
-                                  list(case["mask_labels"]), clinical, stats, run=run)
+                                  list(case["mask_labels"]), clinical, stats, run=run,
+                                  rater_masks=case_rater_masks(case))
         except InputError as exc:
             rows.append({"case_id": case["case_id"], "error": str(exc)})
             echo(f"{case['case_id']}: error: {exc}")

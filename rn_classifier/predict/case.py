@@ -22,6 +22,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 from pathlib import Path
 
 import numpy as np
@@ -32,6 +33,9 @@ from ..models.bundle import ModelBundle
 from ..stats.borderline import threshold_in_spread
 from .inputs import CaseInput, parse_clinical, prepare_case
 from .model import frozen_threshold, load_model
+
+if TYPE_CHECKING:                      # the contour stage (scipy) is imported when it runs
+    from .contour_spread import RaterMasks
 
 FORMAT = "rn-classifier/prediction"
 VERSION = 1
@@ -47,7 +51,7 @@ def _decision(prob: float, threshold: float) -> str:
 def predict_case(model_dir: str | os.PathLike, image: str | os.PathLike, mask: str | os.PathLike,
                  out: str | os.PathLike, mask_labels: Sequence[int] | None = None,
                  clinical: Sequence[str] = (), stats: str | os.PathLike | None = None,
-                 run: ModelBundle | None = None, rater_masks: Sequence[str | os.PathLike] = (),
+                 run: ModelBundle | None = None, rater_masks: RaterMasks = (),
                  contour: bool = True, shift: str | os.PathLike | None = None) -> dict:
     """Predict one case with the model in ``model_dir`` (a model bundle, or a fine-tuning run
     folder and its bundle); write the outputs to ``out``.
@@ -58,7 +62,8 @@ def predict_case(model_dir: str | os.PathLike, image: str | os.PathLike, mask: s
         bundle's, see :func:`~rn_classifier.predict.model.frozen_threshold`).
     run: an already loaded :class:`~rn_classifier.models.bundle.ModelBundle` (reused across
         calls, e.g. in a benchmark).
-    rater_masks: other raters' masks of this lesion (same labels), predicted next to the drawn one;
+    rater_masks: other raters' masks of this lesion (same labels), predicted next to the drawn one:
+        files (named by file name) or ``{manifest column: file}`` (named by column);
     contour: also predict under alternative contours (:mod:`.contour_spread`);
     shift: a ``shift.json`` whose internal range the case is checked against (default: the
         study's, :mod:`.shift_flag`).

@@ -1,9 +1,10 @@
 """How much one new case's P(RN) depends on the contour: predictions under alternative contours.
 
 The drawn lesion, its erosion / dilation by about 1 mm, smooth boundary jitter
-(:mod:`rn_classifier.data.contour_variants`) and any other raters' masks given with
-``--rater-mask`` go through the same crop road as the drawn one; every fold model predicts each
-and the mean is P(RN) under that contour. ``prediction.json["contour"]`` holds P per contour, the
+(:mod:`rn_classifier.data.contour_variants`) and any other raters' masks (given with
+``--rater-mask``, or as ``mask_<rater>`` columns of a ``--cases`` manifest) go through the same
+crop road as the drawn one; every fold model predicts each and the mean is P(RN) under that
+contour. ``prediction.json["contour"]`` holds P per contour, the
 spread (SD over all contours, the drawn one included, as the fold spread is over folds), the range
 and the largest move away from the drawn contour's P.
 """
@@ -11,7 +12,7 @@ and the largest move away from the drawn contour's P.
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -21,26 +22,40 @@ from ..data.contour_variants import (ContourVariantConfig, contour_variants, spr
 from ..errors import InputError
 from ..stats.contour import ORIGINAL
 
+RaterMasks = Sequence[str | os.PathLike] | Mapping[str, str | os.PathLike]
 
-def rater_lesions_of(paths: Sequence[str | os.PathLike], labels, image) -> dict[str, np.ndarray]:
-    """Other raters' masks of this case, each read on the image's grid: ``rater:<file name>``."""
+
+def rater_lesions_of(rater_masks: RaterMasks, labels, image) -> dict[str, np.ndarray]:
+    """Other raters' masks of this case, each read on the image's grid.
+
+    rater_masks: files as ``--rater-mask`` gives them, named ``rater:<file name>``; or
+    ``{manifest column: file}`` as ``predict --cases`` gives them, named ``rater:<column>`` as the
+    study's contour stage names them (:func:`~rn_classifier.data.contour_variants.rater_lesions`).
+    """
     from ..data.readers import read_mask
 
     out = {}
-    for path in paths:
+    for name, source, path in _named(rater_masks):
         try:
             mask = read_mask(path, list(labels or []), image)
         except InputError as exc:
-            raise InputError(f"--rater-mask {path}: {exc}") from None
+            raise InputError(f"{source} {path}: {exc}") from None
         if not mask.lesion.any():
-            raise InputError(f"--rater-mask {path}: no voxel has the lesion label(s) "
+            raise InputError(f"{source} {path}: no voxel has the lesion label(s) "
                              f"{list(labels or []) or 'non-zero'}")
-        out[f"rater:{Path(path).name}"] = mask.lesion
+        out[f"rater:{name}"] = mask.lesion
     return out
 
 
+def _named(rater_masks: RaterMasks) -> list[tuple[str, str, str | os.PathLike]]:
+    """(name, where it came from, file) per rater mask."""
+    if isinstance(rater_masks, Mapping):
+        return [(column, f"column {column}", path) for column, path in rater_masks.items()]
+    return [(Path(path).name, "--rater-mask", path) for path in rater_masks]
+
+
 def contour_section(model, case, clinical, cfg: ContourVariantConfig = ContourVariantConfig(),
-                    rater_masks: Sequence[str | os.PathLike] = (), mask_labels=(),
+                    rater_masks: RaterMasks = (), mask_labels=(),
                     drawn_prob: float | None = None) -> dict:
     """``prediction.json["contour"]`` for one case.
 
@@ -62,4 +77,4 @@ def contour_section(model, case, clinical, cfg: ContourVariantConfig = ContourVa
     return {"probabilities": probs, **spread_summary(probs),
             "settings": {"margin_mm": cfg.margin_mm, "n_jitter": cfg.n_jitter, "jitter_mm": cfg.jitter_mm,
                          "jitter_smooth_mm": cfg.jitter_smooth_mm, "seed": cfg.seed,
-                         "rater_masks": [Path(p).name for p in rater_masks]}}
+                         "rater_masks": {name: Path(path).name for name, _, path in _named(rater_masks)}}}
