@@ -188,10 +188,12 @@ RESULT_NEUTRAL = {"train": ("num_workers", "progress_bar")}
 
 
 def result_settings(cfg: FinetuneConfig) -> dict:
-    """The config as a dict without the :data:`RESULT_NEUTRAL` settings."""
+    """The config as a dict without the :data:`RESULT_NEUTRAL` settings, and without keys at the
+    default that older runs lack (``unseen_levels``, ``augment.acquisition``), so their resume
+    hash and stage key stay valid."""
     from ..config import to_dict
 
-    d = to_dict(cfg)
+    d = without_default_acquisition(to_dict(cfg))
     for section, keys in RESULT_NEUTRAL.items():
         for key in keys:
             d[section].pop(key, None)

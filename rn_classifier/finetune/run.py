@@ -22,11 +22,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
 from .. import atomic
-from ..config import config_hash, save_config, to_dict
+from ..config import config_hash, save_config
 from ..data.clinical_audit import apply_unseen_policy, clinical_audit
 from ..data.manifest import check_disjoint_ids, load_manifest
 from ..data.split import load_split, make_split, save_split
@@ -35,7 +34,7 @@ from ..family import ModelFamily, family_of
 from ..predictions import write_predictions
 from ..provenance import run_provenance
 from .bundle import export_bundle
-from .config import FinetuneConfig, validate_config, without_default_acquisition
+from .config import FinetuneConfig, result_settings, validate_config
 from .cv import (FoldTrainer, clinical_trainer, ensemble, fold_dir, image_trainer,
                  late_fusion_trainer, read_fold, run_folds)
 
@@ -60,18 +59,10 @@ def run_relative_config(cfg: FinetuneConfig, out: Path) -> FinetuneConfig:
     return cfg
 
 
-# Settings that do not change what a run computes; a resumed run may differ in these.
-_RESUME_IGNORED = {"train": ("num_workers", "progress_bar")}
-
-
 def _result_hash(cfg: FinetuneConfig) -> str:
-    d = without_default_acquisition(to_dict(cfg))
-    if d.get("unseen_levels") == "impute":   # the default: runs made before the key stay valid
-        d.pop("unseen_levels")
-    for section, keys in _RESUME_IGNORED.items():
-        for key in keys:
-            d[section].pop(key, None)
-    return config_hash(d)
+    """What a resumed run must match: the settings that change results (a resumed run may differ
+    in the :data:`~rn_classifier.finetune.config.RESULT_NEUTRAL` ones)."""
+    return config_hash(result_settings(cfg))
 
 
 def find_encoder_dir(path: str | os.PathLike) -> Path:
@@ -257,13 +248,13 @@ def _image_fold_predictions(run_dir: Path, n_folds: int) -> pd.DataFrame:
 
 def quick_aucs(preds: pd.DataFrame) -> dict:
     """Per cohort: n, positives and ROC AUC (sklearn) where both classes occur."""
-    from sklearn.metrics import roc_auc_score
+    from ..stats.validation import auc_or_none
 
     out = {}
     for cohort, g in preds.groupby("cohort", sort=False):
         y = g["y_true"].to_numpy()
-        auc = float(roc_auc_score(y, g["y_prob"])) if len(np.unique(y)) == 2 else None
-        out[cohort] = {"n": int(len(g)), "n_radiation_necrosis": int(y.sum()), "auc": auc}
+        out[cohort] = {"n": int(len(g)), "n_radiation_necrosis": int(y.sum()),
+                       "auc": auc_or_none(y, g["y_prob"])}
     return out
 
 

@@ -377,9 +377,9 @@ class Study:
         return resolve_path(p.encoder) if p.encoder else None
 
     def _finetune_settings(self, cfg) -> dict:
-        from ..finetune.config import result_settings, without_default_acquisition
+        from ..finetune.config import result_settings
 
-        d = without_default_acquisition(result_settings(cfg))
+        d = result_settings(cfg)
         # paths the study fills in; what they hold enters the key through the upstream stages
         for k in ("internal_manifest", "external_manifest", "internal_cache", "external_cache", "split"):
             d["data"].pop(k, None)
