@@ -23,7 +23,7 @@ from typing import Optional
 
 from ..config import check_choice
 from ..data.clinical_audit import check_unseen_policy
-from ..errors import ConfigError
+from ..errors import ConfigError, InputError
 from ..family import ModelFamily, family_of
 
 MODEL_KINDS = ("vit", "clinical")
@@ -231,10 +231,13 @@ def _check_clinical_settings(cfg: FinetuneConfig) -> None:
 
 def _check_family_inputs(cfg: FinetuneConfig) -> None:
     """The model family exists and has what it reads: clinical columns, an image run for late only."""
-    if cfg.model.kind == "clinical" and cfg.fusion.kind != "none":
+    try:
+        family = family_of(cfg)
+    except InputError:
+        # each kind is a known choice here (_check_choices ran first), so the one pair without a
+        # family is a clinical model with a fusion
         raise ConfigError("fusion.kind must be 'none' for model.kind='clinical' (fusion combines the "
-                          "image model with clinical data)")
-    family = family_of(cfg)
+                          "image model with clinical data)") from None
     if family.uses_clinical and not cfg.clinical:
         raise ConfigError(f"model.kind={cfg.model.kind!r} with fusion.kind={cfg.fusion.kind!r} needs "
                           "clinical columns: set `clinical: {age: numeric, sex: categorical, ...}`")

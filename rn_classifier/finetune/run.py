@@ -155,7 +155,8 @@ def resolve_split(cfg: FinetuneConfig, out: Path, internal: pd.DataFrame,
     """Reuse the run's split, ``data.split`` or the image run's; else make one. Saved in ``out``."""
     own = out / "split.csv"
     source = cfg.data.split
-    if source is None and not own.is_file() and cfg.fusion.kind == "late" and cfg.fusion.image_run:
+    if (source is None and not own.is_file() and family_of(cfg) is ModelFamily.LATE
+            and cfg.fusion.image_run):
         source = str(Path(cfg.fusion.image_run) / "split.csv")
     if source is not None:
         split = load_split(source, internal)
@@ -190,8 +191,7 @@ def load_cases(cfg: FinetuneConfig, out: Path, echo: Callable[[str], None]
     clinical columns; external levels the internal cohort lacks are made missing in ``cases``
     under ``unseen_levels=impute`` and refused under ``error``.
     """
-    uses_clinical = cfg.model.kind == "clinical" or cfg.fusion.kind != "none"
-    spec = dict(cfg.clinical) if uses_clinical else {}
+    spec = dict(cfg.clinical) if family_of(cfg).uses_clinical else {}
     internal = load_manifest(cfg.data.internal_manifest, clinical=spec)
     unlabelled = internal["label"].isna()
     if unlabelled.any():

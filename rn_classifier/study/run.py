@@ -530,7 +530,7 @@ class Study:
         if not c.enabled:
             return None
         variants = ContourVariantConfig(**{k: v for k, v in to_dict(c).items() if k != "enabled"}).check()
-        images = [m for m, cfg in self.finetune_models().items() if cfg.model.kind != "clinical"]
+        images = [m for m, cfg in self.finetune_models().items() if family_of(cfg).uses_images]
         if not images:
             return None
         upstream = [self.keys[f"finetune:{m}"] for m in images] + [self.keys["split"]]
