@@ -19,7 +19,6 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
 
 from . import atomic
-from . import errors
 from .errors import ConfigError
 
 T = TypeVar("T")
@@ -135,8 +134,3 @@ def json_hash(obj: Any) -> str:
 def config_hash(cfg: Any) -> str:
     """A stable short hash of a config, for caches and stage skipping."""
     return json_hash(to_dict(cfg))
-
-
-def check_choice(value, key: str, choices: Sequence):
-    """Refuse a config value outside its allowed set, naming the dotted key and the choices."""
-    return errors.check_choice(value, key, choices, ConfigError)

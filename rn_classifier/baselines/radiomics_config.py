@@ -15,8 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
-from ..config import check_choice
-from ..errors import ConfigError
+from ..errors import ConfigError, check_choice
 
 ON_ERROR = ("fail", "skip")
 SELECTION_METHODS = ("l1", "univariate")
@@ -123,10 +122,10 @@ def validate_config(cfg: RadiomicsConfig) -> RadiomicsConfig:
     Fills ``extraction.pyradiomics`` with the MOLAB settings when the config leaves it out, so
     the saved config shows the parameters actually used.
     """
-    check_choice(cfg.extraction.on_error, "extraction.on_error", ON_ERROR)
-    check_choice(cfg.model.selection.method, "model.selection.method", SELECTION_METHODS)
+    check_choice(cfg.extraction.on_error, "extraction.on_error", ON_ERROR, ConfigError)
+    check_choice(cfg.model.selection.method, "model.selection.method", SELECTION_METHODS, ConfigError)
     for name in cfg.model.classifiers:
-        check_choice(name, "model.classifiers[]", CLASSIFIERS)
+        check_choice(name, "model.classifiers[]", CLASSIFIERS, ConfigError)
     if not cfg.model.classifiers:
         raise ConfigError(f"model.classifiers must name at least one of {list(CLASSIFIERS)}")
     if cfg.model.class_weight not in (None, "balanced"):

@@ -21,9 +21,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Optional
 
-from ..config import check_choice
 from ..data.clinical_audit import check_unseen_policy
-from ..errors import ConfigError, InputError
+from ..errors import ConfigError, InputError, check_choice
 from ..family import ModelFamily, family_of
 
 MODEL_KINDS = ("vit", "clinical")
@@ -204,13 +203,13 @@ def result_settings(cfg: FinetuneConfig) -> dict:
 
 def _check_choices(cfg: FinetuneConfig) -> None:
     """Settings picked from a listed set."""
-    check_choice(cfg.model.kind, "model.kind", MODEL_KINDS)
-    check_choice(cfg.fusion.kind, "fusion.kind", FUSION_KINDS)
-    check_choice(cfg.train.balance, "train.balance", BALANCE_MODES)
-    check_choice(cfg.model.pool, "model.pool", POOLS)
+    check_choice(cfg.model.kind, "model.kind", MODEL_KINDS, ConfigError)
+    check_choice(cfg.fusion.kind, "fusion.kind", FUSION_KINDS, ConfigError)
+    check_choice(cfg.train.balance, "train.balance", BALANCE_MODES, ConfigError)
+    check_choice(cfg.model.pool, "model.pool", POOLS, ConfigError)
     if cfg.model.pos_embed_type is not None:
-        check_choice(cfg.model.pos_embed_type, "model.pos_embed_type", POS_EMBED_TYPES)
-    check_choice(cfg.train.checkpoint, "train.checkpoint", CHECKPOINTS)
+        check_choice(cfg.model.pos_embed_type, "model.pos_embed_type", POS_EMBED_TYPES, ConfigError)
+    check_choice(cfg.train.checkpoint, "train.checkpoint", CHECKPOINTS, ConfigError)
 
 
 def _check_checkpoint_rule(cfg: FinetuneConfig) -> None:

@@ -16,8 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Optional
 
-from ..config import check_choice
-from ..errors import InputError
+from ..errors import ConfigError, InputError, check_choice
 from ..finetune.config import POOLS   # no torch import
 
 PRECISIONS = ("auto", "32-true", "bf16-mixed", "16-mixed")
@@ -169,10 +168,10 @@ def check_probability(key: str, p: float) -> None:
 def check_shared_sections(cfg: PretrainConfig) -> None:
     """Raise ``InputError`` for a shared setting that cannot train (the method's own section is
     checked by its registry entry, :func:`rn_classifier.pretrain.methods.check_config`)."""
-    check_choice(cfg.trainer.precision, "trainer.precision", PRECISIONS)
-    check_choice(cfg.monitor.method, "monitor.method", MONITOR_METHODS)
-    check_choice(cfg.monitor.pool, "monitor.pool", POOLS)
-    check_choice(cfg.data.augment_on, "data.augment_on", AUGMENT_PLACES)
+    check_choice(cfg.trainer.precision, "trainer.precision", PRECISIONS, ConfigError)
+    check_choice(cfg.monitor.method, "monitor.method", MONITOR_METHODS, ConfigError)
+    check_choice(cfg.monitor.pool, "monitor.pool", POOLS, ConfigError)
+    check_choice(cfg.data.augment_on, "data.augment_on", AUGMENT_PLACES, ConfigError)
     a = cfg.augment
     for key in ("flip_prob", "rotate90_prob", "intensity_scale_prob", "intensity_shift_prob",
                 "gamma_prob", "noise_prob", "bias_field_prob"):
