@@ -1,5 +1,5 @@
 """Messages that say what to do (issue 15, items 5 and 6): before, each of these was a message
-that named the symptom only (recorded with the new text in /work/notes/issue-15.md)."""
+that named the symptom only."""
 
 from __future__ import annotations
 
