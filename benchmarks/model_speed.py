@@ -17,31 +17,12 @@ the machine, thread count and load of the run only.
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
 
 import torch
+from pretrain_throughput import time_steps  # benchmarks/ is the script's folder: on sys.path
 
 from rn_classifier.models import create_model
 from rn_classifier.models.flops import forward_backward_flops
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def _median_time(fn, repeats: int, device: torch.device, warmup: int = 2) -> float:
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(repeats):
-        _sync(device)
-        start = time.perf_counter()
-        fn()
-        _sync(device)
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
 
 
 def _step(module, x, bf16: bool, forward=None):
@@ -64,10 +45,9 @@ def patch_embed_routes(crop: int, batch: int, repeats: int, device: torch.device
     print(f"patch embedding {pe.patch_size} on {batch}×{crop}³ ({device.type}), forward+backward, "
           f"median of {repeats}:")
     for bf16 in (False, True):
-        t = {}
-        for _ in range(2):  # interleave the two routes
-            t["matmul"] = _median_time(_step(pe, x, bf16), repeats, device)
-            t["conv"] = _median_time(_step(pe, x, bf16, conv_route), repeats, device)
+        # one call of each route a round (the two interleaved), after two warm-up calls
+        t = time_steps({"matmul": _step(pe, x, bf16), "conv": _step(pe, x, bf16, conv_route)},
+                       seconds=0.0, rounds=repeats)
         print(f"  {'bf16' if bf16 else 'fp32'}: patchify+matmul {t['matmul'] * 1e3:8.2f} ms | Conv3d "
               f"{t['conv'] * 1e3:8.2f} ms | conv / matmul = {t['conv'] / t['matmul']:.2f}x")
 
@@ -80,12 +60,9 @@ def precision(model_name: str, crop: int, batch: int, repeats: int, device: torc
     x = torch.randn(batch, 1, *(crop,) * 3, device=device)
     flops = forward_backward_flops(model, x)
     runner = torch.compile(model) if compile_model else model
-    t = {}
     modes = [p == "bf16" for p in precisions]
-    for _ in range(2):
-        for bf16 in modes:
-            step = _step(model, x, bf16, forward=runner)
-            t[bf16] = _median_time(step, repeats, device, warmup=3 if compile_model else 2)
+    t = time_steps({bf16: _step(model, x, bf16, forward=runner) for bf16 in modes},
+                   seconds=0.0, rounds=repeats, warmup=3 if compile_model else 2)
     threads = f"{torch.get_num_threads()} threads" if device.type == "cpu" else torch.cuda.get_device_name(device)
     print(f"{model_name} training step (forward+backward), {batch}×{crop}³, {flops / 1e9:.1f} GFLOP "
           f"per step, {threads}{', torch.compile' if compile_model else ''}:")

@@ -33,7 +33,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
-import statistics
 import sys
 import tempfile
 import time
@@ -70,30 +69,36 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def time_steps(fns: dict, device: torch.device, seconds: float, warmup: int = 2, min_reps: int = 3) -> dict:
-    """Median seconds per call of each function, calls interleaved, within ``seconds`` in total."""
+def time_steps(fns: dict, seconds: float, rounds: int = 3, warmup: int = 2) -> dict:
+    """Median seconds per call of each function (name → no-argument callable), interleaved.
+
+    ``warmup`` untimed calls each, then ``rounds`` rounds in which each function in turn gets
+    ``torch.utils.benchmark.Timer.blocked_autorange`` for its share of ``seconds`` (at least one
+    block: a call that takes longer than its share is timed once a round). The Timer synchronises
+    the accelerator around each block, sizes blocks so that timer overhead does not count (fast
+    calls run several times a block; the median is over blocks, per call) and runs at this
+    process's thread count. Interleaving makes a machine whose load changes during the run slow
+    every function alike, so the ratios hold.
+    """
+    from torch.utils import benchmark
+
     for fn in fns.values():
         for _ in range(warmup):
             fn()
-    sync(device)
-    times = {k: [] for k in fns}
-    start = time.perf_counter()
-    while min(len(t) for t in times.values()) < min_reps or time.perf_counter() - start < seconds:
-        for k, fn in fns.items():
-            sync(device)
-            t0 = time.perf_counter()
-            fn()
-            sync(device)
-            times[k].append(time.perf_counter() - t0)
-        if min(len(t) for t in times.values()) >= 200:
-            break
-    return {k: statistics.median(v) for k, v in times.items()}
+    timers = {k: benchmark.Timer(stmt="fn()", globals={"fn": fn}, num_threads=torch.get_num_threads())
+              for k, fn in fns.items()}
+    share = seconds / (rounds * len(fns))
+    runs: dict = {k: [] for k in fns}
+    for _ in range(rounds):
+        for k, timer in timers.items():
+            runs[k].append(timer.blocked_autorange(min_run_time=share))
+    return {k: benchmark.Measurement.merge(m)[0].median for k, m in runs.items()}
 
 
 def matmul_rate(device: torch.device, dtype: torch.dtype, n: int, seconds: float) -> float:
     a = torch.randn(n, n, device=device, dtype=dtype)
     b = torch.randn(n, n, device=device, dtype=dtype)
-    t = time_steps({"mm": lambda: a @ b}, device, seconds)["mm"]
+    t = time_steps({"mm": lambda: a @ b}, seconds)["mm"]
     return 2 * n**3 / t
 
 
@@ -325,7 +330,7 @@ def compare_models(cfg, method: str, device, precisions, peak: dict, seconds: fl
     a, c = (torch.randn(n, n, device=device, dtype=mm_dtype) for _ in range(2))
     fns = {key: (lambda s=s: s(batch)) for key, s in steps.items()}
     fns["matmul"] = lambda: a @ c
-    times = time_steps(fns, device, seconds * len(steps))
+    times = time_steps(fns, seconds * len(steps))
     mm_rate = 2 * n**3 / times.pop("matmul")
     if with_eager:
         MATMUL[method] = (mm_name, mm_rate)
@@ -436,7 +441,7 @@ def augment_breakdown(cfg, method: str, raw: torch.Tensor) -> None:
                "gamma": lambda: ba.adjust_gamma(v.clone(), torch.full((n,), 1.3, device=device)),
                "blur": lambda: ba.gaussian_blur(v, torch.full((n, 3), 0.8, device=device)),
                "noise": lambda: v + torch.randn_like(v) * 0.05}
-        t = time_steps(fns, device, 0.5, warmup=1, min_reps=2)
+        t = time_steps(fns, 0.5, rounds=2, warmup=1)
         parts.append(f"{n}×{size}³: " + ", ".join(f"{k} {x * 1e3:.1f}" for k, x in t.items()))
     say("   per piece, all samples, ms: " + " | ".join(parts))
 
@@ -457,7 +462,7 @@ def gpu_loader(cfg, method: str, device, workers: int, subvolume: int, n: int, s
         rate = loader_rate(loader, min(seconds, 3.0))
         say(f"   loader alone ({workers} workers, pinned): {rate:8.1f} sub-volumes/s of {subvolume}³")
         raw = torch.randn(cfg.data.batch_size, 1, subvolume, subvolume, subvolume, device=device)
-        t_aug = time_steps({"aug": lambda: augment(raw, (0, 1))}, device, 1.0)["aug"]
+        t_aug = time_steps({"aug": lambda: augment(raw, (0, 1))}, 1.0)["aug"]
         say(f"   views made on the GPU: {t_aug * 1e3:.1f} ms per batch of {cfg.data.batch_size} "
             f"({cfg.data.batch_size / t_aug:.0f} sub-volumes/s)")
         augment_breakdown(cfg, method, raw)
@@ -483,7 +488,7 @@ def gpu_loader(cfg, method: str, device, workers: int, subvolume: int, n: int, s
             state["i"] += 1
             step({"views": augment(x, (0, state["i"])), "sample": batch["sample"]})
 
-        times = time_steps({"resident": lambda: step(resident), "loader": fed_step}, device, seconds)
+        times = time_steps({"resident": lambda: step(resident), "loader": fed_step}, seconds)
     ratio = times["loader"] / times["resident"]
     RESULTS[f"{method}_gpu_loader_step_ratio"] = ratio
     b = cfg.data.batch_size
