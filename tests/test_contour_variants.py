@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
+from scipy.special import expit
 
 from rn_classifier.data.contour_variants import (ContourVariantConfig, ball, contour_variants, dilate,
                                                  erode, jitter, rater_columns, rater_lesions,
@@ -66,7 +67,7 @@ def test_a_tiny_lesion_loses_its_erosion_and_says_so_by_its_absence():
 
 def _volume_model(crop: np.ndarray) -> float:
     """A deterministic 'model': P(RN) = sigmoid((lesion voxels in the input − 100) / 50)."""
-    return float(1.0 / (1.0 + np.exp(-(crop[1].sum() - 100.0) / 50.0)))
+    return float(expit((crop[1].sum() - 100.0) / 50.0))
 
 
 def test_one_voxel_dilation_moves_the_prediction_by_the_hand_computed_amount(tmp_path):
@@ -83,7 +84,7 @@ def test_one_voxel_dilation_moves_the_prediction_by_the_hand_computed_amount(tmp
     probs = {name: _volume_model(x) for name, x in inputs.items()}
     # By hand: 4^3 = 64 voxels; one-voxel dilation adds a 4x4 layer on each of 6 faces -> 160;
     # erosion leaves the 2^3 core -> 8.
-    sigmoid = lambda v: 1.0 / (1.0 + np.exp(-(v - 100.0) / 50.0))  # noqa: E731
+    sigmoid = lambda v: expit((v - 100.0) / 50.0)  # noqa: E731
     assert probs["original"] == pytest.approx(sigmoid(64))
     assert probs["dilate"] == pytest.approx(sigmoid(160))
     assert probs["erode"] == pytest.approx(sigmoid(8))
@@ -137,7 +138,7 @@ class _VolumeRun:
         from types import SimpleNamespace
 
         logits = np.array([(crop[1].sum() - 100.0) / 50.0 + 0.1 * k for k in range(2)])
-        return SimpleNamespace(probs=1.0 / (1.0 + np.exp(-logits)))
+        return SimpleNamespace(probs=expit(logits))
 
 
 def test_cohort_contour_predictions_with_two_raters(tmp_path):
@@ -163,8 +164,7 @@ def test_cohort_contour_predictions_with_two_raters(tmp_path):
                              ContourVariantConfig(n_jitter=1), echo=lambda line: None)
     assert set(table["variant"]) == {"original", "erode", "dilate", "jitter0",
                                      "rater:mask_rater2", "rater:mask_rater3"}
-    sigmoid = lambda v: 1.0 / (1.0 + np.exp(-v))  # noqa: E731
-    by_hand = lambda voxels: np.mean([sigmoid((voxels - 100.0) / 50.0 + 0.1 * k) for k in range(2)])  # noqa: E731
+    by_hand = lambda voxels: np.mean([expit((voxels - 100.0) / 50.0 + 0.1 * k) for k in range(2)])  # noqa: E731
     c2 = table[table["case_id"] == "C2"].set_index("variant")["y_prob"]      # a 5^3 cube
     assert c2["original"] == pytest.approx(by_hand(125))
     assert c2["dilate"] == pytest.approx(by_hand(125 + 6 * 25))

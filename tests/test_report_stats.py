@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from scipy.special import expit
 from sklearn.metrics import roc_auc_score, roc_curve
 
 from rn_classifier.errors import InputError
@@ -16,7 +17,7 @@ def data():
     rng = np.random.default_rng(0)
     y = rng.integers(0, 2, 80)
     score = y + rng.normal(0, 1, 80)
-    return y, 1 / (1 + np.exp(-score)), np.repeat(np.arange(40), 2)
+    return y, expit(score), np.repeat(np.arange(40), 2)
 
 
 def test_referral_refers_the_most_uncertain_cases_first(data):

@@ -6,6 +6,7 @@ import math
 
 import numpy as np
 import pytest
+from scipy.special import expit
 from sklearn.calibration import calibration_curve
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import brier_score_loss
@@ -20,8 +21,8 @@ from rn_classifier.stats.calibration import logit
 def calibrated_sample(rng, n, temperature=1.0, shift=0.0):
     """Labels drawn from true probabilities; predictions = σ((logit(p) + shift) / temperature)."""
     true_logit = rng.normal(size=n) * 1.5
-    y = (rng.random(n) < 1 / (1 + np.exp(-true_logit))).astype(int)
-    pred = 1 / (1 + np.exp(-(true_logit + shift) / temperature))
+    y = (rng.random(n) < expit(true_logit)).astype(int)
+    pred = expit((true_logit + shift) / temperature)
     return y, pred
 
 

@@ -7,6 +7,7 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
+from scipy.special import expit
 
 from rn_classifier.cli import main
 from rn_classifier.errors import DataIntegrityError, InputError
@@ -29,7 +30,7 @@ def make_predictions(seed=0, synthetic=None, with_std=False) -> dict[str, pd.Dat
         y[2:4] = [0, 1]
         for model, effect in MODELS.items():
             logits = effect * (2 * y - 1) + rng.normal(size=n)
-            prob = np.round(1 / (1 + np.exp(-logits)), 4)
+            prob = np.round(expit(logits), 4)
             for i in range(n):
                 row = {"model": model, "case_id": f"{cohort}-{i:03d}",
                        "patient_id": f"{cohort}-P{patient[i] // 2:03d}", "cohort": cohort,

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from scipy.special import expit
 
 from rn_classifier.stats import auc_delong, delong_paired, delong_unpaired
 
@@ -41,7 +42,7 @@ def _random_sets(folder: Path) -> list[Path]:
     n = 500
     y = (rng.random(n) < 0.3).astype(int)
     logits = 1.2 * y[None, :] + rng.normal(size=(3, n)) * np.array([[1.0], [1.5], [0.7]])
-    probs = np.round(1.0 / (1.0 + np.exp(-logits)), 6)
+    probs = np.round(expit(logits), 6)
     part = np.where(rng.random(n) < 0.2, "A", "B")
     path = folder / "continuous.csv"
     pd.DataFrame({"y": y, "a": probs[0], "b": probs[1], "c": probs[2], "part": part}).to_csv(
