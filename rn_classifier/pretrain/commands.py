@@ -46,7 +46,7 @@ def register_pretrain(app: typer.Typer) -> None:
         from ..errors import InputError
         from .base_module import NonFiniteLossError
         from .methods import load_pretrain_config
-        from .run import run_pretraining
+        from .run import is_rank_zero, run_pretraining
 
         if config is None and resume is None:
             raise InputError("give --config FILE (a new run) or --resume RUN_DIR")
@@ -61,9 +61,7 @@ def register_pretrain(app: typer.Typer) -> None:
         except NonFiniteLossError as exc:
             typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
             raise typer.Exit(1) from None
-        from lightning.fabric.utilities.rank_zero import rank_zero_only
-
-        if rank_zero_only.rank == 0 and (run / "encoder.json").is_file():
+        if is_rank_zero() and (run / "encoder.json").is_file():
             typer.echo(f"{run}: encoder exported to {run / 'encoder.safetensors'} (+ encoder.json)")
 
 
