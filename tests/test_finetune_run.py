@@ -310,3 +310,15 @@ def test_last_checkpoint_with_early_stopping_is_refused(tmp_path):
     cfg = demo_config("ssl", tmp_path, "train.checkpoint=last", "train.early_stopping_patience=5")
     with pytest.raises(ConfigError, match="train.early_stopping_patience=null"):
         validate_config(cfg)
+
+
+def test_every_model_family_has_a_trainer_step_and_a_missing_one_is_named(monkeypatch):
+    """run_finetune dispatches on the family through TRAINER_STEPS: every family is an entry, and
+    a family left out is an error that lists the families that have one."""
+    from rn_classifier.family import ModelFamily
+    from rn_classifier.finetune import run
+
+    assert set(run.TRAINER_STEPS) == set(ModelFamily)
+    monkeypatch.delitem(run.TRAINER_STEPS, ModelFamily.LATE)
+    with pytest.raises(InputError, match=r"no step for the model family 'late'; known: image, intermediate, clinical"):
+        run.trainer_step(ModelFamily.LATE)

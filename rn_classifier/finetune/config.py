@@ -200,8 +200,8 @@ def result_settings(cfg: FinetuneConfig) -> dict:
     return d
 
 
-def validate_config(cfg: FinetuneConfig) -> FinetuneConfig:
-    """Checks the schema cannot express: choices, combinations, required paths."""
+def _check_choices(cfg: FinetuneConfig) -> None:
+    """Settings picked from a listed set."""
     check_choice(cfg.model.kind, "model.kind", MODEL_KINDS)
     check_choice(cfg.fusion.kind, "fusion.kind", FUSION_KINDS)
     check_choice(cfg.train.balance, "train.balance", BALANCE_MODES)
@@ -209,15 +209,26 @@ def validate_config(cfg: FinetuneConfig) -> FinetuneConfig:
     if cfg.model.pos_embed_type is not None:
         check_choice(cfg.model.pos_embed_type, "model.pos_embed_type", POS_EMBED_TYPES)
     check_choice(cfg.train.checkpoint, "train.checkpoint", CHECKPOINTS)
+
+
+def _check_checkpoint_rule(cfg: FinetuneConfig) -> None:
     if cfg.train.checkpoint == "last" and cfg.train.early_stopping_patience:
         raise ConfigError("train.checkpoint='last' with early stopping would keep the weights of an "
                           "epoch chosen on the validation fold; set train.early_stopping_patience=null")
+
+
+def _check_clinical_settings(cfg: FinetuneConfig) -> None:
+    """The logistic model's class weight, the clinical column types and the unseen-level policy."""
     if cfg.logistic.class_weight not in (None, "balanced"):
         raise ConfigError(f"logistic.class_weight must be 'balanced' or null, got {cfg.logistic.class_weight!r}")
     bad = {k: v for k, v in cfg.clinical.items() if v not in CLINICAL_TYPES}
     if bad:
         raise ConfigError(f"clinical: column types must be one of {list(CLINICAL_TYPES)}, got {bad}")
     check_unseen_policy(cfg.unseen_levels, "unseen_levels")
+
+
+def _check_family_inputs(cfg: FinetuneConfig) -> None:
+    """The model family exists and has what it reads: clinical columns, an image run for late only."""
     if cfg.model.kind == "clinical" and cfg.fusion.kind != "none":
         raise ConfigError("fusion.kind must be 'none' for model.kind='clinical' (fusion combines the "
                           "image model with clinical data)")
@@ -227,31 +238,42 @@ def validate_config(cfg: FinetuneConfig) -> FinetuneConfig:
                           "clinical columns: set `clinical: {age: numeric, sex: categorical, ...}`")
     if cfg.fusion.image_run is not None and family is not ModelFamily.LATE:
         raise ConfigError("fusion.image_run is used only by fusion.kind='late'")
+
+
+def _check_manifests(cfg: FinetuneConfig) -> None:
     if not cfg.data.internal_manifest:
         raise ConfigError("data.internal_manifest is required (the labelled internal cohort); "
                           "set it in the config or with --set data.internal_manifest=PATH")
     if cfg.data.external_cache and not cfg.data.external_manifest:
         raise ConfigError("data.external_cache is set but data.external_manifest is not")
-    # late fusion trains its image model itself unless it stacks on an existing image run
-    needs_images = family.trains_a_network or (family is ModelFamily.LATE and not cfg.fusion.image_run)
-    if needs_images:
-        if not cfg.data.internal_cache:
-            raise ConfigError("data.internal_cache is required for an image model (the `rn-classifier "
-                              "preprocess` output of data.internal_manifest)")
-        if cfg.data.external_manifest and not cfg.data.external_cache:
-            raise ConfigError("data.external_cache is required when data.external_manifest is set "
-                              "and an image model is trained")
-        if len(cfg.model.crop_size) != 3 or min(cfg.model.crop_size) < 1:
-            raise ConfigError(f"model.crop_size must be 3 positive voxel counts, got {cfg.model.crop_size}")
-        if cfg.model.in_chans != 2:
-            raise ConfigError(f"model.in_chans must be 2 (T1CE + lesion mask), got {cfg.model.in_chans}")
-    from .acquisition import check_acquisition
 
-    check_acquisition(cfg.augment.acquisition)
+
+def _check_image_inputs(cfg: FinetuneConfig) -> None:
+    """Caches and crop of a run that trains a ViT (late fusion trains its image model itself
+    unless it stacks on an existing image run)."""
+    family = family_of(cfg)
+    if not (family.trains_a_network or (family is ModelFamily.LATE and not cfg.fusion.image_run)):
+        return
+    if not cfg.data.internal_cache:
+        raise ConfigError("data.internal_cache is required for an image model (the `rn-classifier "
+                          "preprocess` output of data.internal_manifest)")
+    if cfg.data.external_manifest and not cfg.data.external_cache:
+        raise ConfigError("data.external_cache is required when data.external_manifest is set "
+                          "and an image model is trained")
+    if len(cfg.model.crop_size) != 3 or min(cfg.model.crop_size) < 1:
+        raise ConfigError(f"model.crop_size must be 3 positive voxel counts, got {cfg.model.crop_size}")
+    if cfg.model.in_chans != 2:
+        raise ConfigError(f"model.in_chans must be 2 (T1CE + lesion mask), got {cfg.model.in_chans}")
+
+
+def _check_cv(cfg: FinetuneConfig) -> None:
     if cfg.cv.n_folds < 2:
         raise ConfigError(f"cv.n_folds must be at least 2, got {cfg.cv.n_folds}")
     if not 0.0 < cfg.cv.test_fraction < 1.0:
         raise ConfigError(f"cv.test_fraction must be in (0, 1), got {cfg.cv.test_fraction}")
+
+
+def _check_training(cfg: FinetuneConfig) -> None:
     if cfg.train.devices != 1:
         raise ConfigError(f"train.devices must be 1, got {cfg.train.devices}: a fold trains on one "
                           "device; run folds in parallel instead (finetune/train.py --fold K)")
@@ -260,4 +282,20 @@ def validate_config(cfg: FinetuneConfig) -> FinetuneConfig:
                           f"{cfg.train.epochs} and {cfg.train.batch_size}")
     if not 0.0 < cfg.optim.layer_decay <= 1.0:
         raise ConfigError(f"optim.layer_decay must be in (0, 1], got {cfg.optim.layer_decay}")
+
+
+def validate_config(cfg: FinetuneConfig) -> FinetuneConfig:
+    """Checks the schema cannot express: choices, combinations, required paths (in this order:
+    the first problem found is the one reported)."""
+    _check_choices(cfg)
+    _check_checkpoint_rule(cfg)
+    _check_clinical_settings(cfg)
+    _check_family_inputs(cfg)
+    _check_manifests(cfg)
+    _check_image_inputs(cfg)
+    from .acquisition import check_acquisition   # imports torch: only once the cheaper checks pass
+
+    check_acquisition(cfg.augment.acquisition)
+    _check_cv(cfg)
+    _check_training(cfg)
     return cfg

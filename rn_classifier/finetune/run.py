@@ -19,6 +19,7 @@ from __future__ import annotations
 import copy
 import os
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -30,12 +31,13 @@ from ..data.clinical_audit import apply_unseen_policy, clinical_audit
 from ..data.manifest import check_disjoint_ids, load_manifest
 from ..data.split import load_split, make_split, save_split
 from ..errors import InputError
+from ..family import ModelFamily, family_of
 from ..predictions import write_predictions
 from ..provenance import run_provenance
 from .bundle import export_bundle
 from .config import FinetuneConfig, validate_config, without_default_acquisition
-from .cv import (clinical_trainer, ensemble, fold_dir, image_trainer, late_fusion_trainer,
-                 read_fold, run_folds)
+from .cv import (FoldTrainer, clinical_trainer, ensemble, fold_dir, image_trainer,
+                 late_fusion_trainer, read_fold, run_folds)
 
 # The config's paths to other files and runs: stored relative to the run folder (seam 4), so the
 # folder works from any working directory and after the study folder is moved.
@@ -265,6 +267,122 @@ def quick_aucs(preds: pd.DataFrame) -> dict:
     return out
 
 
+@dataclass
+class FoldPlan:
+    """What a family's step hands :func:`run_finetune`: how a fold trains, and what it starts from
+    (the encoder export, or the image run late fusion stacks on) for provenance.json."""
+    trainer: FoldTrainer
+    origin: dict = field(default_factory=dict)
+
+
+# A family's step: (cfg, out, cases, split, folds, echo) → its FoldPlan; None while late fusion
+# waits for folds of the image model it trains itself.
+TrainerStep = Callable[..., "FoldPlan | None"]
+
+
+def _clinical_step(cfg: FinetuneConfig, out: Path, cases: pd.DataFrame, split: pd.DataFrame,
+                   folds: Sequence[int] | None, echo: Callable[[str], None]) -> FoldPlan:
+    """A logistic model on the clinical vector: it needs no images and no other run."""
+    return FoldPlan(clinical_trainer(cfg, cases))
+
+
+def _late_image_run(cfg: FinetuneConfig, out: Path, split: pd.DataFrame, folds: Sequence[int] | None,
+                    echo: Callable[[str], None]) -> Path | None:
+    """The image run late fusion stacks on: ``fusion.image_run`` (checked to share the split),
+    or one trained here in ``out/image_model`` on this run's split; None while its folds are missing."""
+    image_dir = Path(cfg.fusion.image_run) if cfg.fusion.image_run else out / "image_model"
+    if cfg.fusion.image_run is not None:
+        if not _same_split(split, load_split(image_dir / "split.csv")):
+            raise InputError(f"fusion.image_run {image_dir} used another split than this run; "
+                             f"stacking needs the same folds (pass --set data.split={image_dir / 'split.csv'})")
+        return image_dir
+    image_cfg = copy.deepcopy(cfg)
+    image_cfg.name = f"{cfg.name}_image"
+    image_cfg.fusion.kind = "none"
+    image_cfg.data.split = str(out / "split.csv")
+    echo(f"late fusion: training the image model in {image_dir}")
+    if not run_finetune(image_cfg, image_dir, folds=folds, echo=echo)["complete"]:
+        echo("late fusion waits for every fold of its image model")
+        return None
+    return image_dir
+
+
+def _late_fusion_step(cfg: FinetuneConfig, out: Path, cases: pd.DataFrame, split: pd.DataFrame,
+                      folds: Sequence[int] | None, echo: Callable[[str], None]) -> FoldPlan | None:
+    """A logistic stacker on the out-of-fold logits of an image run and the clinical vector."""
+    image_dir = _late_image_run(cfg, out, split, folds, echo)
+    if image_dir is None:
+        return None
+    trainer = late_fusion_trainer(cfg, cases, split, _image_fold_predictions(image_dir, cfg.cv.n_folds))
+    return FoldPlan(trainer, {"image_run": relative_to(image_dir, out)})
+
+
+def _image_step(cfg: FinetuneConfig, out: Path, cases: pd.DataFrame, split: pd.DataFrame,
+                folds: Sequence[int] | None, echo: Callable[[str], None]) -> FoldPlan:
+    """A ViT fine-tuned on the crop caches (with a clinical branch for intermediate fusion)."""
+    internal_cache, external_cache = _open_caches(cfg, cases)
+    build, origin = encoder_builder(cfg, internal_cache)
+    return FoldPlan(image_trainer(cfg, cases, internal_cache, external_cache, build, echo=echo), origin)
+
+
+# family → the step that makes its fold trainer
+TRAINER_STEPS: dict[ModelFamily, TrainerStep] = {
+    ModelFamily.IMAGE: _image_step,
+    ModelFamily.INTERMEDIATE: _image_step,
+    ModelFamily.LATE: _late_fusion_step,
+    ModelFamily.CLINICAL: _clinical_step,
+}
+
+
+def trainer_step(family: ModelFamily) -> TrainerStep:
+    """The :data:`TRAINER_STEPS` entry of ``family``; a family without one is an error naming the known."""
+    try:
+        return TRAINER_STEPS[family]
+    except KeyError:
+        raise InputError(f"fine-tuning has no step for the model family {family.value!r}; known: "
+                         + ", ".join(f.value for f in TRAINER_STEPS)) from None
+
+
+def _check_resume(cfg: FinetuneConfig, out: Path) -> None:
+    """A run folder that already holds a run must have been made with the same result settings."""
+    run_meta = out / "run.json"
+    if run_meta.is_file():
+        import json
+
+        previous = json.loads(run_meta.read_text()).get("result_hash")
+        if previous != _result_hash(cfg):
+            raise InputError(f"{out} holds a run made with different settings (see "
+                             f"{out / 'config.yaml'}); use another --out or delete that folder")
+
+
+def _echo_cases(cfg: FinetuneConfig, cases: pd.DataFrame, echo: Callable[[str], None]) -> None:
+    echo(f"{cfg.name}: {int((cases['part'] == 'train').sum())} training cases in {cfg.cv.n_folds} folds, "
+         f"{int((cases['part'] == 'internal_test').sum())} internal test, "
+         f"{int((cases['part'] == 'external').sum())} external")
+
+
+def _write_run_record(cfg: FinetuneConfig, out: Path, cases: pd.DataFrame, origin: dict) -> None:
+    """config.yaml, provenance.json and run.json: what made the run, before any fold trains."""
+    save_config(run_relative_config(cfg, out), out / "config.yaml")
+    atomic.write_json(out / "provenance.json", {**run_provenance(), **origin,
+                                                "synthetic": bool(cases["synthetic"].any())})
+    atomic.write_json(out / "run.json", {"result_hash": _result_hash(cfg), "name": cfg.name})
+
+
+def _write_results(cfg: FinetuneConfig, out: Path, cases: pd.DataFrame, audit: dict | None,
+                   tables: dict[int, pd.DataFrame]) -> dict:
+    """predictions.csv (the fold ensemble), summary.json and the model bundle; returns the summary."""
+    preds = ensemble(tables, cases, cfg.name, cfg.cv.n_folds)
+    write_predictions(preds, out / "predictions.csv")
+    summary = {"complete": True, "model": cfg.name, "synthetic": bool(cases["synthetic"].any()),
+               "cohorts": quick_aucs(preds)}
+    if audit is not None:
+        summary["clinical_data"] = audit
+    atomic.write_json(out / "summary.json", summary)
+    export_bundle(out)
+    return summary
+
+
 def run_finetune(cfg: FinetuneConfig, out: str | os.PathLike, encoder_dir: str | os.PathLike | None = None,
                  folds: Sequence[int] | None = None,
                  echo: Callable[[str], None] = print) -> dict:
@@ -281,59 +399,17 @@ def run_finetune(cfg: FinetuneConfig, out: str | os.PathLike, encoder_dir: str |
         cfg.model.pretrained = str(encoder_dir)
     validate_config(cfg)
     out = atomic.make_output_dir(out)
-    run_meta = out / "run.json"
-    if run_meta.is_file():
-        import json
-
-        previous = json.loads(run_meta.read_text()).get("result_hash")
-        if previous != _result_hash(cfg):
-            raise InputError(f"{out} holds a run made with different settings (see "
-                             f"{out / 'config.yaml'}); use another --out or delete that folder")
+    _check_resume(cfg, out)
     cases, split, audit = load_cases(cfg, out, echo)
+    _echo_cases(cfg, cases, echo)
+    plan = trainer_step(family_of(cfg))(cfg, out, cases, split, folds, echo)
+    if plan is None:
+        return {"complete": False, "folds_complete": []}
+    _write_run_record(cfg, out, cases, plan.origin)
     n_folds = cfg.cv.n_folds
-    echo(f"{cfg.name}: {int((cases['part'] == 'train').sum())} training cases in {n_folds} folds, "
-         f"{int((cases['part'] == 'internal_test').sum())} internal test, "
-         f"{int((cases['part'] == 'external').sum())} external")
-
-    origin: dict = {}
-    if cfg.model.kind == "clinical":
-        trainer = clinical_trainer(cfg, cases)
-    elif cfg.fusion.kind == "late":
-        image_dir = Path(cfg.fusion.image_run) if cfg.fusion.image_run else out / "image_model"
-        if cfg.fusion.image_run is None:
-            image_cfg = copy.deepcopy(cfg)
-            image_cfg.name = f"{cfg.name}_image"
-            image_cfg.fusion.kind = "none"
-            image_cfg.data.split = str(out / "split.csv")
-            echo(f"late fusion: training the image model in {image_dir}")
-            if not run_finetune(image_cfg, image_dir, folds=folds, echo=echo)["complete"]:
-                echo("late fusion waits for every fold of its image model")
-                return {"complete": False, "folds_complete": []}
-        elif not _same_split(split, load_split(image_dir / "split.csv")):
-            raise InputError(f"fusion.image_run {image_dir} used another split than this run; "
-                             f"stacking needs the same folds (pass --set data.split={image_dir / 'split.csv'})")
-        origin = {"image_run": relative_to(image_dir, out)}
-        trainer = late_fusion_trainer(cfg, cases, split, _image_fold_predictions(image_dir, n_folds))
-    else:
-        internal_cache, external_cache = _open_caches(cfg, cases)
-        build, origin = encoder_builder(cfg, internal_cache)
-        trainer = image_trainer(cfg, cases, internal_cache, external_cache, build, echo=echo)
-
-    save_config(run_relative_config(cfg, out), out / "config.yaml")
-    atomic.write_json(out / "provenance.json", {**run_provenance(), **origin,
-                                                "synthetic": bool(cases["synthetic"].any())})
-    atomic.write_json(run_meta, {"result_hash": _result_hash(cfg), "name": cfg.name})
-    run_folds(out, n_folds, trainer, folds=folds, echo=echo)
+    run_folds(out, n_folds, plan.trainer, folds=folds, echo=echo)
     tables = {k: t for k in range(n_folds) if (t := read_fold(fold_dir(out, k))) is not None}
     if len(tables) < n_folds:
         echo(f"{len(tables)}/{n_folds} folds complete; predictions.csv is written when all are")
         return {"complete": False, "folds_complete": sorted(tables)}
-    preds = ensemble(tables, cases, cfg.name, n_folds)
-    write_predictions(preds, out / "predictions.csv")
-    summary = {"complete": True, "model": cfg.name, "synthetic": bool(cases["synthetic"].any()),
-               "cohorts": quick_aucs(preds)}
-    if audit is not None:
-        summary["clinical_data"] = audit
-    atomic.write_json(out / "summary.json", summary)
-    export_bundle(out)
-    return summary
+    return _write_results(cfg, out, cases, audit, tables)

@@ -266,20 +266,23 @@ def missing_sections(report: dict) -> list[str]:
     return missing
 
 
-def assemble(sources: ReportSources, pseudo: Pseudonymizer, attention_dir: Path | None) -> dict:
-    """Everything the report shows, as JSON-ready data (the content of report.json)."""
+def _model_table(sources: ReportSources, models: list[str]) -> pd.DataFrame:
+    """The predictions (with contour spread) of the models stats.json lists; each must be found."""
     from ..stats.contour import add_contour_spread
     from ..stats.predictions import read_predictions
 
-    stats = sources.stats
-    models = _models(stats)
     table = add_contour_spread(read_predictions(sources.prediction_files), _contour_table(sources))
     table = table[table["model"].isin(models)]
     missing = sorted(set(models) - set(table["model"]))
     if missing:
         raise InputError(f"stats.json lists model(s) {missing} whose predictions.csv was not found under "
                          f"{sources.root}")
-    synthetic = bool(stats.get("synthetic")) or bool(sources.provenance.get("synthetic"))
+    return table
+
+
+def _model_descriptions(sources: ReportSources, models: list[str], table: pd.DataFrame) -> dict:
+    """Per model: its description and settings (``cfg``: its fine-tuning config, None for a baseline,
+    which is described by the record in its run folder)."""
     descriptions = {}
     for name, run in sources.finetune_runs.items():
         if name in models:
@@ -293,32 +296,51 @@ def assemble(sources: ReportSources, pseudo: Pseudonymizer, attention_dir: Path 
         for model in set(table.loc[table["source"] == str(path), "model"]) - set(descriptions):
             kind = record.get("description", "model")
             descriptions[model] = {"description": f"{kind}; run folder {folder.name}/", "cfg": None}
+    return descriptions
+
+
+def _provenance(sources: ReportSources, descriptions: dict, pseudo: Pseudonymizer) -> dict:
+    """What made the report: code versions, config, input files, data centres and imputation."""
+    stats = sources.stats
     provenance = sources.provenance or stats.get("provenance", {})
     clean = (lambda text: scrub_paths(text, sources.root)) if pseudo.enabled else (lambda text: text)
-    cohorts = {c: {"n_cases": i["n_cases"], "n_positive": i["n_positive"],
-                   "n_negative": i["n_cases"] - i["n_positive"], "n_patients": i["n_patients"],
-                   "title": COHORT_TITLES.get(c, c)} for c, i in stats["cohorts"].items()}
+    return {
+        "git_sha": provenance.get("git_sha"), "date": provenance.get("date"),
+        "versions": provenance.get("versions", {}),
+        "stats_git_sha": stats.get("provenance", {}).get("git_sha"),
+        "stats_date": stats.get("provenance", {}).get("date"),
+        "config_name": sources.config_name, "config": clean(sources.config_text),
+        "inputs": [str(p.relative_to(sources.root)) if p.is_relative_to(sources.root) else p.name
+                   for p in sources.prediction_files],
+        "stats_file": (str(sources.stats_path.relative_to(sources.root))
+                       if sources.stats_path.is_relative_to(sources.root) else sources.stats_path.name),
+        "data": _centres_and_missing(sources, descriptions),
+        "clinical_imputation": _clinical_imputation(sources, pseudo),
+        "pseudonyms": pseudo.salt_source,
+    }
+
+
+def _cohort_counts(stats: dict) -> dict:
+    return {c: {"n_cases": i["n_cases"], "n_positive": i["n_positive"],
+                "n_negative": i["n_cases"] - i["n_positive"], "n_patients": i["n_patients"],
+                "title": COHORT_TITLES.get(c, c)} for c, i in stats["cohorts"].items()}
+
+
+def assemble(sources: ReportSources, pseudo: Pseudonymizer, attention_dir: Path | None) -> dict:
+    """Everything the report shows, as JSON-ready data (the content of report.json)."""
+    stats = sources.stats
+    models = _models(stats)
+    table = _model_table(sources, models)
+    synthetic = bool(stats.get("synthetic")) or bool(sources.provenance.get("synthetic"))
+    descriptions = _model_descriptions(sources, models, table)
     report = {
         "format": FORMAT, "version": VERSION, "synthetic": synthetic, "pseudonymized": pseudo.enabled,
         "generated": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "generator": f"rn-classifier {__version__}",
         "reference": stats["reference"], "models": models, "settings": stats.get("settings", {}),
         "threshold_rule": stats.get("threshold_rule"),
-        "provenance": {
-            "git_sha": provenance.get("git_sha"), "date": provenance.get("date"),
-            "versions": provenance.get("versions", {}),
-            "stats_git_sha": stats.get("provenance", {}).get("git_sha"),
-            "stats_date": stats.get("provenance", {}).get("date"),
-            "config_name": sources.config_name, "config": clean(sources.config_text),
-            "inputs": [str(p.relative_to(sources.root)) if p.is_relative_to(sources.root) else p.name
-                       for p in sources.prediction_files],
-            "stats_file": (str(sources.stats_path.relative_to(sources.root))
-                           if sources.stats_path.is_relative_to(sources.root) else sources.stats_path.name),
-            "data": _centres_and_missing(sources, descriptions),
-            "clinical_imputation": _clinical_imputation(sources, pseudo),
-            "pseudonyms": pseudo.salt_source,
-        },
-        "cohorts": cohorts,
+        "provenance": _provenance(sources, descriptions, pseudo),
+        "cohorts": _cohort_counts(stats),
         "model_descriptions": {m: d["description"] for m, d in descriptions.items()},
         "run_settings": {m: {k: v for k, v in d.items() if k != "cfg"} for m, d in descriptions.items()
                          if d["cfg"] is not None},
