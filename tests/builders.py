@@ -171,7 +171,7 @@ def tiny_study_run(root, crop=32, n_boot=200) -> Path:
     from rn_classifier.finetune.config import FinetuneConfig
     from rn_classifier.finetune.bundle import record_thresholds
     from rn_classifier.finetune.run import run_finetune
-    from rn_classifier.shift.run import run_shift_check
+    from rn_classifier.shift.run import record_case_reference, run_shift_check
     from rn_classifier.stats.compare import CompareSettings, run_compare
 
     root = Path(root)
@@ -199,8 +199,9 @@ def tiny_study_run(root, crop=32, n_boot=200) -> Path:
     run_compare(predictions, root / "compare" / "stats.json", "ssl_vit",
                 CompareSettings(n_boot=n_boot, recalibrate="isotonic"), contour=contour)
     record_thresholds(root / "compare" / "stats.json", [p.parent for p in predictions])  # as the study
-    run_shift_check([cohort / "cache" / "internal", cohort / "cache" / "external"], predictions,
-                    root / "shift", n_draws=50)
+    shift = run_shift_check([cohort / "cache" / "internal", cohort / "cache" / "external"], predictions,
+                            root / "shift", n_draws=50)
+    record_case_reference(shift, [p.parent / "bundle" for p in predictions])   # as the study
     (root / "provenance.json").write_text(json.dumps(
         {"git_sha": "0" * 40, "date": "2026-01-01T00:00:00+00:00", "synthetic": True,
          "versions": {"rn-classifier": "0.1.0"}}))

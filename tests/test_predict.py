@@ -300,7 +300,7 @@ def test_prediction_reports_the_contour_spread_two_raters_and_the_shift_check(ss
     x = variant_inputs(case, ssl_run.preprocessing.crop_setting, {"dilate": dilated})["dilate"]
     assert probs["dilate"] == pytest.approx(float(np.mean(ssl_run.predict(x, None, with_attention=False).probs)))
     shift = written["shift"]
-    assert shift["available"] and shift["source"] == "shift.json"
+    assert shift["available"] and shift["reference"] == "bundle"      # the study recorded it there
     assert set(shift) >= {"distance", "threshold", "flagged", "furthest"}
     without = predict_case(ssl_run.folder, new_case["image"], new_case["mask"], tmp_path / "plain",
                            mask_labels=[11, 12], run=ssl_run, contour=False)
@@ -308,6 +308,40 @@ def test_prediction_reports_the_contour_spread_two_raters_and_the_shift_check(ss
     with pytest.raises(InputError, match="--shift .*none.json"):
         predict_case(ssl_run.folder, new_case["image"], new_case["mask"], tmp_path / "bad",
                      mask_labels=[11, 12], run=ssl_run, shift=tmp_path / "none.json")
+
+
+def test_the_shift_check_travels_with_the_bundle(ssl_run, tiny_study, new_case, tmp_path):
+    """A bundle the study recorded its internal range into, copied where no run folder is around it,
+    checks the case exactly as the study's shift.json does (and --shift still wins); a bundle
+    without one finds shift/shift.json above it (old run folders); with neither there is no check,
+    and no error."""
+    from rn_classifier.models.bundle import META_NAME, SHIFT_REFERENCE, shift_reference
+    from rn_classifier.shift.check import case_reference
+
+    study_shift = tiny_study / "shift" / "shift.json"
+    alone = shutil.copytree(ssl_run.folder, tmp_path / "alone" / "bundle")
+    assert shift_reference(alone) == case_reference(json.loads(study_shift.read_text()))
+
+    def shift_of(model: Path, out: str, **kwargs) -> dict:
+        return predict_case(model, new_case["image"], new_case["mask"], tmp_path / out, mask_labels=[11, 12],
+                            contour=False, **kwargs)["shift"]
+
+    from_bundle, from_file = shift_of(alone, "bundle"), shift_of(alone, "explicit", shift=study_shift)
+    assert from_bundle.pop("reference") == "bundle" and from_file.pop("reference") == str(study_shift)
+    assert from_bundle["available"] and from_bundle == from_file
+    old_run = tmp_path / "old_run"                     # a study folder whose bundle predates the reference
+    old = shutil.copytree(alone, old_run / "finetune" / "ssl_vit" / "bundle")
+    meta = json.loads((old / META_NAME).read_text())
+    del meta[SHIFT_REFERENCE]
+    (old / META_NAME).write_text(json.dumps(meta))
+    (old_run / "shift").mkdir()
+    shutil.copy(study_shift, old_run / "shift" / "shift.json")
+    walked = shift_of(old, "walked")
+    assert walked.pop("reference") == str((old_run / "shift" / "shift.json").resolve()) and walked == from_file
+    bare = shutil.copytree(old, tmp_path / "bare" / "a" / "b" / "bundle")
+    none = shift_of(bare, "none")
+    assert none["available"] is False and "distance" not in none and "--shift" in none["reason"]
+    assert json.loads((tmp_path / "none" / "prediction.json").read_text())["shift"] == none
 
 
 # -- many cases, borderline decisions, coarse slices (issue 15, item 7) ----------------------------

@@ -125,17 +125,34 @@ def test_robust_scale_and_distances():
         shift_check(reference.assign(patient_id="p"), pd.DataFrame(), level=1.5)
 
 
+def _weightless_bundle(folder, family: str):
+    """A model bundle with no fold networks (what recording a reference reads: bundle.json)."""
+    from rn_classifier.models.bundle import write_bundle
+
+    return write_bundle(folder, {"name": folder.name, "family": family, "n_folds": 0, "architecture": None,
+                                 "preprocessing": None, "clinical_columns": None, "folds": [],
+                                 "threshold": None, "provenance": {}}, None)
+
+
 def test_shift_check_command_writes_shift_json_and_cases(mini_cohort, tmp_path, capsys):
+    """... and records the internal range into the bundles it is given (a bundle folder, or a run
+    folder holding bundle/), except a clinical-only model's, which reads no image."""
     import json
 
     from rn_classifier.cli import main
+    from rn_classifier.models.bundle import shift_reference
+    from rn_classifier.shift.check import case_reference
 
     preds = tmp_path / "predictions.csv"
     _predictions(mini_cohort["split"], mini_cohort["external"]).assign(synthetic=True).to_csv(preds, index=False)
+    image_bundle = _weightless_bundle(tmp_path / "image_model", "image")
+    run_bundle = _weightless_bundle(tmp_path / "late_run" / "bundle", "late")
+    clinical_bundle = _weightless_bundle(tmp_path / "clinical_model", "clinical")
     root = mini_cohort["root"]
     assert main(["shift-check", str(preds), "--cache", str(root / "cache" / "internal"),
                  "--cache", str(root / "cache" / "external"), "--out", str(tmp_path / "shift"),
-                 "--n-draws", "50"]) == 0
+                 "--n-draws", "50", "--model", str(image_bundle), "--model", str(tmp_path / "late_run"),
+                 "--model", str(clinical_bundle)]) == 0
     printed = capsys.readouterr().out
     assert "external (SYNTHETIC): image distance" in printed and "FLAGGED" in printed
     shift = json.loads((tmp_path / "shift" / "shift.json").read_text())
@@ -143,6 +160,35 @@ def test_shift_check_command_writes_shift_json_and_cases(mini_cohort, tmp_path, 
     cases = pd.read_csv(tmp_path / "shift" / "cases.csv")
     assert set(cases["cohort"]) == {"internal_test", "external"}
     assert cases["synthetic"].all() and "slice_mm" in cases.loc[cases["cohort"] == "external", "furthest"].iloc[0]
+    expected = case_reference(shift)
+    assert expected["threshold"] == shift["image"]["cases"]["threshold"] and expected["level"] == 0.99
+    assert expected["reference"] == shift["image"]["cases"]["reference"]
+    assert shift_reference(image_bundle) == expected and shift_reference(run_bundle) == expected
+    assert shift_reference(clinical_bundle) is None and "reads no image" in printed
+    assert main(["shift-check", str(preds), "--cache", str(root / "cache" / "internal"),
+                 "--out", str(tmp_path / "never"), "--model", str(tmp_path)]) != 0
+    assert "neither a model bundle" in capsys.readouterr().err
+    assert not (tmp_path / "never").exists()                        # refused before the check ran
+
+
+def test_a_bad_shift_reference_is_refused_and_the_bundle_left_as_it_was(tmp_path):
+    from rn_classifier.models.bundle import META_NAME, set_shift_reference, set_threshold, shift_reference
+
+    bundle = _weightless_bundle(tmp_path / "m", "image")
+    good = {"reference": {"median": {"q50": 0.1, "noise": 0.2}, "scale": {"q50": 0.5, "noise": 0.1}},
+            "threshold": 1.5, "level": 0.99}
+    set_shift_reference(bundle, good)
+    set_threshold(bundle, {"value": 0.4})                  # the other setter keeps the reference
+    assert shift_reference(bundle) == good
+    before = (bundle / META_NAME).read_text()
+    bad = {"reference": {"median": {"q50": 0.1, "noise": 0.2}, "scale": {"q50": 0.0, "slice_mm": 1.0}},
+           "threshold": float("nan")}
+    with pytest.raises(InputError) as caught:
+        set_shift_reference(bundle, bad)
+    message = str(caught.value)
+    assert str(bundle / META_NAME) in message and "lacks 'level'" in message
+    assert "threshold = nan is not a finite number" in message and "different statistics" in message
+    assert (bundle / META_NAME).read_text() == before
 
 
 def test_a_new_case_is_checked_against_the_stored_reference(mini_cohort):

@@ -65,6 +65,12 @@ def test_every_stage_writes_its_folder_of_the_run_layout(study):
     assert shift["synthetic"] is True and set(shift["scores"]) == {*MODELS, "radiomics"}
     assert set(shift["image"]["cohorts"]) == {"internal_test", "external"}
     assert {"slice_mm", "noise", "z_smoothness"} <= set(shift["features"])
+    from rn_classifier.models.bundle import shift_reference
+    from rn_classifier.shift.check import case_reference
+
+    for model in MODELS:            # the shift stage records its internal range into the bundles
+        recorded = shift_reference(out / "finetune" / model / "bundle")
+        assert recorded == (None if model == "clinical" else case_reference(shift)), model
     contour = pd.read_csv(out / "contour" / "contour_predictions.csv")
     assert set(contour["cohort"]) == {"internal_test", "external"}
     assert {"original", "erode", "dilate", "jitter0", "jitter1"} <= set(contour["variant"])
@@ -109,6 +115,7 @@ def test_predict_from_the_bundle_alone_gives_the_studys_probability(study, model
                     "--mask-labels", ",".join(str(v) for v in case["mask_labels"])]
             assert main(args + [a for c in clinical for a in ("--clinical", c)]) == 0
             written = json.loads((tmp_path / row["case_id"] / "prediction.json").read_text())
+            assert written["shift"]["available"] and written["shift"]["reference"] == "bundle"
             assert written["probability_rn"] == pytest.approx(row["y_prob"], abs=1e-5)
             assert written["fold_spread_sd"] == pytest.approx(row["y_std"], abs=1e-5)
     finally:

@@ -8,7 +8,10 @@ The fine-tuned twin of the encoder export (:mod:`.export`)::
                          (voxel spacing, crop size, intensity normalisation); the clinical columns
                          and, per fold, the fitted clinical transform / logistic model as plain
                          numbers; the frozen decision threshold and where it came from;
-                         provenance (git SHA, date, synthetic flag, the run it came from)
+                         provenance (git SHA, date, synthetic flag, the run it came from);
+                         optionally ``shift_reference``: the internal range a new case's image
+                         statistics are checked against (the study's shift check,
+                         :func:`rn_classifier.shift.check.case_reference`)
     fold_k.safetensors   fold model k's classifier network (every family but clinical-only)
 
 A new case is predicted by every fold model: the probability is their mean and the fold spread
@@ -41,6 +44,7 @@ FORMAT = "rn-classifier/model-bundle"
 VERSION = 1
 META_NAME = "bundle.json"
 LATE_FUSION_INPUT = "image_logit"      # the stacker's extra numeric column (finetune.fusion)
+SHIFT_REFERENCE = "shift_reference"    # optional: bundles written before the shift check lack it
 _REQUIRED = ("format", "version", "name", "family", "n_folds", "architecture", "preprocessing",
              "clinical_columns", "folds", "threshold", "provenance")
 
@@ -137,11 +141,31 @@ def threshold_from_stats(stats_path: str | os.PathLike, model: str) -> dict | No
             "rule": stats.get("threshold_rule")}
 
 
+def _set_meta_key(folder: str | os.PathLike, key: str, value) -> None:
+    """Replace one key of ``folder/bundle.json`` (atomically; untouched when it holds ``value``)."""
+    meta = read_bundle_meta(folder)
+    if meta.get(key) != value:
+        atomic.write_json(Path(folder) / META_NAME, {**meta, key: value})
+
+
 def set_threshold(folder: str | os.PathLike, threshold: dict) -> None:
     """Record the model's frozen threshold (e.g. the study's, once ``compare`` has chosen it)."""
-    meta = read_bundle_meta(folder)
-    if meta["threshold"] != threshold:
-        atomic.write_json(Path(folder) / META_NAME, {**meta, "threshold": threshold})
+    _set_meta_key(folder, "threshold", threshold)
+
+
+def set_shift_reference(folder: str | os.PathLike, reference: dict) -> None:
+    """Record the internal range ``predict`` checks a new case's image against (the study's shift
+    check, :func:`rn_classifier.shift.check.case_reference`), so the bundle alone flags a case
+    outside it. Checked first: a bad reference is refused and the bundle left as it was."""
+    from ..shift.check import check_case_reference
+
+    _set_meta_key(folder, SHIFT_REFERENCE, check_case_reference(reference, str(Path(folder) / META_NAME)))
+
+
+def shift_reference(meta_or_folder: dict | str | os.PathLike) -> dict | None:
+    """The shift reference a bundle records (its ``bundle.json`` content or its folder), or None."""
+    meta = meta_or_folder if isinstance(meta_or_folder, dict) else read_bundle_meta(meta_or_folder)
+    return meta.get(SHIFT_REFERENCE)
 
 
 def _build_image(encoder, arch: dict):

@@ -65,8 +65,8 @@ def predict_case(model_dir: str | os.PathLike, image: str | os.PathLike, mask: s
     rater_masks: other raters' masks of this lesion (same labels), predicted next to the drawn one:
         files (named by file name) or ``{manifest column: file}`` (named by column);
     contour: also predict under alternative contours (:mod:`.contour_spread`);
-    shift: a ``shift.json`` whose internal range the case is checked against (default: the
-        study's, :mod:`.shift_flag`).
+    shift: a ``shift.json`` whose internal range the case is checked against (default: the one
+        the bundle records, else the study's shift/shift.json above it, :mod:`.shift_flag`).
     Returns the content of ``prediction.json``.
     """
     started = time.perf_counter()
@@ -118,7 +118,7 @@ def predict_case(model_dir: str | os.PathLike, image: str | os.PathLike, mask: s
         if contour or rater_masks:
             prediction["contour"] = contour_section(run, case, frame, rater_masks=rater_masks,
                                                     mask_labels=mask_labels, drawn_prob=prob)
-        prediction["shift"] = shift_section(case, shift, model_dir)
+        prediction["shift"] = shift_section(case, shift, run, model_dir)
     warnings = list(case.warnings) if case is not None else []
     if case is not None and not case.lesion_inside_crop:
         warnings.append(f"the lesion extends beyond the {list(prep.crop_size)}-voxel crop "

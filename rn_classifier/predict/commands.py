@@ -51,7 +51,8 @@ def register(app: typer.Typer) -> None:
                                            "~1 mm, boundary jitter) and report the spread")] = True,
         shift: Annotated[Optional[Path], typer.Option(
             help="shift.json of `rn-classifier shift-check` to check the case's image against "
-                 "(default: the study's shift/shift.json beside the model)")] = None,
+                 "(default: the internal range the bundle records, else the study's "
+                 "shift/shift.json above the model)")] = None,
     ):
         """Probability of radiation necrosis for one new case, with fold spread, the frozen
         threshold's decision, the spread over alternative contours, a label-free check that the image

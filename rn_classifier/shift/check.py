@@ -229,6 +229,59 @@ def shift_check(features: pd.DataFrame, predictions: pd.DataFrame, level: float 
     }
 
 
+def case_reference(shift: dict, where: str = "shift check") -> dict:
+    """What judging one new case needs of a shift check (the content of ``shift.json``): the
+    internal cases' robust ``{"median", "scale"}`` per image statistic, the flag threshold (the
+    ``level`` quantile of the internal cases' distances) and that level. A model bundle carries
+    this (:func:`rn_classifier.models.bundle.set_shift_reference`), so ``predict`` can check a case
+    with no study folder around the model."""
+    try:
+        cases = shift["image"]["cases"]
+        reference = {"reference": cases["reference"], "threshold": cases["threshold"],
+                     "level": shift["level"]}
+    except (KeyError, TypeError) as exc:
+        raise InputError(f"{where}: not a shift check of `rn-classifier shift-check` (it needs level "
+                         f"and image.cases with reference and threshold; {exc!r})") from None
+    return check_case_reference(reference, where)
+
+
+def _finite(value) -> float | None:
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    return number if np.isfinite(number) else None
+
+
+def check_case_reference(reference, where: str) -> dict:
+    """``reference`` (a :func:`case_reference`) checked and in plain floats, or one InputError
+    naming ``where`` (the file or bundle it came from) and every problem found."""
+    if not isinstance(reference, dict):
+        raise InputError(f"{where}: the shift reference is a {type(reference).__name__}, not an object "
+                         "with reference, threshold and level")
+    problems = [f"lacks {key!r}" for key in ("reference", "threshold", "level") if key not in reference]
+    stats = reference.get("reference")
+    if not (isinstance(stats, dict) and all(isinstance(stats.get(p), dict) for p in ("median", "scale"))
+            and stats["median"]):
+        if "reference" in reference:
+            problems.append("'reference' must hold 'median' and 'scale', one number per image statistic")
+        stats = {"median": {}, "scale": {}}
+    elif set(stats["median"]) != set(stats["scale"]):
+        problems.append(f"'median' and 'scale' name different statistics "
+                        f"({sorted(set(stats['median']) ^ set(stats['scale']))})")
+    given = {**{k: reference[k] for k in ("threshold", "level") if k in reference},
+             **{f"{part}.{f}": v for part in ("median", "scale") for f, v in stats[part].items()}}
+    numbers = {name: _finite(value) for name, value in given.items()}
+    problems += [f"{name} = {given[name]!r} is not a finite number" for name, x in numbers.items() if x is None]
+    # a zero scale would divide by zero; RobustScale.fit floors every scale above 0
+    problems += [f"{name} = {x} is not positive" for name, x in numbers.items()
+                 if name.startswith("scale.") and x is not None and x <= 0]
+    if problems:
+        raise InputError(f"{where}: not a shift reference of `rn-classifier shift-check`: " + "; ".join(problems))
+    return {"reference": {part: {f: numbers[f"{part}.{f}"] for f in stats[part]} for part in ("median", "scale")},
+            "threshold": numbers["threshold"], "level": numbers["level"]}
+
+
 def case_verdict(features: dict[str, float], reference: dict, threshold: float) -> dict:
     """One new case against the internal range (for ``predict``): ``reference`` and ``threshold``
     as ``shift.json["image"]["cases"]`` stores them (``reference`` = {"median", "scale"} per

@@ -1,14 +1,15 @@
-"""``run_shift_check``: preprocess caches + predictions files -> ``shift.json`` and ``cases.csv``."""
+"""``run_shift_check``: preprocess caches + predictions files -> ``shift.json`` and ``cases.csv``;
+``record_case_reference``: the part of it that checks one new case -> each model bundle."""
 
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 import pandas as pd
 
-from .check import DEFAULT_DRAWS, DEFAULT_LEVEL, shift_check
+from .check import DEFAULT_DRAWS, DEFAULT_LEVEL, case_reference, shift_check
 
 SHIFT_FILE, CASES_FILE = "shift.json", "cases.csv"
 
@@ -44,3 +45,19 @@ def run_shift_check(caches: Sequence[str | os.PathLike], predictions: Sequence[s
     atomic.write_csv(out / CASES_FILE, cases.assign(synthetic=synthetic) if len(cases) else cases)
     atomic.write_json(out / SHIFT_FILE, json_ready(result))
     return result
+
+
+def record_case_reference(result: dict, bundles: Iterable[str | os.PathLike]) -> list[Path]:
+    """Write the case reference of the shift check ``result`` into each model bundle folder whose
+    model reads images (``predict`` checks a case's image with it, no study folder needed); a
+    clinical-only model reads none and is left as it is. Returns the bundles written."""
+    from ..family import ModelFamily
+    from ..models.bundle import read_bundle_meta, set_shift_reference
+
+    reference = case_reference(result)
+    written = []
+    for bundle in bundles:
+        if ModelFamily(read_bundle_meta(bundle)["family"]).uses_images:
+            set_shift_reference(bundle, reference)
+            written.append(Path(bundle))
+    return written

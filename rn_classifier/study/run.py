@@ -594,7 +594,9 @@ class Study:
 
     def stage_shift(self, predictions: dict[str, Path]) -> None:
         """Image statistics and score distributions of each cohort against internal oof."""
-        from ..shift.run import run_shift_check
+        from ..finetune.bundle import BUNDLE_DIR
+        from ..models.bundle import META_NAME
+        from ..shift.run import record_case_reference, run_shift_check
 
         s = self.cfg.shift
         if not s.enabled:
@@ -608,7 +610,12 @@ class Study:
                                      level=s.level, n_draws=s.n_draws, seed=s.seed)
             flagged = {c: v["flagged"] for c, v in result["image"]["cohorts"].items()}
             self.echo(f"  image statistics outside the internal range: {flagged}")
-            return {"image_flagged": flagged}
+            # as compare's threshold: the bundles check a new case with the study's reference, so a
+            # bundle shipped alone still flags an image outside the internal range
+            bundles = [p.parent / BUNDLE_DIR for p in predictions.values()
+                       if (p.parent / BUNDLE_DIR / META_NAME).is_file()]
+            recorded = record_case_reference(result, bundles)
+            return {"image_flagged": flagged, "reference_in_bundles": sorted(b.parent.name for b in recorded)}
 
         self.book.run("shift", key, work)
         self.keys["shift"] = self.book.token("shift")
