@@ -12,7 +12,8 @@ from rn_classifier.models import VisionTransformer3D, create_model, list_models,
 
 # Small/base keep their width and depth but are built for 32-voxel crops (2 patches per axis), so
 # the contract runs in seconds; the tiny variant is built at its full size.
-_FAST_SIZE = {"vit3d_small_p16": 32, "vit3d_base_p16": 32, "vit3d_tiny_conv_p8": 32}
+_FAST_SIZE = {"vit3d_small_p16": 32, "vit3d_base_p16": 32, "vit3d_tiny_conv_p8": 32,
+              "vit3d_tiny_conv_regions_p8": 32}
 
 
 @functools.cache
@@ -28,14 +29,16 @@ CASES = [(name, dims) for name in list_models() for dims in (2, 3)]
 
 def test_registry_has_the_documented_variants():
     assert {"vit3d_tiny_p8", "vit3d_small_p16", "vit3d_base_p16"} <= set(list_models())
-    assert list_models("vit3d_tiny*") == ["vit3d_tiny_conv_p8", "vit3d_tiny_p8"]
+    assert list_models("vit3d_tiny*") == ["vit3d_tiny_conv_p8", "vit3d_tiny_conv_regions_p8",
+                                          "vit3d_tiny_p8"]
     assert create_model("vit3d_tiny_conv_p8").stem == "conv"
+    assert create_model("vit3d_tiny_conv_regions_p8").mask_encoding == "regions"
 
 
 @pytest.mark.parametrize("name,dims", CASES)
 def test_forward_shapes_and_finite(name, dims):
     model = _model(name, dims)
-    x = torch.randn(2, 1, *model.img_size)
+    x = torch.randn(2, model.in_chans, *model.img_size)
     with torch.no_grad():
         tokens = model.forward_features(x)
         logits = model.forward_head(tokens)
@@ -59,7 +62,7 @@ def test_smaller_crop_uses_resampled_pos_embed(name, dims):
     pos = model.pos_embed_for(grid)
     assert pos.shape == (1, 1 + torch.Size(grid).numel(), model.embed_dim)
     with torch.no_grad():
-        tokens = model.forward_features(torch.randn(2, 1, *small))
+        tokens = model.forward_features(torch.randn(2, model.in_chans, *small))
     assert tokens.shape == (2, pos.shape[1], model.embed_dim) and torch.isfinite(tokens).all()
 
 
@@ -74,7 +77,7 @@ def test_no_weight_decay_names_exist(name, dims):
                          + [("vit3d_small_p16", 3)])
 def test_grad_checkpointing_gives_same_output_and_grads(name, dims):
     model = _model(name, dims)
-    x = torch.randn(2, 1, *model.img_size)
+    x = torch.randn(2, model.in_chans, *model.img_size)
     outputs, grads = [], []
     for enable in (False, True):
         model.set_grad_checkpointing(enable)
@@ -130,7 +133,7 @@ def test_none_overrides_keep_model_defaults():
 
 
 def test_bad_inputs_raise_input_error_with_values():
-    with pytest.raises(InputError, match=r"unknown model 'vit_nope'.*vit3d_base_p16, vit3d_small_p16, vit3d_tiny_conv_p8, vit3d_tiny_p8"):
+    with pytest.raises(InputError, match=r"unknown model 'vit_nope'.*vit3d_base_p16, vit3d_small_p16, vit3d_tiny_conv_p8, vit3d_tiny_conv_regions_p8, vit3d_tiny_p8"):
         create_model("vit_nope")
     with pytest.raises(InputError, match="cannot build model 'vit3d_tiny_p8'.*colour"):
         create_model("vit3d_tiny_p8", colour="red")

@@ -68,3 +68,7 @@ register("vit3d_base_p16", img_size=96, patch_size=16, embed_dim=768, depth=12, 
 # lesion details a linear patchify flattens away; 40³ crops put the lesion centre inside one token.
 register("vit3d_tiny_conv_p8", img_size=40, patch_size=8, embed_dim=192, depth=4, num_heads=3,
          stem="conv")
+# The same with the lesion's regions as input channels (models.mask_regions): on the synthetic
+# diagnostic it reads the per-region intensity distributions the crop statistics are made of.
+register("vit3d_tiny_conv_regions_p8", img_size=40, patch_size=8, embed_dim=192, depth=4, num_heads=3,
+         stem="conv", mask_encoding="regions", in_chans=2)

@@ -28,6 +28,7 @@ from torch.utils.checkpoint import checkpoint
 
 from ..errors import InputError, check_choice
 from .conv_stem import ConvStemPatchEmbed
+from .mask_regions import MASK_ENCODINGS, MaskRegionEncoding, encoded_channels
 from .patch_embed import PatchEmbed, check_spatial_dims, grid_for, unpatchify
 from .pos_embed import resample_pos_embed, sincos_pos_embed
 
@@ -54,18 +55,23 @@ class VisionTransformer3D(nn.Module):
             ``"sincos"`` (fixed 2D/3D sin-cos as MAE; needs ``embed_dim`` divisible by 4 / 6).
         stem: ``"linear"`` (patchify + linear projection) or ``"conv"`` (``conv_stem``; the
             patch size must be a power of two).
+        mask_encoding: ``"binary"`` (the input channels go to the stem as they are) or
+            ``"regions"`` (``mask_regions``: the T1CE of the lesion's core, rim and two shells as
+            extra channels made from the mask; needs ``in_chans=2``).
     """
 
     def __init__(self, img_size: int | Sequence[int] = 96, patch_size: int | Sequence[int] = 16,
                  in_chans: int = 1, num_classes: int = 0, embed_dim: int = 768, depth: int = 12,
                  num_heads: int = 12, mlp_ratio: float = 4.0, qkv_bias: bool = True,
                  drop_path_rate: float = 0.0, spatial_dims: int = 3, global_pool: str = "token",
-                 pos_embed_type: str = "learn", stem: str = "linear"):
+                 pos_embed_type: str = "learn", stem: str = "linear",
+                 mask_encoding: str = "binary"):
         super().__init__()
         check_spatial_dims(spatial_dims)
         check_choice(global_pool, "global_pool", GLOBAL_POOLS)
         check_choice(pos_embed_type, "pos_embed_type", POS_EMBED_TYPES)
         check_choice(stem, "stem", list(STEMS))
+        check_choice(mask_encoding, "mask_encoding", MASK_ENCODINGS)
         if in_chans < 1:
             raise InputError(f"in_chans must be at least 1, got {in_chans}")
         if embed_dim % num_heads:
@@ -78,7 +84,8 @@ class VisionTransformer3D(nn.Module):
             num_classes=int(num_classes), embed_dim=int(embed_dim), depth=int(depth),
             num_heads=int(num_heads), mlp_ratio=float(mlp_ratio), qkv_bias=bool(qkv_bias),
             drop_path_rate=float(drop_path_rate), spatial_dims=int(spatial_dims),
-            global_pool=global_pool, pos_embed_type=pos_embed_type, stem=stem)
+            global_pool=global_pool, pos_embed_type=pos_embed_type, stem=stem,
+            mask_encoding=mask_encoding)
 
         self.spatial_dims = spatial_dims
         self.num_classes = num_classes
@@ -88,7 +95,10 @@ class VisionTransformer3D(nn.Module):
         self.grad_checkpointing = False
 
         self.stem = stem
-        self.patch_embed = STEMS[stem](img_size, patch_size, in_chans, embed_dim, spatial_dims)
+        self.mask_encoding = mask_encoding
+        self.encode_input = MaskRegionEncoding() if mask_encoding == "regions" else nn.Identity()
+        self.patch_embed = STEMS[stem](img_size, patch_size, encoded_channels(in_chans, mask_encoding),
+                                       embed_dim, spatial_dims)
         self.cls_token = nn.Parameter(torch.zeros(1, 1, embed_dim))
         num_tokens = self.num_prefix_tokens + self.patch_embed.num_patches
         if pos_embed_type == "sincos":
@@ -126,6 +136,9 @@ class VisionTransformer3D(nn.Module):
 
     @property
     def in_chans(self) -> int:
+        """Channels of the model's input (before any mask encoding)."""
+        if self.mask_encoding == "regions":
+            return 2
         return self.patch_embed.input_conv.in_channels
 
     @torch.jit.ignore
@@ -164,7 +177,7 @@ class VisionTransformer3D(nn.Module):
 
         ``x: (B, C, *spatial)`` → ``(patch_tokens (B, L, D), cls_token (1, 1, D))``.
         """
-        tokens = self.patch_embed(x)
+        tokens = self.patch_embed(self.encode_input(x))
         pos = self.pos_embed_for(self.grid_for(x.shape[2:]))
         return tokens + pos[:, self.num_prefix_tokens:], self.cls_token + pos[:, :self.num_prefix_tokens]
 
