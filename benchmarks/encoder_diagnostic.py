@@ -105,9 +105,11 @@ def statistics_scores(cache: CropCache, train: pd.DataFrame, test: pd.DataFrame)
 
 
 def encoder_scores(cache: CropCache, arch: str, train: pd.DataFrame, test: pd.DataFrame,
-                   steps: int, lr: float, batch_size: int, seed: int) -> tuple[np.ndarray, float]:
-    """Logits on ``test`` of ``arch`` trained from scratch for ``steps`` optimiser steps, and the
-    seconds it took."""
+                   steps: int, lr: float, batch_size: int, seed: int
+                   ) -> tuple[np.ndarray, np.ndarray, float]:
+    """Logits on ``test`` and on ``train`` (centre crops, no augmentation) of ``arch`` trained
+    from scratch for ``steps`` optimiser steps, and the seconds it took. The training logits say
+    whether a shortfall is underfitting (low on both) or overfitting (high on train only)."""
     import lightning.pytorch as pl
 
     pl.seed_everything(seed, workers=True, verbose=False)
@@ -130,8 +132,10 @@ def encoder_scores(cache: CropCache, arch: str, train: pd.DataFrame, test: pd.Da
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", ".*(does not have many workers|limit_val_batches).*")
         trainer.fit(module, datamodule=data)
-        logits = trainer.predict(module, dataloaders=data.eval_loader(cache, test_items))
-    return torch.cat(logits).float().numpy(), time.perf_counter() - start
+        seconds = time.perf_counter() - start
+        logits = [torch.cat(trainer.predict(module, dataloaders=data.eval_loader(cache, items))).float().numpy()
+                  for items in (test_items, train_items)]
+    return logits[0], logits[1], seconds
 
 
 def run(args) -> dict:
@@ -147,10 +151,11 @@ def run(args) -> dict:
         row = {"train_lesions": len(subset), "train_patients": subset["patient_id"].nunique(),
                STATISTICS: auc_delong(y_test, stats).auc}
         for arch in args.encoders.split(","):
-            logits, seconds = encoder_scores(cache, arch, subset, test, args.steps, args.lr,
-                                             args.batch_size, args.seed)
+            logits, train_logits, seconds = encoder_scores(cache, arch, subset, test, args.steps,
+                                                           args.lr, args.batch_size, args.seed)
             paired = delong_paired(y_test, logits, stats)
             row[arch] = auc_delong(y_test, logits).auc
+            row[f"{arch} train"] = auc_delong(subset["label"].astype(int).to_numpy(), train_logits).auc
             row[f"{arch} − statistics (DeLong p)"] = f"{paired.difference:+.3f} ({paired.p_value:.3g})"
             row[f"{arch} s"] = round(seconds, 1)
             print(f"{len(subset)} training lesions, {arch}: held-out AUC {row[arch]:.3f} "
@@ -172,7 +177,7 @@ def main(argv=None) -> dict:
     parser.add_argument("--preset", default="large", help="synthetic cohort preset (large: 900 lesions)")
     parser.add_argument("--seed", type=int, default=100)
     parser.add_argument("--sizes", default="100,250,all", help="training-set sizes (lesions)")
-    parser.add_argument("--encoders", default="vit3d_tiny_p8,vit3d_tiny_conv_p8")
+    parser.add_argument("--encoders", default="vit3d_tiny_conv_p8,vit3d_tiny_conv_regions_p8")
     parser.add_argument("--min-test", type=int, default=300, help="held-out lesions at least")
     parser.add_argument("--steps", type=int, default=600)
     parser.add_argument("--lr", type=float, default=1e-3)

@@ -21,14 +21,14 @@ def _load():
 def test_diagnostic_holds_out_patients_and_reports_every_arm(tmp_path, capsys):
     bench = _load()
     result = bench.main(["--work", str(tmp_path), "--preset", "mini", "--seed", "3", "--sizes", "6,all",
-                         "--steps", "2", "--min-test", "5", "--encoders", "vit3d_tiny_conv_p8",
+                         "--steps", "2", "--min-test", "5", "--encoders", "vit3d_tiny_conv_regions_p8",
                          "--threads", "1"])
     out = capsys.readouterr().out
     assert "DIAGNOSTIC, SYNTHETIC" in out
     table = result["table"]
     assert [row["train_lesions"] for row in table][0] < table[-1]["train_lesions"]
     for row in table:
-        for arm in (bench.STATISTICS, "vit3d_tiny_conv_p8"):
+        for arm in (bench.STATISTICS, "vit3d_tiny_conv_regions_p8", "vit3d_tiny_conv_regions_p8 train"):
             assert 0.0 <= row[arm] <= 1.0
     saved = json.loads((tmp_path / "diagnostic.json").read_text())
     assert saved["held_out_lesions"] == result["held_out_lesions"] >= 5
