@@ -126,3 +126,30 @@ def test_encoder_with_other_spacing_than_the_cache_is_refused(tmp_path):
     _, folder = _export(tmp_path)
     with pytest.raises(InputError, match=r"spacing \[1.0, 1.0, 1.0\] mm but encoder export .* asks for \[2.0, 2.0, 2.0\]"):
         encoder_builder(_cfg(f"model.pretrained={folder}"), _cache(tmp_path, spacing=(1.0, 1.0, 1.0)))
+
+
+def test_region_mask_encoding_is_the_same_network_for_the_ssl_model_and_its_twin(tmp_path):
+    """``model.mask_encoding=regions``: the pretrained one-channel encoder gets the region
+    channels (zero at step 0, so it still computes its T1CE embedding); the supervised twin is
+    built with the same encoding and the same parameter shapes."""
+    pretrained, folder = _export(tmp_path)
+    build, origin = encoder_builder(_cfg(f"model.pretrained={folder}", "model.mask_encoding=regions"),
+                                    _cache(tmp_path))
+    ssl = build().eval()
+    assert origin["mask_encoding"] == "regions" and ssl.patch_embed.input_conv.in_channels == 6
+    x = torch.randn(2, 2, 16, 16, 16)
+    x[:, 1] = (x[:, 1] > 0.5).float()
+    with torch.no_grad():
+        torch.testing.assert_close(ssl.forward_features(x), pretrained.forward_features(x[:, :1]),
+                                   rtol=1e-5, atol=1e-5)
+    build_twin, twin_origin = encoder_builder(_cfg("model.pretrained=null", "model.mask_encoding=regions"),
+                                              _cache(tmp_path))
+    twin = build_twin()
+    assert twin_origin["mask_encoding"] == "regions" and twin.mask_encoding == "regions"
+    assert {k: v.shape for k, v in twin.state_dict().items()} == \
+        {k: v.shape for k, v in ssl.state_dict().items()}
+    from rn_classifier.errors import ConfigError
+    from rn_classifier.finetune.config import validate_config
+
+    with pytest.raises(ConfigError, match="model.mask_encoding"):
+        validate_config(_cfg("model.pretrained=null", "model.mask_encoding=rings"))

@@ -90,3 +90,28 @@ def test_region_encoder_takes_two_channels_and_round_trips_through_export(tmp_pa
         assert not torch.allclose(loaded(moved), loaded(x))
     with pytest.raises(InputError, match="in_chans=1"):
         create_model("vit3d_tiny_conv_regions_p8", in_chans=1)
+
+
+def test_a_pretrained_one_channel_encoder_gets_region_channels_that_start_at_zero():
+    from rn_classifier.finetune.config import MASK_ENCODINGS as CONFIG_CHOICES
+    from rn_classifier.finetune.inflate import use_mask_encoding
+    from rn_classifier.models.mask_regions import MASK_ENCODINGS
+
+    assert CONFIG_CHOICES == MASK_ENCODINGS  # the config's copy (no torch import) stays in step
+    torch.manual_seed(0)
+    pretrained = create_model("vit3d_tiny_conv_p8", depth=1, img_size=32).eval()
+    x = torch.randn(2, 2, 32, 32, 32)
+    x[:, 1] = (x[:, 1] > 1.0).float()
+    with torch.no_grad():
+        before = pretrained(x[:, :1])
+        model = use_mask_encoding(pretrained, "regions")
+        # Step 0 computes the pretrained function of T1CE, whatever the mask and its regions hold.
+        torch.testing.assert_close(model(x), before)
+    assert model.in_chans == 2 and model.patch_embed.input_conv.in_channels == 6
+    assert model.init_kwargs["mask_encoding"] == "regions" and model.init_kwargs["in_chans"] == 2
+    rebuilt = create_model("vit3d_tiny_conv_p8", **{k: v for k, v in model.init_kwargs.items()})
+    rebuilt.load_state_dict(model.state_dict())
+    with torch.no_grad():
+        torch.testing.assert_close(rebuilt.eval()(x), before)
+    with pytest.raises(InputError, match="from 'regions' to 'binary'"):
+        use_mask_encoding(model, "binary")

@@ -31,6 +31,7 @@ BALANCE_MODES = ("sampler", "loss", "none")
 CHECKPOINTS = ("best", "last")
 POOLS = ("cls", "avg", "mask")               # = models.classifiers.POOLS (kept here: no torch import)
 POS_EMBED_TYPES = ("learn", "sincos")        # = models.vit3d.POS_EMBED_TYPES (no torch import)
+MASK_ENCODINGS = ("binary", "regions")        # = models.mask_regions.MASK_ENCODINGS
 CLINICAL_TYPES = ("numeric", "categorical")
 
 
@@ -67,6 +68,10 @@ class ModelConfig:
     # (random init). The supervised baseline must set the one of the encoder the SSL model starts
     # from (MAE: sincos), else the comparison measures the embedding, not the pretraining
     pos_embed_type: Optional[str] = None
+    # how the mask channel reaches the encoder: binary (as it is) | regions (models.mask_regions:
+    # the T1CE of the lesion's core, rim and two shells as extra channels); null: the arch's
+    # default. A pretrained one-channel encoder gets its region channels added at fine-tuning
+    mask_encoding: Optional[str] = None
 
 
 @dataclass
@@ -209,6 +214,8 @@ def _check_choices(cfg: FinetuneConfig) -> None:
     check_choice(cfg.model.pool, "model.pool", POOLS, ConfigError)
     if cfg.model.pos_embed_type is not None:
         check_choice(cfg.model.pos_embed_type, "model.pos_embed_type", POS_EMBED_TYPES, ConfigError)
+    if cfg.model.mask_encoding is not None:
+        check_choice(cfg.model.mask_encoding, "model.mask_encoding", MASK_ENCODINGS, ConfigError)
     check_choice(cfg.train.checkpoint, "train.checkpoint", CHECKPOINTS, ConfigError)
 
 

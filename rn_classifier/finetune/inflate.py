@@ -6,6 +6,10 @@ patch projection, or the first layer of a conv stem), is replaced by one with ``
 pretrained weights and whose new channels start at zero. At step 0 the network therefore
 computes exactly what the pretrained one computed on T1CE, whatever the mask holds; the mask
 weights are learnt during fine-tuning.
+
+``use_mask_encoding`` does the same for the region mask encoding (``models.mask_regions``): a
+pretrained one-channel encoder gets the mask and the four region channels as new, zero-weighted
+inputs of its first convolution, so step 0 again computes the pretrained function of T1CE.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ import torch
 from torch import nn
 
 from ..errors import InputError
+from ..models.mask_regions import MaskRegionEncoding, encoded_channels
 
 
 def inflate_conv_channels(conv: nn.Conv2d | nn.Conv3d, in_chans: int) -> nn.Conv2d | nn.Conv3d:
@@ -50,4 +55,20 @@ def inflate_patch_embedding(model: nn.Module, in_chans: int) -> nn.Module:
     model.patch_embed.replace_input_conv(inflate_conv_channels(conv, in_chans))
     if isinstance(getattr(model, "init_kwargs", None), dict):  # what an export writes to encoder.json
         model.init_kwargs["in_chans"] = int(in_chans)
+    return model
+
+
+def use_mask_encoding(model: nn.Module, mask_encoding: str, in_chans: int = 2) -> nn.Module:
+    """Give ``model`` (a ``VisionTransformer3D``) the mask encoding ``mask_encoding`` for inputs of
+    ``in_chans`` channels, in place: its first convolution is inflated to the encoded channels
+    (new ones zero). Returns ``model``; one that already has that encoding is only inflated."""
+    if mask_encoding == getattr(model, "mask_encoding", "binary"):
+        return inflate_patch_embedding(model, encoded_channels(in_chans, mask_encoding))
+    if mask_encoding != "regions" or model.patch_embed.input_conv.in_channels > in_chans:
+        raise InputError(f"cannot change an encoder's mask encoding from "
+                         f"{getattr(model, 'mask_encoding', 'binary')!r} to {mask_encoding!r}")
+    inflate_patch_embedding(model, encoded_channels(in_chans, mask_encoding))
+    model.mask_encoding = mask_encoding
+    model.encode_input = MaskRegionEncoding()
+    model.init_kwargs.update(mask_encoding=mask_encoding, in_chans=int(in_chans))
     return model

@@ -87,22 +87,24 @@ def encoder_builder(cfg: FinetuneConfig, internal_cache) -> tuple[Callable, dict
 
     Pretrained: the export is checked against the config and the cache (architecture, patch
     size, crop size, spacing, normalisation), rebuilt with the fine-tuning drop-path rate and
-    its patch embedding inflated to 2 channels (the mask channel's weights start at zero).
+    its patch embedding inflated to 2 channels (the mask channel's weights start at zero), or to
+    the region channels when ``model.mask_encoding`` is ``regions`` (``inflate.use_mask_encoding``).
     ``model.pretrained: null``: the same architecture, randomly initialised (supervised ViT).
     """
     from ..models import create_model
     from ..models.export import load_encoder
-    from .inflate import inflate_patch_embedding
+    from .inflate import use_mask_encoding
 
     m = cfg.model
     if m.pretrained is None:
         def build():
             return create_model(m.arch, in_chans=m.in_chans, img_size=list(m.crop_size),
                                 patch_size=m.patch_size, drop_path_rate=m.drop_path_rate,
-                                pos_embed_type=m.pos_embed_type)
+                                pos_embed_type=m.pos_embed_type, mask_encoding=m.mask_encoding)
         probe = build()
         return build, {"pretrained": None, "arch": m.arch, "patch_size": list(probe.patch_size),
-                       "pos_embed_type": probe.init_kwargs["pos_embed_type"]}
+                       "pos_embed_type": probe.init_kwargs["pos_embed_type"],
+                       "mask_encoding": probe.mask_encoding}
 
     folder = find_encoder_dir(m.pretrained)
     pretrained, meta = load_encoder(folder)
@@ -132,14 +134,15 @@ def encoder_builder(cfg: FinetuneConfig, internal_cache) -> tuple[Callable, dict
     internal_cache.check_spacing(meta["spacing"], what=where)
     kwargs = dict(meta["model_kwargs"], drop_path_rate=m.drop_path_rate)
     state = pretrained.state_dict()
+    mask_encoding = m.mask_encoding or meta["model_kwargs"].get("mask_encoding", "binary")
 
     def build():
         model = create_model(meta["architecture"], **kwargs)
         model.load_state_dict(state)
-        return inflate_patch_embedding(model, m.in_chans)
+        return use_mask_encoding(model, mask_encoding, m.in_chans)
 
     return build, {"pretrained": str(folder), "arch": meta["architecture"], "patch_size": patch,
-                   "pos_embed_type": exported_pos_embed,
+                   "pos_embed_type": exported_pos_embed, "mask_encoding": mask_encoding,
                    "pretrained_in_chans": int(meta["in_chans"]), "encoder_git_sha": meta.get("git_sha")}
 
 
