@@ -56,14 +56,18 @@ CROP = (40, 40, 40)
 AUGMENT = AugmentConfig(affine_prob=0.0, intensity_prob=0.0)
 
 
-def internal_cohort(work: Path, seed: int, preset: str) -> tuple[CropCache, pd.DataFrame]:
-    """The synthetic internal cohort's crop cache (made on first use) and its labelled index."""
+def internal_cohort(work: Path, seed: int, preset: str, shift: int = 0) -> tuple[CropCache, pd.DataFrame]:
+    """The synthetic internal cohort's crop cache (made on first use) and its labelled index.
+
+    ``shift`` > 0 caches crops ``2 * shift`` voxels larger, so training draws the model crop at a
+    random offset of up to ``shift`` voxels (the evaluation and the statistics read the centre)."""
     manifest = work / "cohort" / "manifests" / "internal.csv"
     if not manifest.is_file():
         make_synthetic_cohort(work / "cohort", preset=preset, seed=seed, pool_size=0, workers=2)
-    cfg = PreprocessConfig(spacing=[2.0, 2.0, 2.0], labelled_crop=list(CROP))
-    preprocess(manifest, work / "cache", cfg)
-    cache = CropCache(work / "cache")
+    cfg = PreprocessConfig(spacing=[2.0, 2.0, 2.0], labelled_crop=[c + 2 * shift for c in CROP])
+    folder = work / ("cache" if shift == 0 else f"cache_shift{shift}")
+    preprocess(manifest, folder, cfg)
+    cache = CropCache(folder)
     return cache, cache.index[cache.index["label"].notna()].reset_index(drop=True)
 
 
@@ -141,7 +145,7 @@ def encoder_scores(cache: CropCache, arch: str, train: pd.DataFrame, test: pd.Da
 def run(args) -> dict:
     torch.set_num_threads(args.threads)
     work = Path(args.work)
-    cache, index = internal_cohort(work, args.seed, args.preset)
+    cache, index = internal_cohort(work, args.seed, args.preset, args.shift)
     train, test = held_out_split(index, args.min_test, args.seed)
     sizes = sorted({len(train) if s == "all" else min(int(s), len(train)) for s in args.sizes.split(",")})
     y_test = test["label"].astype(int).to_numpy()
@@ -165,7 +169,7 @@ def run(args) -> dict:
             "cohort": f"preset {args.preset}, seed {args.seed}", "held_out_lesions": len(test),
             "held_out_patients": int(test["patient_id"].nunique()),
             "held_out_rn": int(y_test.sum()), "steps": args.steps, "lr": args.lr,
-            "batch_size": args.batch_size, "threads": args.threads,
+            "batch_size": args.batch_size, "shift": args.shift, "threads": args.threads,
             "precision": fastest_precision(on_gpu=False),
             "machine": f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads",
             "table": rows}
@@ -182,6 +186,8 @@ def main(argv=None) -> dict:
     parser.add_argument("--steps", type=int, default=600)
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--shift", type=int, default=0,
+                        help="random training offset of the crop, in voxels (0: always centred)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--record", action="store_true", help="append the table to benchmarks/RESULTS.md")
     args = parser.parse_args(argv)

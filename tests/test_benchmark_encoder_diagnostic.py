@@ -22,7 +22,7 @@ def test_diagnostic_holds_out_patients_and_reports_every_arm(tmp_path, capsys):
     bench = _load()
     result = bench.main(["--work", str(tmp_path), "--preset", "mini", "--seed", "3", "--sizes", "6,all",
                          "--steps", "2", "--min-test", "5", "--encoders", "vit3d_tiny_conv_regions_p8",
-                         "--threads", "1"])
+                         "--threads", "1", "--shift", "2"])
     out = capsys.readouterr().out
     assert "DIAGNOSTIC, SYNTHETIC" in out
     table = result["table"]
@@ -34,8 +34,10 @@ def test_diagnostic_holds_out_patients_and_reports_every_arm(tmp_path, capsys):
     assert saved["held_out_lesions"] == result["held_out_lesions"] >= 5
     # Held-out lesions belong to patients the training set never saw.
     from rn_classifier.data.cache import CropCache
-    index = CropCache(tmp_path / "cache").index
-    cache, labelled = bench.internal_cohort(tmp_path, 3, "mini")
+    index = CropCache(tmp_path / "cache_shift2").index
+    cache, labelled = bench.internal_cohort(tmp_path, 3, "mini", shift=2)
+    # Crops 2 x 2 voxels larger than the model's: training draws it at random offsets.
+    assert list(cache.crop_size) == [c + 4 for c in bench.CROP] and saved["shift"] == 2
     train, test = bench.held_out_split(labelled, 5, 3)
     assert not set(train["patient_id"]) & set(test["patient_id"])
     assert len(train) + len(test) == index["label"].notna().sum()
