@@ -142,6 +142,9 @@ def _fold_entry(run: RunFolder, k: int) -> dict:
                           if key not in ("fold", "files")}}
     if run.family is ModelFamily.INTERMEDIATE:
         entry["clinical_transform"] = _read_json(folder / "clinical_preprocessor.json")
+        # Each fold's one-hot levels come from its own training cases, so the clinical vector's
+        # width can differ between folds; the network of each fold is built with its own.
+        entry["n_clinical"] = int(_read_json(folder / "model.json")["fusion"]["n_clinical"])
     if run.family in LOGISTIC_FILES:
         entry["logistic"] = _read_json(folder / LOGISTIC_FILES[run.family])
     return entry

@@ -250,6 +250,8 @@ class ModelBundle:
         if arch.get("network") not in NETWORKS:
             raise InputError(f"{self.folder / META_NAME}: unknown network {arch.get('network')!r}; "
                              f"known: {sorted(NETWORKS)}")
+        if self.folds[k].get("n_clinical") is not None:  # the fold's own clinical width
+            arch = {**arch, "fusion": {**arch["fusion"], "n_clinical": int(self.folds[k]["n_clinical"])}}
         network = NETWORKS[arch["network"]](VisionTransformer3D(**arch["encoder"]), arch)
         transform = self.folds[k].get("clinical_transform")
         network.clinical_transform = ClinicalTransformJSON(transform) if transform else None
