@@ -124,6 +124,34 @@ def test_predict_from_the_bundle_alone_gives_the_studys_probability(study, model
     assert written["threshold"]["value"] == stats["thresholds"][model]["threshold"]
 
 
+def test_each_intermediate_fold_is_rebuilt_with_its_own_clinical_width(study, tmp_path):
+    """The one-hot levels of a fold come from its own training cases, so fold networks of one
+    intermediate-fusion model can take clinical vectors of different widths. The export records
+    each fold's width (as its model.json has it) and the bundle builds each fold with it: a fold
+    one column wider than fold 0 loads, where building every fold like fold 0 cannot."""
+    from safetensors.torch import save_file
+
+    from rn_classifier.finetune.cv import fold_dir
+    from rn_classifier.models.bundle import META_NAME, NETWORKS, ModelBundle, weights_name
+    from rn_classifier.models.vit3d import VisionTransformer3D
+
+    run = study["out"] / "finetune" / "ssl_vit_clinical_intermediate"
+    meta = json.loads((run / "bundle" / META_NAME).read_text())
+    widths = [f["n_clinical"] for f in meta["folds"]]
+    assert widths == [json.loads((fold_dir(run, k) / "model.json").read_text())["fusion"]["n_clinical"]
+                      for k in range(len(widths))]
+    bundle = shutil.copytree(run / "bundle", tmp_path / "bundle")
+    arch = meta["architecture"]
+    wider = widths[0] + 1
+    network = NETWORKS[arch["network"]](VisionTransformer3D(**arch["encoder"]),
+                                        {**arch, "fusion": {**arch["fusion"], "n_clinical": wider}})
+    save_file({n: t.contiguous() for n, t in network.state_dict().items()}, str(bundle / weights_name(1)))
+    meta["folds"][1]["n_clinical"] = wider
+    (bundle / META_NAME).write_text(json.dumps(meta))
+    loaded = [net.clinical_mlp[0].in_features for net in ModelBundle(bundle).networks()]
+    assert loaded == [widths[0], wider, *widths[2:]]
+
+
 def test_a_second_run_does_no_work(study):
     result, lines = _run(study["out"], fractions=[0.5, 1.0])
     assert result["ran"] == []
