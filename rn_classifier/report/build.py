@@ -22,6 +22,7 @@ from ..baselines.registry import read_record
 from ..errors import InputError
 from ..family import ModelFamily, family_of
 from . import figures
+from .gallery import NO_IMAGE_MODEL, attention_gallery
 from .pseudonym import Pseudonymizer, scrub_paths
 from .sources import ReportSources, find_sources, resolve_data_path
 
@@ -239,8 +240,6 @@ def _attention(sources: ReportSources, table: pd.DataFrame, stats: dict, pseudo:
                attention_dir: Path | None) -> dict:
     """The attention section; a run folder whose models or caches cannot be read gives a
     section that says why instead of no report at all."""
-    from .gallery import attention_gallery
-
     try:
         section = attention_gallery(sources, table, stats, pseudo, attention_dir)
     except InputError as exc:
@@ -248,9 +247,6 @@ def _attention(sources: ReportSources, table: pd.DataFrame, stats: dict, pseudo:
     if not section["available"] and pseudo.enabled:
         section["reason"] = scrub_paths(section["reason"], sources.root)
     return section
-
-
-NO_IMAGE_MODEL = "no fine-tuned image model in the run folder"
 
 
 def missing_sections(report: dict) -> list[str]:

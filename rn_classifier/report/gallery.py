@@ -22,6 +22,9 @@ from .figures import data_uri
 from .sources import ReportSources, resolve_data_path
 
 GALLERY_COHORTS = ("internal_test", "external")
+# The reason given when a study has no image model: the report treats it as "nothing to show",
+# not as a missing section.
+NO_IMAGE_MODEL = "no fine-tuned image model in the run folder"
 GROUPS = (("RN, correct", 1, True), ("RN, wrong", 1, False),
           ("progression, correct", 0, True), ("progression, wrong", 0, False))
 
@@ -41,8 +44,6 @@ def _choose_model(sources: ReportSources, reference: str):
             continue
         if run.uses_images:
             return run, sources.finetune_runs[name], reasons
-    from .build import NO_IMAGE_MODEL
-
     return None, None, reasons or [NO_IMAGE_MODEL]
 
 
