@@ -9,7 +9,8 @@ A learning curve over training-set sizes shows whether the gap closes with data.
 
 The network, optimiser and augmentation are the study's fine-tuning pieces
 (``models.classifiers.ImageClassifier`` with mask pooling, ``finetune.module.FinetuneModule``,
-``finetune.datamodule.FinetuneDataModule``) with one fixed budget for every encoder; the
+``finetune.datamodule.FinetuneDataModule``) with one fixed budget for every encoder (a MONAI 3D
+CNN, ``models.cnn``, is one more arm: the yardstick a group would try first); the
 logistic model's C is chosen by patient-grouped CV on the training lesions. Nothing here is a
 study result: it uses the labels of a synthetic cohort that a real study never has in this
 quantity, and it is labelled DIAGNOSTIC / SYNTHETIC in its output.
@@ -45,6 +46,7 @@ from rn_classifier.finetune.datamodule import FinetuneDataModule, make_items
 from rn_classifier.finetune.module import FinetuneModule, steps_per_epoch
 from rn_classifier.models.classifiers import ImageClassifier
 from rn_classifier.models import create_model
+from rn_classifier.models.cnn import CNNClassifier, is_cnn
 from rn_classifier.pretrain.probe import centre_crops, crop_statistics
 from rn_classifier.pretrain.run import fastest_precision
 from rn_classifier.stats.delong import auc_delong, delong_paired
@@ -117,7 +119,8 @@ def encoder_scores(cache: CropCache, arch: str, train: pd.DataFrame, test: pd.Da
     import lightning.pytorch as pl
 
     pl.seed_everything(seed, workers=True, verbose=False)
-    network = ImageClassifier(create_model(arch, in_chans=2, img_size=list(CROP)), pool="mask")
+    network = (CNNClassifier(arch, in_chans=2) if is_cnn(arch) else
+               ImageClassifier(create_model(arch, in_chans=2, img_size=list(CROP)), pool="mask"))
     per_epoch = steps_per_epoch(len(train), batch_size)
     epochs = math.ceil(steps / per_epoch)
     module = FinetuneModule(network, OptimConfig(lr=lr, layer_decay=1.0, warmup_epochs=0.05 * epochs),
@@ -181,7 +184,8 @@ def main(argv=None) -> dict:
     parser.add_argument("--preset", default="large", help="synthetic cohort preset (large: 900 lesions)")
     parser.add_argument("--seed", type=int, default=100)
     parser.add_argument("--sizes", default="100,250,all", help="training-set sizes (lesions)")
-    parser.add_argument("--encoders", default="vit3d_tiny_conv_p8,vit3d_tiny_conv_regions_p8")
+    parser.add_argument("--encoders", default="vit3d_tiny_conv_p8,vit3d_tiny_conv_regions_p8",
+                        help="ViT variants (models.registry) and MONAI CNNs (models.cnn), comma-separated")
     parser.add_argument("--min-test", type=int, default=300, help="held-out lesions at least")
     parser.add_argument("--steps", type=int, default=600)
     parser.add_argument("--lr", type=float, default=1e-3)

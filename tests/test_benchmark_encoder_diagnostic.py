@@ -21,14 +21,15 @@ def _load():
 def test_diagnostic_holds_out_patients_and_reports_every_arm(tmp_path, capsys):
     bench = _load()
     result = bench.main(["--work", str(tmp_path), "--preset", "mini", "--seed", "3", "--sizes", "6,all",
-                         "--steps", "2", "--min-test", "5", "--encoders", "vit3d_tiny_conv_regions_p8",
+                         "--steps", "2", "--min-test", "5", "--encoders", "vit3d_tiny_conv_regions_p8,monai_resnet10_w16",
                          "--threads", "1", "--shift", "2"])
     out = capsys.readouterr().out
     assert "DIAGNOSTIC, SYNTHETIC" in out
     table = result["table"]
     assert [row["train_lesions"] for row in table][0] < table[-1]["train_lesions"]
     for row in table:
-        for arm in (bench.STATISTICS, "vit3d_tiny_conv_regions_p8", "vit3d_tiny_conv_regions_p8 train"):
+        for arm in (bench.STATISTICS, "vit3d_tiny_conv_regions_p8", "vit3d_tiny_conv_regions_p8 train",
+                    "monai_resnet10_w16", "monai_resnet10_w16 train"):
             assert 0.0 <= row[arm] <= 1.0
     saved = json.loads((tmp_path / "diagnostic.json").read_text())
     assert saved["held_out_lesions"] == result["held_out_lesions"] >= 5
