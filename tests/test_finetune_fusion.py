@@ -6,6 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from sklearn.metrics import roc_auc_score
 
 from rn_classifier.errors import InputError
 from rn_classifier.finetune.fusion import check_out_of_fold, late_fusion_fold
@@ -16,12 +17,12 @@ SPEC = {"age": "numeric", "sex": "categorical"}
 N_FOLDS = 3
 
 
-def _cohort(seed=0):
+def _cohort(seed=0, n_train=30):
     """cases (train / internal_test / external), split, and valid per-fold-model image logits."""
     rng = np.random.default_rng(seed)
     rows = []
-    for i in range(36):
-        part = "internal_test" if i >= 30 else "train"
+    for i in range(n_train + 6):
+        part = "internal_test" if i >= n_train else "train"
         rows.append({"case_id": f"c{i:02d}", "patient_id": f"p{i // 2:02d}", "part": part,
                      "fold": (i // 2) % N_FOLDS if part == "train" else -1})
     for i in range(8):
@@ -98,6 +99,50 @@ def test_stacker_uses_the_image_logit():
     names = list(pipe.named_steps["preprocess"].get_feature_names_out())
     coef = pipe.named_steps["logistic"].coef_.ravel()
     assert names[0] == "numeric__image_logit" and coef[0] > 0
+
+
+def _oof(cases, split, preds, spec):
+    """Every fold's stacker: its out-of-fold rows joined to the image logit, and its choices."""
+    rows, choices = [], []
+    for k in range(N_FOLDS):
+        pipe, _, out = late_fusion_fold(k, preds, cases, split, spec)
+        rows.append(out[out["cohort"] == "oof"])
+        choices.append(pipe.stacker_choice)
+    oof = pd.concat(rows).merge(preds[preds["cohort"] == "oof"][["case_id", "y_logit"]],
+                                on="case_id", suffixes=("", "_image"))
+    return oof.assign(label=cases.loc[oof["case_id"], "label"].to_numpy()), choices
+
+
+def test_noise_clinical_columns_leave_the_stacker_a_monotone_map_of_the_image_logit():
+    """Ten clinical columns of pure noise: the inner CV keeps them out in every fold, so within
+    each fold the fused score ranks the cases exactly as the image logit does."""
+    cases, split, preds = _cohort(seed=4, n_train=90)
+    rng = np.random.default_rng(4)
+    noise = {f"noise{i}": "numeric" for i in range(10)}
+    for column in noise:
+        cases[column] = rng.normal(size=len(cases))
+    oof, choices = _oof(cases, split, preds, noise)
+    assert [c["clinical_C"] for c in choices] == [None] * N_FOLDS
+    assert all("image only" in c["inner_cv_auc"] and len(c["inner_cv_auc"]) > 1 for c in choices)
+    for k, fold in oof.groupby("fold"):
+        assert np.array_equal(np.argsort(fold["y_logit"].to_numpy(), kind="stable"),
+                              np.argsort(fold["y_logit_image"].to_numpy(), kind="stable")), k
+
+
+def test_informative_clinical_data_enters_and_the_image_coefficient_is_not_shrunk():
+    cases, split, preds = _cohort(seed=1, n_train=90)
+    rng = np.random.default_rng(1)
+    cases["age"] = 60 + 12 * (cases["label"] - 0.5) + rng.normal(0, 6, len(cases))      # d' = 2
+    preds["y_logit"] = cases.loc[preds["case_id"], "label"].to_numpy() - 0.5 + rng.normal(0, 1, len(preds))  # d' = 1
+    oof, choices = _oof(cases, split, preds, {"age": "numeric"})
+    assert all(c["clinical_C"] is not None for c in choices)
+    fused = roc_auc_score(oof["label"], oof["y_logit"])
+    assert fused > roc_auc_score(oof["label"], oof["y_logit_image"]) + 0.05
+    # at the strongest clinical penalty tried, the image coefficient is the image-only one
+    pipe, stack_spec, _ = late_fusion_fold(0, preds, cases, split, {"age": "numeric"}, Cs=(1e-4,))
+    logistic = pipe.named_steps["logistic"]
+    alone, _, _ = late_fusion_fold(0, preds, cases.assign(age=0.0), split, {"age": "numeric"}, Cs=())
+    assert logistic.coef_[0, 0] == pytest.approx(alone.named_steps["logistic"].coef_[0, 0], rel=0.02)
 
 
 @pytest.mark.parametrize("cross_attention", [False, True])

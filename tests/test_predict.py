@@ -188,8 +188,11 @@ def test_late_fusion_predicts_with_its_image_runs_attention(tiny_study, new_case
 
     frame = pd.DataFrame([{"age": 66.0, "sex": "M"}])
     folds = [fold_dir(tiny_study / "finetune" / "ssl_vit_clinical_late", k) for k in range(late.n_folds)]
-    expected = [LogisticModelJSON.load(d / "late_fusion.json").predict_proba(frame.assign(image_logit=logit))[0]
-                for d, logit in zip(folds, image.logits)]
+    expected = []
+    for d, logit in zip(folds, image.logits):   # each stacker reads its fold model's logit standardised
+        scale = json.loads((d / "late_fusion.json").read_text())["image_logit_scale"]
+        z = (logit - scale["mean"]) / scale["sd"]
+        expected.append(LogisticModelJSON.load(d / "late_fusion.json").predict_proba(frame.assign(image_logit=z))[0])
     assert result["fold_probabilities"] == pytest.approx(expected)
     assert result["attention"]["available"] and (tmp_path / "late" / "attention.nii.gz").is_file()
 

@@ -1,8 +1,8 @@
 """Clinical-only model: L2-regularised logistic regression on the preprocessed clinical vector.
 
-The baseline every clinician asks for (not reported by Gomaa et al. 2025). The same
-pipeline, with the image model's out-of-fold logit as one more numeric column, is the late-fusion
-stacker (:mod:`rn_classifier.finetune.fusion`).
+The baseline every clinician asks for (not reported by Gomaa et al. 2025). The same pipeline,
+with the image model's out-of-fold logit as one more (unpenalised) numeric column, is the
+late-fusion stacker (:mod:`rn_classifier.finetune.fusion`).
 
 A fitted model is written as JSON (preprocessor + coefficients), read back by
 :class:`LogisticModelJSON` without scikit-learn objects or pickle.
@@ -50,12 +50,17 @@ def predict_logistic(pipe: Pipeline, frame: pd.DataFrame, spec: Mapping[str, str
 
 
 def logistic_to_json(pipe: Pipeline, spec: Mapping[str, str]) -> dict:
+    """The fitted pipeline as JSON; a late-fusion stacker also records its inner-CV choice."""
     lr: LogisticRegression = pipe.named_steps["logistic"]
-    return {"format": LOGISTIC_FORMAT, "version": JSON_VERSION,
+    stacker = getattr(pipe, "stacker_choice", None)
+    extra = {"stacker": stacker} if stacker else {}
+    if hasattr(pipe, "image_logit_scale"):
+        extra["image_logit_scale"] = pipe.image_logit_scale
+    return {**extra, "format": LOGISTIC_FORMAT, "version": JSON_VERSION,
             "preprocessor": preprocessor_to_json(pipe.named_steps["preprocess"], spec),
             "coef": [float(v) for v in lr.coef_.ravel()],
             "intercept": float(lr.intercept_[0]),
-            "C": float(lr.C)}
+            "C": stacker["clinical_C"] if stacker else float(lr.C)}
 
 
 def save_logistic(pipe: Pipeline, spec: Mapping[str, str], path: str | os.PathLike) -> Path:

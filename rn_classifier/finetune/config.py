@@ -78,7 +78,8 @@ class ModelConfig:
 class FusionConfig:
     kind: str = "none"                        # none | late | intermediate
     # late: a finished image run (ssl_vit) to stack on; null: train the image model inside this run
-    image_run: Optional[str] = None           # (the stacker uses the `logistic` settings)
+    image_run: Optional[str] = None           # (stacker: `logistic.class_weight`, `max_iter`; its
+                                              # clinical L2 strength is chosen by inner CV, finetune.fusion)
     clinical_embed_dim: int = 32              # intermediate: width of the clinical embedding
     cross_attention: bool = False             # intermediate: clinical query attends over image tokens
     attention_heads: int = 4

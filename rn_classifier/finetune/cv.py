@@ -177,7 +177,7 @@ def late_fusion_trainer(cfg: FinetuneConfig, cases: pd.DataFrame, split: pd.Data
 
     def train(k: int, folder: Path) -> FoldResult:
         pipe, stack_spec, preds = late_fusion_fold(
-            k, image_preds, cases, split, spec, C=cfg.logistic.C,
+            k, image_preds, cases, split, spec,
             class_weight=cfg.logistic.class_weight, max_iter=cfg.logistic.max_iter)
         save_logistic(pipe, stack_spec, folder / "late_fusion.json")
         return FoldResult(preds, ["late_fusion.json"])

@@ -310,7 +310,8 @@ class ModelBundle:
 
 def _stacked_logits(bundle: ModelBundle, crop, clinical, with_attention):
     image_logits, maps = bundle.network_logits(crop, None, with_attention)
-    return [model.decision_function(clinical.assign(**{LATE_FUSION_INPUT: logit}))[0]
+    return [model.decision_function(
+                clinical.assign(**{LATE_FUSION_INPUT: model.standardised_image_logit(logit)}))[0]
             for model, logit in zip(bundle.logistic_models(), image_logits)], maps
 
 

@@ -100,6 +100,9 @@ class LogisticModelJSON:
         if self.coef.size != len(self.preprocessor.feature_names):
             raise InputError(f"logistic model file: {self.coef.size} coefficients for "
                              f"{len(self.preprocessor.feature_names)} features")
+        # a late-fusion stacker reads its fold model's image logit standardised (finetune.fusion)
+        scale = payload.get("image_logit_scale") or {"mean": 0.0, "sd": 1.0}
+        self.image_logit_mean, self.image_logit_sd = float(scale["mean"]), float(scale["sd"])
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "LogisticModelJSON":
@@ -107,6 +110,9 @@ class LogisticModelJSON:
         if not path.is_file():
             raise InputError(f"logistic model file {path} does not exist")
         return cls(json.loads(path.read_text()))
+
+    def standardised_image_logit(self, logit: float) -> float:
+        return (logit - self.image_logit_mean) / self.image_logit_sd
 
     def decision_function(self, df: pd.DataFrame) -> np.ndarray:
         return self.preprocessor.transform(df) @ self.coef + self.intercept
