@@ -111,7 +111,8 @@ def statistics_scores(cache: CropCache, train: pd.DataFrame, test: pd.DataFrame)
 
 
 def encoder_scores(cache: CropCache, arch: str, train: pd.DataFrame, test: pd.DataFrame,
-                   steps: int, lr: float, batch_size: int, seed: int
+                   steps: int, lr: float, batch_size: int, seed: int,
+                   drop_path: float = 0.0, head_dropout: float = 0.0
                    ) -> tuple[np.ndarray, np.ndarray, float]:
     """Logits on ``test`` and on ``train`` (centre crops, no augmentation) of ``arch`` trained
     from scratch for ``steps`` optimiser steps, and the seconds it took. The training logits say
@@ -119,8 +120,9 @@ def encoder_scores(cache: CropCache, arch: str, train: pd.DataFrame, test: pd.Da
     import lightning.pytorch as pl
 
     pl.seed_everything(seed, workers=True, verbose=False)
-    network = (CNNClassifier(arch, in_chans=2) if is_cnn(arch) else
-               ImageClassifier(create_model(arch, in_chans=2, img_size=list(CROP)), pool="mask"))
+    network = (CNNClassifier(arch, in_chans=2, head_dropout=head_dropout) if is_cnn(arch) else
+               ImageClassifier(create_model(arch, in_chans=2, img_size=list(CROP), drop_path_rate=drop_path),
+                               head_dropout=head_dropout, pool="mask"))
     per_epoch = steps_per_epoch(len(train), batch_size)
     epochs = math.ceil(steps / per_epoch)
     module = FinetuneModule(network, OptimConfig(lr=lr, layer_decay=1.0, warmup_epochs=0.05 * epochs),
@@ -152,6 +154,7 @@ def run(args) -> dict:
     train, test = held_out_split(index, args.min_test, args.seed)
     sizes = sorted({len(train) if s == "all" else min(int(s), len(train)) for s in args.sizes.split(",")})
     y_test = test["label"].astype(int).to_numpy()
+    train_seed = args.seed if args.train_seed is None else args.train_seed
     rows = []
     for size, subset in nested_subsets(train, sizes, args.seed).items():
         stats = statistics_scores(cache, subset, test)
@@ -159,7 +162,8 @@ def run(args) -> dict:
                STATISTICS: auc_delong(y_test, stats).auc}
         for arch in args.encoders.split(","):
             logits, train_logits, seconds = encoder_scores(cache, arch, subset, test, args.steps,
-                                                           args.lr, args.batch_size, args.seed)
+                                                           args.lr, args.batch_size, train_seed,
+                                                           args.drop_path, args.head_dropout)
             paired = delong_paired(y_test, logits, stats)
             row[arch] = auc_delong(y_test, logits).auc
             row[f"{arch} train"] = auc_delong(subset["label"].astype(int).to_numpy(), train_logits).auc
@@ -173,6 +177,7 @@ def run(args) -> dict:
             "held_out_patients": int(test["patient_id"].nunique()),
             "held_out_rn": int(y_test.sum()), "steps": args.steps, "lr": args.lr,
             "batch_size": args.batch_size, "shift": args.shift, "threads": args.threads,
+            "train_seed": train_seed, "drop_path": args.drop_path, "head_dropout": args.head_dropout,
             "precision": fastest_precision(on_gpu=False),
             "machine": f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads",
             "table": rows}
@@ -192,6 +197,11 @@ def main(argv=None) -> dict:
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--shift", type=int, default=0,
                         help="random training offset of the crop, in voxels (0: always centred)")
+    parser.add_argument("--train-seed", type=int, default=None,
+                        help="seed of the networks' initialisation and batches (default --seed): "
+                             "repeats on the same cohort and held-out set")
+    parser.add_argument("--drop-path", type=float, default=0.0, help="ViT stochastic depth")
+    parser.add_argument("--head-dropout", type=float, default=0.0)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--record", action="store_true", help="append the table to benchmarks/RESULTS.md")
     args = parser.parse_args(argv)

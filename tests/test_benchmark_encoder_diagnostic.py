@@ -22,7 +22,8 @@ def test_diagnostic_holds_out_patients_and_reports_every_arm(tmp_path, capsys):
     bench = _load()
     result = bench.main(["--work", str(tmp_path), "--preset", "mini", "--seed", "3", "--sizes", "6,all",
                          "--steps", "2", "--min-test", "5", "--encoders", "vit3d_tiny_conv_regions_p8,monai_resnet10_w16",
-                         "--threads", "1", "--shift", "2"])
+                         "--threads", "1", "--shift", "2", "--train-seed", "4", "--drop-path", "0.1",
+                         "--head-dropout", "0.2"])
     out = capsys.readouterr().out
     assert "DIAGNOSTIC, SYNTHETIC" in out
     table = result["table"]
@@ -33,6 +34,7 @@ def test_diagnostic_holds_out_patients_and_reports_every_arm(tmp_path, capsys):
             assert 0.0 <= row[arm] <= 1.0
     saved = json.loads((tmp_path / "diagnostic.json").read_text())
     assert saved["held_out_lesions"] == result["held_out_lesions"] >= 5
+    assert (saved["train_seed"], saved["drop_path"], saved["head_dropout"]) == (4, 0.1, 0.2)
     # Held-out lesions belong to patients the training set never saw.
     from rn_classifier.data.cache import CropCache
     index = CropCache(tmp_path / "cache_shift2").index
