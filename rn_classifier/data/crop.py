@@ -29,6 +29,7 @@ import numpy as np
 
 from ..errors import InputError
 from .ingest import Volume, apply_zscore, normalise, resample, zscore_statistics
+from .order_statistics import percentile
 from .readers import LesionMask, MaskLabel, read_image, read_mask
 
 CROP_DTYPE = np.float16   # what the cache stores and the model is trained on
@@ -92,7 +93,8 @@ def read_case(image_path: str | os.PathLike, mask_path: str | os.PathLike | None
     """Read a case's image and (when given) its lesion mask; the lesion of ``mask_labels`` (empty:
     every non-zero label) on the image's grid. Raises InputError naming the file."""
     image = read_image(image_path)
-    if not np.isfinite(np.asarray(image.array, dtype=np.float32)).all():
+    voxels = np.asarray(image.array)
+    if voxels.dtype.kind == "f" and not np.isfinite(voxels.astype(np.float32, copy=False)).all():
         raise InputError(f"image {image.path} holds NaN or infinite voxels (expected finite intensities)")
     mask = read_mask(mask_path, mask_labels, image) if mask_path else None
     return Case(image=image, mask=mask)
@@ -214,14 +216,24 @@ def lesion_crop(case: Case, setting: CropSetting) -> Crop:
                          f"is empty at {list(setting.spacing)} mm ({case.mask.voxels} voxel(s) at the "
                          "stored spacing)")
     size = np.asarray(setting.crop_size, dtype=int)
-    voxels = np.argwhere(lesion)
+    voxels = lesion_voxels(lesion)
     start = lesion_crop_start(voxels, size, setting.lesion_view)
     inside = bool((voxels.min(0) >= start).all() and (voxels.max(0) < start + size).all())
     array = np.stack([_normalised_crop(resampled, setting, start, size),
-                      crop_with_padding(lesion.astype(np.float32), start, size, 0.0)])
+                      crop_with_padding(lesion, start, size, False).astype(np.float32)])
     return Crop(array=array.astype(CROP_DTYPE), affine=crop_affine(resampled.affine, start),
-                resampled=resampled, lesion_voxels=int(lesion.sum()), lesion_inside_crop=inside,
-                lesion_volume_ml=float(lesion.sum() * np.prod(setting.spacing) / 1000.0))
+                resampled=resampled, lesion_voxels=len(voxels), lesion_inside_crop=inside,
+                lesion_volume_ml=float(len(voxels) * np.prod(setting.spacing) / 1000.0))
+
+
+def lesion_voxels(lesion: np.ndarray) -> np.ndarray:
+    """``np.argwhere(lesion)`` (``(N, 3)``, in the same order), searched only inside the lesion's
+    bounding box: a lesion fills a few centimetres of a head of millions of voxels."""
+    box = []
+    for axis in range(3):
+        along = np.flatnonzero(lesion.any(axis=tuple(a for a in range(3) if a != axis)))
+        box.append(slice(along[0], along[-1] + 1) if along.size else slice(0, 0))
+    return np.argwhere(lesion[tuple(box)]) + np.array([b.start for b in box])
 
 
 def pool_crop(image: Volume, setting: CropSetting) -> Crop:
@@ -229,7 +241,7 @@ def pool_crop(image: Volume, setting: CropSetting) -> Crop:
     (voxels above the median) and kept inside the image where it fits."""
     resampled, norm = _normalised(image, setting)
     size = np.asarray(setting.crop_size, dtype=int)
-    foreground = norm > np.percentile(norm, 50)
+    foreground = norm > percentile(norm, 50)
     center = (np.argwhere(foreground).mean(axis=0) if foreground.any()
               else (np.asarray(norm.shape) - 1) / 2)
     start = keep_inside(crop_start(center, size), size, norm.shape)

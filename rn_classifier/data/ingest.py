@@ -35,6 +35,7 @@ import nibabel as nib
 import numpy as np
 
 from ..errors import InputError
+from .order_statistics import percentile
 
 MAX_VOXELS = 1024**3  # about 2 GB as int16; far beyond any clinical T1CE volume
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
@@ -263,7 +264,7 @@ def resample(volume: Volume, spacing, mode: str = "bilinear") -> Volume:
     shape, out_affine = spacing_grid(volume.array.shape, affine, target)
     nearest = mode == "nearest"
     if nearest:   # zeros outside, as MONAI's padding_mode="zeros"
-        source, source_affine = np.ascontiguousarray(volume.array), affine
+        source, source_affine = np.asarray(volume.array), affine
     else:
         # MONAI's padding_mode="border" clamps a point outside to the edge, then interpolates along
         # the other axes: the same as linear interpolation in the image extended by copies of its
@@ -272,20 +273,26 @@ def resample(volume: Volume, spacing, mode: str = "bilinear") -> Volume:
         source = np.pad(np.asarray(volume.array, dtype=np.float32), pad, mode="edge")
         source_affine = affine.copy()
         source_affine[:3, 3] = affine[:3, :3] @ np.full(3, -pad, dtype=float) + affine[:3, 3]
-    # SimpleITK reads a C-order (X, Y, Z) array as its (z, y, x): rather than transposing the
-    # voxels twice, its index axes are given our axes in reverse order (the affine's columns
-    # reversed), so the output array comes back as (X, Y, Z) with no copy
+    # SimpleITK stores voxels x fastest and reads a C-order array (a, b, c) as its (c, b, a).
+    # The voxels are handed over in the memory order they already have, never reordered: a C-order
+    # (X, Y, Z) array with SimpleITK's index axes given our axes in reverse (the affine's columns
+    # reversed), a Fortran-order one (what nibabel and the SimpleITK readers return) as its
+    # transpose, a C-order view, with the axes as they are. The output comes back in the same order.
+    fortran = not source.flags.c_contiguous
+    if fortran:
+        source = np.asfortranarray(source).T
+    axes = [0, 1, 2, 3] if fortran else [2, 1, 0, 3]
     image = sitk.GetImageFromArray(source)
-    _set_sitk_geometry(image, source_affine[:, [2, 1, 0, 3]])
-    reference = sitk.Image([int(n) for n in shape][::-1], sitk.sitkUInt8)
-    _set_sitk_geometry(reference, out_affine[:, [2, 1, 0, 3]])
+    _set_sitk_geometry(image, source_affine[:, axes])
+    reference = sitk.Image([int(shape[a]) for a in axes[:3]], sitk.sitkUInt8)
+    _set_sitk_geometry(reference, out_affine[:, axes])
     resampler = sitk.ResampleImageFilter()
     resampler.SetReferenceImage(reference)
     resampler.SetInterpolator(sitk.sitkNearestNeighbor if nearest else sitk.sitkLinear)
     resampler.SetOutputPixelType(image.GetPixelID())
     resampler.SetDefaultPixelValue(0)
     array = sitk.GetArrayFromImage(resampler.Execute(image))
-    return Volume(array=array, affine=out_affine, path=volume.path)
+    return Volume(array=array.T if fortran else array, affine=out_affine, path=volume.path)
 
 
 def spacing_grid(shape, affine: np.ndarray, spacing) -> tuple[tuple[int, ...], np.ndarray]:
@@ -373,17 +380,21 @@ class ZScoreStatistics:
 
 def zscore_statistics(array: np.ndarray, clip_percentiles=(0.5, 99.5)) -> ZScoreStatistics:
     """The statistics of :func:`normalise`'s ``zscore_foreground`` over the whole ``array``."""
-    x = np.asarray(array, dtype=np.float32)
+    # the voxels in memory order (a view of a C- or Fortran-order image): no statistic here
+    # depends on the order, except the last bits of the float64 sums, far below float32's
+    x = np.asarray(array, dtype=np.float32).ravel(order="K")
     if not np.isfinite(x).all():
         raise InputError("image holds NaN or infinite voxels")
-    threshold = 0.1 * np.percentile(x, 99)
+    threshold = 0.1 * percentile(x, 99)
     foreground = x[x > threshold]
     if foreground.size == 0:
         raise InputError("image has no foreground (it is constant or all zeros)")
-    p_lo, p_hi = np.percentile(foreground, [float(v) for v in clip_percentiles])
-    fg = np.clip(foreground, p_lo, p_hi)
-    std = float(fg.std())
-    return ZScoreStatistics(np.float64(threshold), np.float64(p_lo), np.float64(p_hi), float(fg.mean()),
+    p_lo, p_hi = percentile(foreground, [float(v) for v in clip_percentiles])
+    clipped = np.clip(foreground, p_lo, p_hi)           # float64: the bounds are
+    mean = float(clipped.mean())
+    deviation = np.subtract(clipped, mean, out=clipped)
+    std = float(np.sqrt(np.dot(deviation, deviation) / deviation.size))
+    return ZScoreStatistics(np.float64(threshold), np.float64(p_lo), np.float64(p_hi), mean,
                             std if std > 0 else 1.0)
 
 

@@ -177,14 +177,16 @@ register_image_format(ImageFormat("dicom_series", lambda p: p.is_dir(),
 
 def label_values(mask: Volume) -> tuple[tuple[int, ...], str | None]:
     """(non-zero integer values of a label image, a problem when it holds fractional values)."""
-    values = np.unique(np.asarray(mask.array))
+    data = np.asarray(mask.array).ravel(order="K")
+    # a lesion is a small part of a head: only the non-zero voxels are sorted
+    values = np.unique(data[data != 0])
     if np.issubdtype(values.dtype, np.floating):
         fractional = values[values != np.round(values)]
         if len(fractional):
             return (), (f"mask {mask.path} holds non-integer values (e.g. {float(fractional[0]):g}); "
                         "expected integer lesion codes (resampled or smoothed with a non-nearest "
                         "interpolation?)")
-    return tuple(int(v) for v in values if v != 0), None
+    return tuple(int(v) for v in values), None
 
 
 def missing_labels_message(path, labels: Sequence[MaskLabel], present: Sequence[MaskLabel],
@@ -215,7 +217,14 @@ def read_label_image(path: Path, labels: tuple[MaskLabel, ...], image: Volume) -
     if missing:
         raise InputError(missing)
     data = np.asarray(mask.array)
-    lesion = np.isin(data, np.asarray(codes)) if codes else data > 0
+    if not codes:
+        lesion = data > 0
+    elif len(codes) <= 4:   # a lesion's few codes: a comparison each beats np.isin's table or sort
+        lesion = np.zeros_like(data, dtype=bool)
+        for code in codes:
+            lesion |= data == code
+    else:
+        lesion = np.isin(data, np.asarray(codes))
     return LesionMask(lesion=lesion, labels=codes, present=present, path=str(path))
 
 
