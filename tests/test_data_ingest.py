@@ -236,8 +236,8 @@ def test_zscore_of_a_crop_with_whole_image_statistics_is_the_crop_of_the_normali
     np.testing.assert_array_equal(whole, np.asarray(monai, dtype=np.float32))
 
 
-def test_preprocessing_a_case_imports_neither_torch_nor_monai(tmp_path):
-    """Spawned preprocessing workers start in a fraction of the time without torch."""
+def test_a_preprocessing_worker_imports_neither_torch_monai_nor_pandas(tmp_path):
+    """Spawned preprocessing workers start in a fraction of the time without them."""
     import subprocess
     import sys
 
@@ -247,11 +247,13 @@ def test_preprocessing_a_case_imports_neither_torch_nor_monai(tmp_path):
     mask[10:14, 10:14, 6:9] = 1
     affine = np.diag([1.5, 1.5, 2.5, 1.0])
     img, msk = save_nifti(image, tmp_path / "i.nii.gz", affine), save_nifti(mask, tmp_path / "m.nii.gz", affine)
-    code = ("import sys\nfrom rn_classifier.data.preprocess import LESION, PreprocessConfig, process_case\n"
+    # what a worker runs (data.case_crop.crop_or_problem on a row and a CropSetting)
+    code = ("import sys\nfrom rn_classifier.data.case_crop import LESION, crop_or_problem\n"
+            "from rn_classifier.data.crop import CropSetting\n"
             f"row = dict(case_id='c', patient_id='p', center='A', label=1, image_path={str(img)!r}, "
             f"mask_path={str(msk)!r}, mask_labels=(1,))\n"
-            "crop, _ = process_case(row, PreprocessConfig(spacing=[1.0, 1.0, 1.0], labelled_crop=[16, 16, 16]), LESION)\n"
-            "assert crop.shape == (2, 16, 16, 16)\n"
-            "print(sorted(m for m in ('torch', 'monai') if m in sys.modules))")
+            "(crop, _), problem = crop_or_problem((row, CropSetting((1.0, 1.0, 1.0), (16, 16, 16)), LESION))\n"
+            "assert problem is None and crop.shape == (2, 16, 16, 16)\n"
+            "print(sorted(m for m in ('torch', 'monai', 'pandas') if m in sys.modules))")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert done.stdout.strip() == "[]"

@@ -270,7 +270,11 @@ def resample(volume: Volume, spacing, mode: str = "bilinear") -> Volume:
         # the other axes: the same as linear interpolation in the image extended by copies of its
         # edge voxels, as far out as the output grid reaches (half an output voxel)
         pad = int(np.ceil(0.5 * max(target) / min(volume.spacing))) + 1
-        source = np.pad(np.asarray(volume.array, dtype=np.float32), pad, mode="edge")
+        voxels = np.asarray(volume.array)
+        # interpolated in float32; integers float32 holds exactly are handed over as they are
+        # (half the bytes to copy), the output being float32 either way
+        exact = voxels.dtype in (np.uint8, np.int8, np.uint16, np.int16)
+        source = np.pad(voxels if exact else voxels.astype(np.float32, copy=False), pad, mode="edge")
         source_affine = affine.copy()
         source_affine[:3, 3] = affine[:3, :3] @ np.full(3, -pad, dtype=float) + affine[:3, 3]
     # SimpleITK stores voxels x fastest and reads a C-order array (a, b, c) as its (c, b, a).
@@ -289,7 +293,7 @@ def resample(volume: Volume, spacing, mode: str = "bilinear") -> Volume:
     resampler = sitk.ResampleImageFilter()
     resampler.SetReferenceImage(reference)
     resampler.SetInterpolator(sitk.sitkNearestNeighbor if nearest else sitk.sitkLinear)
-    resampler.SetOutputPixelType(image.GetPixelID())
+    resampler.SetOutputPixelType(image.GetPixelID() if nearest else sitk.sitkFloat32)
     resampler.SetDefaultPixelValue(0)
     array = sitk.GetArrayFromImage(resampler.Execute(image))
     return Volume(array=array.T if fortran else array, affine=out_affine, path=volume.path)

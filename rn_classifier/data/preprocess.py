@@ -39,7 +39,8 @@ from .. import atomic
 from ..config import to_dict
 from ..errors import DataIntegrityError, InputError
 from .cache import CACHE_VERSION, CROPS_FILE, INDEX_FILE, META_FILE
-from .crop import CropSetting, lesion_crop, pool_crop, read_case, sub_volume_crop
+from .case_crop import CENTRE_COLUMNS, HEAD, LESION, SUB_VOLUME, case_crop, crop_or_problem, share_cores
+from .crop import CropSetting
 from .manifest import load_manifest
 
 
@@ -59,12 +60,6 @@ class PreprocessConfig:
     lesion_view: Optional[list[int]] = None
     normalisation: NormalisationConfig = field(default_factory=NormalisationConfig)
     workers: int = 2
-
-
-CENTRE_COLUMNS = ("centre_x", "centre_y", "centre_z")
-# How a manifest's crops are cut: lesion-centred (labelled), on the head (pool without centres),
-# or on each row's centre (pool of sub-volumes).
-LESION, HEAD, SUB_VOLUME = "lesion", "head", "sub_volume"
 
 
 def crop_kind(manifest: pd.DataFrame, manifest_path: Path) -> str:
@@ -90,34 +85,8 @@ def crop_setting(cfg: PreprocessConfig, labelled: bool) -> CropSetting:
 
 
 def process_case(row: dict, cfg: PreprocessConfig, kind: str) -> tuple[np.ndarray, dict]:
-    """One case → (crop (C, X, Y, Z) float16, index row). Raises InputError naming the case."""
-    cid = row["case_id"]
-    setting = crop_setting(cfg, kind == LESION)
-    try:
-        if kind == SUB_VOLUME:
-            case = read_case(row["image_path"], row["mask_path"] or None, row["mask_labels"])
-            crop = sub_volume_crop(case, [float(row[c]) for c in CENTRE_COLUMNS], setting)
-            extra = {"lesion_voxels": crop.lesion_voxels, "lesion_volume_ml": crop.lesion_volume_ml,
-                     **({"kind": row["kind"]} if "kind" in row else {})}
-        elif kind == LESION:
-            case = read_case(row["image_path"], row["mask_path"], row["mask_labels"])
-            crop = lesion_crop(case, setting)
-            extra = {"lesion_voxels": crop.lesion_voxels, "lesion_inside_crop": crop.lesion_inside_crop,
-                     "lesion_volume_ml": crop.lesion_volume_ml}
-        else:
-            case = read_case(row["image_path"])
-            crop, extra = pool_crop(case.image, setting), {}
-        # the acquisition's voxel size (RAS), for the label-free shift check (rn_classifier.shift)
-        extra.update(zip(("source_spacing_x", "source_spacing_y", "source_spacing_z"),
-                         np.round(case.image.spacing, 4)))
-    except InputError as exc:
-        raise InputError(f"case {cid}: {exc}") from None
-    affine = crop.affine
-    index_row = {"case_id": cid, "patient_id": row["patient_id"], "center": row["center"],
-                 "label": row["label"], "synthetic": row.get("synthetic", 0),
-                 "origin_x": affine[0, 3], "origin_y": affine[1, 3], "origin_z": affine[2, 3],
-                 "affine": json.dumps(np.round(affine, 6).ravel().tolist()), **extra}
-    return crop.array, index_row
+    """One case → (crop (C, X, Y, Z) float16, index row) at ``cfg``. Raises InputError naming the case."""
+    return case_crop(row, crop_setting(cfg, kind == LESION), kind)
 
 
 def source_hash(manifest: pd.DataFrame, manifest_path: Path, cfg: PreprocessConfig) -> str:
@@ -138,20 +107,6 @@ def source_hash(manifest: pd.DataFrame, manifest_path: Path, cfg: PreprocessConf
             st = os.stat(p) if p.exists() else None
             h.update(f"{p}:{st.st_size if st else -1}:{st.st_mtime_ns if st else -1}".encode())
     return h.hexdigest()[:16]
-
-
-def _share_cores(threads: int) -> None:
-    import SimpleITK as sitk
-
-    sitk.ProcessObject_SetGlobalDefaultNumberOfThreads(threads)
-
-
-def _worker(args):
-    row, cfg, kind = args
-    try:
-        return process_case(row, cfg, kind), None
-    except InputError as exc:
-        return None, str(exc)
 
 
 def preprocess(manifest_path: str | os.PathLike, out: str | os.PathLike,
@@ -184,18 +139,19 @@ def preprocess(manifest_path: str | os.PathLike, out: str | os.PathLike,
         crops = np.lib.format.open_memmap(tmp / CROPS_FILE, mode="w+", dtype=np.float16,
                                           shape=(len(rows), n_channels, *size))
         atomic.reserve_space(tmp / CROPS_FILE)  # a full disk: one error now, not SIGBUS mid-way
-        jobs = ((row, cfg, kind) for row in rows)
+        setting = crop_setting(cfg, kind == LESION)
+        jobs = ((row, setting, kind) for row in rows)
         if cfg.workers > 1:
             # spawn, not fork: a forked child of a process that already ran torch (OpenMP
             # threads) can deadlock on a lock held by a thread that does not exist in the child
-            # each worker resamples with its share of the cores (SimpleITK would start a thread per
-            # core in every worker); chunks small enough that a short manifest is shared evenly
-            pool = ProcessPoolExecutor(max_workers=cfg.workers, initializer=_share_cores,
+            # each worker resamples with its share of the cores; chunks small enough that a short
+            # manifest is shared evenly
+            pool = ProcessPoolExecutor(max_workers=cfg.workers, initializer=share_cores,
                                        initargs=(max(1, (os.cpu_count() or 1) // cfg.workers),),
                                        mp_context=multiprocessing.get_context("spawn"))
-            iterator = pool.map(_worker, jobs, chunksize=max(1, min(4, len(rows) // (4 * cfg.workers))))
+            iterator = pool.map(crop_or_problem, jobs, chunksize=max(1, min(4, len(rows) // (4 * cfg.workers))))
         else:
-            pool, iterator = None, map(_worker, jobs)
+            pool, iterator = None, map(crop_or_problem, jobs)
         try:
             if progress:
                 from rich.progress import track
