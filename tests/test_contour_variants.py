@@ -60,6 +60,30 @@ def test_jitter_is_seeded_plausible_and_zero_amplitude_is_the_lesion():
         contour_variants(lesion, (1, 1, 1), ContourVariantConfig(margin_mm=0))
 
 
+@pytest.mark.parametrize("seed", range(6))
+def test_the_moved_contour_equals_the_whole_image_distance_rule(seed):
+    """Distances taken in the lesion's neighbourhood only give the voxels of the whole-image
+    rule: lesions at the border and inside, anisotropic voxels, smooth and rough fields."""
+    from scipy import ndimage
+
+    from rn_classifier.data.contour_variants import moved_contour, signed_distance_mm
+
+    rng = np.random.default_rng(seed)
+    shape = tuple(int(n) for n in rng.integers(12, 40, 3))
+    spacing = tuple(float(s) for s in rng.choice([0.78, 1.0, 2.0, 6.5], 3))
+    shape = (shape[0] + 20, shape[1] + 20, shape[2])
+    # a rough blob of a few voxels' radius, somewhere in the image (seed 0: at its edge)
+    centre = np.array([rng.uniform(0, n) for n in shape]) if seed else np.array([2.0, shape[1] / 2, 1.0])
+    radius = rng.uniform(2.0, 5.0) * (1 + 0.3 * ndimage.gaussian_filter(rng.standard_normal(shape), 2.0))
+    lesion = (((np.indices(shape).T - centre) ** 2).sum(-1).T < radius ** 2)
+    field = ndimage.gaussian_filter(rng.standard_normal(shape), 1.0 + seed) * (4.0 if seed % 2 else 1.0)
+    field *= 2.0 / max(float(field.std()), 1e-12)
+    whole = signed_distance_mm(lesion, spacing) < field
+    moved = moved_contour(lesion, spacing, field)
+    assert lesion.any() and (whole ^ lesion).any()
+    np.testing.assert_array_equal(moved, whole)
+
+
 def test_a_tiny_lesion_loses_its_erosion_and_says_so_by_its_absence():
     lesion = cube((8, 8, 8), (3, 3, 3), 2)
     assert set(contour_variants(lesion, (1, 1, 1), ContourVariantConfig(n_jitter=0))) == {"dilate"}

@@ -99,8 +99,31 @@ def jitter(lesion: np.ndarray, spacing: Sequence[float], amplitude_mm: float, sm
                                     sigma=[smooth_mm / s for s in spacing], mode="reflect")
     sd = float(field.std())
     field = field / sd * amplitude_mm if sd > 0 else np.zeros_like(field)
-    # inside when the signed distance is below the local displacement (field 0: the lesion itself)
-    return signed_distance_mm(lesion, spacing) < field
+    return moved_contour(lesion, spacing, field)
+
+
+def moved_contour(lesion: np.ndarray, spacing: Sequence[float], field: np.ndarray) -> np.ndarray:
+    """The voxels whose signed distance to the contour (mm) is below the displacement ``field``
+    (mm, the image's shape; 0: the lesion itself): ``signed_distance_mm(lesion) < field``.
+
+    The distance transforms are taken only in the lesion's bounding box grown by the largest
+    displacement (and a voxel): no voxel beyond it can be reached, and inside it both distances
+    are those of the whole image (the nearest lesion voxel is in the box, and a background voxel
+    outside the box is never nearer than its projection onto the box's border, which is
+    background too). A head holds millions of voxels, a lesion's neighbourhood thousands.
+    """
+    lesion = np.asarray(lesion, bool)
+    if not lesion.any():
+        return signed_distance_mm(lesion, spacing) < field
+    reach = np.ceil(float(np.abs(field).max()) / np.asarray(spacing, float)).astype(int) + 1
+    box = []
+    for axis in range(lesion.ndim):
+        along = np.flatnonzero(lesion.any(axis=tuple(a for a in range(lesion.ndim) if a != axis)))
+        box.append(slice(max(along[0] - reach[axis], 0), along[-1] + reach[axis] + 1))
+    box = tuple(box)
+    moved = np.zeros(lesion.shape, bool)
+    moved[box] = signed_distance_mm(lesion[box], spacing) < field[box]
+    return moved
 
 
 def rater_columns(columns: Sequence[str]) -> list[str]:
