@@ -95,6 +95,16 @@ def time_steps(fns: dict, seconds: float, rounds: int = 3, warmup: int = 2) -> d
     return {k: benchmark.Measurement.merge(m)[0].median for k, m in runs.items()}
 
 
+def cpu_has_bf16_units() -> bool:
+    """Whether this CPU multiplies bf16 in hardware (AMX or AVX512-BF16); True where the flags
+    cannot be read (not Linux), so that bf16 is measured rather than assumed slow."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return True
+    return "amx_bf16" in flags or "avx512_bf16" in flags
+
+
 def matmul_rate(device: torch.device, dtype: torch.dtype, n: int, seconds: float) -> float:
     a = torch.randn(n, n, device=device, dtype=dtype)
     b = torch.randn(n, n, device=device, dtype=dtype)
@@ -601,14 +611,19 @@ def main() -> None:
     peak = {}
     with part("matmul rates (the MFU denominators)"):
         n = 8192 if gpu else 2048
-        for name, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16)):
+        with_bf16 = gpu or cpu_has_bf16_units()
+        if not with_bf16:
+            say("   bf16 skipped: this CPU has no bf16 matrix units (no amx_bf16 / avx512_bf16 in /proc/cpuinfo); "
+                "PyTorch emulates bf16 there, minutes per matmul, and the CPU study runs in fp32")
+        for name, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16))[:2 if with_bf16 else 1]:
             peak[name] = matmul_rate(device, dtype, n, 2.0 if gpu else 3.0)
             say(f"   {name} {n}×{n}×{n}: {peak[name] / 1e12:8.2f} TFLOP/s")
-        say(f"   bf16 / fp32 = {peak['bf16'] / peak['fp32']:.1f}x")
+        if with_bf16:
+            say(f"   bf16 / fp32 = {peak['bf16'] / peak['fp32']:.1f}x")
     peak_for_mfu = {"bf16": peak["bf16"]} if gpu and "bf16" in peak else {k: v for k, v in peak.items() if k == "fp32"}
     if not peak_for_mfu:
         peak_for_mfu = {"nominal": 1.0}
-    precisions = (True,) if gpu else (False, True)
+    precisions = (True,) if gpu else (False, True) if cpu_has_bf16_units() else (False,)
     consumption = {}
     for method in ("dino", "mae"):
         if method in args.skip:
