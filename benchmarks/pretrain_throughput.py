@@ -530,7 +530,7 @@ def summary_table(args, peak: dict, gpu: bool) -> list[str]:
                                 f"({'met' if monai / ours >= 1.5 else 'NOT met'}, goal ≥ 1.5x)")
             if not bf16 and not gpu and method in FLOPS and mfu_peak:
                 m = FLOPS[method] / ours / mfu_peak
-                verdicts.append(f"{method.upper()} fp32 MFU {m:.2f} ({'met' if m >= 0.55 else 'NOT met'}, goal ≥ 0.55)")
+                verdicts.append(f"{method.upper()} fp32 MFU {m:.3f} ({'met' if m >= 0.55 else 'NOT met'}, goal ≥ 0.55)")
         fp32, bf16 = TIMES.get((method, "ours", False)), TIMES.get((method, "ours", True))
         if fp32 and bf16:
             verdicts.append(f"{method.upper()} ours bf16 / fp32 {fp32 / bf16:.2f}x "
