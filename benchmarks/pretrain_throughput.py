@@ -609,9 +609,9 @@ def main() -> None:
     say(setting)
 
     peak = {}
+    with_bf16 = gpu or cpu_has_bf16_units()
     with part("matmul rates (the MFU denominators)"):
         n = 8192 if gpu else 2048
-        with_bf16 = gpu or cpu_has_bf16_units()
         if not with_bf16:
             say("   bf16 skipped: this CPU has no bf16 matrix units (no amx_bf16 / avx512_bf16 in /proc/cpuinfo); "
                 "PyTorch emulates bf16 there, minutes per matmul, and the CPU study runs in fp32")
@@ -623,7 +623,7 @@ def main() -> None:
     peak_for_mfu = {"bf16": peak["bf16"]} if gpu and "bf16" in peak else {k: v for k, v in peak.items() if k == "fp32"}
     if not peak_for_mfu:
         peak_for_mfu = {"nominal": 1.0}
-    precisions = (True,) if gpu else (False, True) if cpu_has_bf16_units() else (False,)
+    precisions = (True,) if gpu else (False, True) if with_bf16 else (False,)
     consumption = {}
     for method in ("dino", "mae"):
         if method in args.skip:
