@@ -104,3 +104,17 @@ def test_help_shows_upper_case_arguments_and_no_bool_metavar(capsys):
     out = capsys.readouterr().out
     assert "rn-classifier report [OPTIONS] RUN_DIR" in out
     assert "{run_dir}" not in out and "<bool>" not in out
+
+
+def test_the_command_table_imports_no_heavy_library():
+    """Every command starts by registering all verbs; none may pay for another's libraries
+    (``predict``'s start-up: benchmarks/predict_latency.py). Checked in a fresh process."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    heavy = ("torch", "pandas", "matplotlib", "lightning", "monai", "sklearn", "timm", "SimpleITK")
+    code = f"import sys, rn_classifier.cli; print([m for m in {heavy!r} if m in sys.modules])"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                          cwd=Path(__file__).resolve().parents[1])
+    assert done.stdout.strip() == "[]", done.stdout
