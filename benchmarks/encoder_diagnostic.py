@@ -50,6 +50,8 @@ from rn_classifier.models.cnn import CNNClassifier, is_cnn
 from rn_classifier.pretrain.probe import centre_crops, crop_statistics
 from rn_classifier.pretrain.run import fastest_precision
 from rn_classifier.stats.delong import auc_delong, delong_paired
+from torch import nn
+from torch.nn import functional as F
 
 STATISTICS = "crop statistics + logistic"
 CROP = (40, 40, 40)
@@ -98,21 +100,47 @@ def nested_subsets(train: pd.DataFrame, sizes: list[int], seed: int) -> dict[int
 
 
 def statistics_scores(cache: CropCache, train: pd.DataFrame, test: pd.DataFrame) -> np.ndarray:
-    def features(rows: pd.DataFrame) -> np.ndarray:
-        crops = centre_crops([np.asarray(cache[int(r)], np.float32) for r in rows["row"]], CROP)
-        return crop_statistics(crops, rows["case_id"].to_numpy())
-
     folds = list(GroupKFold(5).split(train, groups=train["patient_id"]))
     model = make_pipeline(StandardScaler(), LogisticRegressionCV(
         Cs=np.logspace(-3, 2, 11), cv=folds, scoring="roc_auc", max_iter=5000,
         l1_ratios=(0.0,), use_legacy_attributes=False))
-    model.fit(features(train), train["label"].astype(int))
-    return model.predict_proba(features(test))[:, 1]
+    model.fit(statistics_table(cache, train), train["label"].astype(int))
+    return model.predict_proba(statistics_table(cache, test))[:, 1]
+
+
+def statistics_table(cache: CropCache, rows: pd.DataFrame) -> np.ndarray:
+    crops = centre_crops([np.asarray(cache[int(r)], np.float32) for r in rows["row"]], CROP)
+    return crop_statistics(crops, rows["case_id"].to_numpy())
+
+
+class StatisticsTargetModule(FinetuneModule):
+    """Fine-tuning with a second, label-free target: a linear head on the same pooled embedding
+    regresses the crop statistics of each case (standardised on the training lesions), weight
+    ``aux_weight`` against the BCE. Flips and 90° turns leave the statistics unchanged, so each
+    case's row serves every augmented view. The class head and prediction are unchanged."""
+
+    def __init__(self, network: ImageClassifier, targets: dict[str, np.ndarray], aux_weight: float,
+                 **kwargs):
+        n_targets = len(next(iter(targets.values())))
+        network.statistics_head = nn.Linear(network.encoder.embed_dim, n_targets)
+        super().__init__(network, **kwargs)
+        self.targets = {k: torch.as_tensor(v, dtype=torch.float32) for k, v in targets.items()}
+        self.aux_weight = aux_weight
+
+    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        _, pooled = self.network.embed(batch["input"])
+        logits = self.network.head(self.network.dropout(pooled)).squeeze(-1)
+        bce = F.binary_cross_entropy_with_logits(logits, batch["label"].float())
+        target = torch.stack([self.targets[c] for c in batch["case_id"]])
+        aux = F.mse_loss(self.network.statistics_head(pooled).float(), target)
+        self.log_dict({"train_bce": bce, "train_statistics_mse": aux}, on_step=False, on_epoch=True,
+                      batch_size=logits.shape[0])
+        return bce + self.aux_weight * aux
 
 
 def encoder_scores(cache: CropCache, arch: str, train: pd.DataFrame, test: pd.DataFrame,
                    steps: int, lr: float, batch_size: int, seed: int,
-                   drop_path: float = 0.0, head_dropout: float = 0.0
+                   drop_path: float = 0.0, head_dropout: float = 0.0, aux_weight: float = 0.0
                    ) -> tuple[np.ndarray, np.ndarray, float]:
     """Logits on ``test`` and on ``train`` (centre crops, no augmentation) of ``arch`` trained
     from scratch for ``steps`` optimiser steps, and the seconds it took. The training logits say
@@ -125,8 +153,16 @@ def encoder_scores(cache: CropCache, arch: str, train: pd.DataFrame, test: pd.Da
                                head_dropout=head_dropout, pool="mask"))
     per_epoch = steps_per_epoch(len(train), batch_size)
     epochs = math.ceil(steps / per_epoch)
-    module = FinetuneModule(network, OptimConfig(lr=lr, layer_decay=1.0, warmup_epochs=0.05 * epochs),
-                            epochs=epochs, steps_per_epoch=per_epoch)
+    optim = OptimConfig(lr=lr, layer_decay=1.0, warmup_epochs=0.05 * epochs)
+    if aux_weight > 0:
+        if is_cnn(arch):
+            raise SystemExit(f"--aux-statistics needs a ViT arm (mask-pooled embedding), not {arch}")
+        table = statistics_table(cache, train)
+        table = (table - table.mean(0)) / np.where(table.std(0) > 0, table.std(0), 1.0)
+        module = StatisticsTargetModule(network, dict(zip(train["case_id"].astype(str), table)),
+                                        aux_weight, optim=optim, epochs=epochs, steps_per_epoch=per_epoch)
+    else:
+        module = FinetuneModule(network, optim, epochs=epochs, steps_per_epoch=per_epoch)
     train_items = make_items(cache, train["case_id"].tolist(), train["label"].astype(int).tolist())
     test_items = make_items(cache, test["case_id"].tolist(), test["label"].astype(int).tolist())
     data = FinetuneDataModule(cache, train_items, test_items, CROP, AUGMENT, batch_size,
@@ -163,7 +199,8 @@ def run(args) -> dict:
         for arch in args.encoders.split(","):
             logits, train_logits, seconds = encoder_scores(cache, arch, subset, test, args.steps,
                                                            args.lr, args.batch_size, train_seed,
-                                                           args.drop_path, args.head_dropout)
+                                                           args.drop_path, args.head_dropout,
+                                                           args.aux_statistics)
             paired = delong_paired(y_test, logits, stats)
             row[arch] = auc_delong(y_test, logits).auc
             row[f"{arch} train"] = auc_delong(subset["label"].astype(int).to_numpy(), train_logits).auc
@@ -178,6 +215,7 @@ def run(args) -> dict:
             "held_out_rn": int(y_test.sum()), "steps": args.steps, "lr": args.lr,
             "batch_size": args.batch_size, "shift": args.shift, "threads": args.threads,
             "train_seed": train_seed, "drop_path": args.drop_path, "head_dropout": args.head_dropout,
+            "aux_statistics": args.aux_statistics,
             "precision": fastest_precision(on_gpu=False),
             "machine": f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads",
             "table": rows}
@@ -202,6 +240,9 @@ def main(argv=None) -> dict:
                              "repeats on the same cohort and held-out set")
     parser.add_argument("--drop-path", type=float, default=0.0, help="ViT stochastic depth")
     parser.add_argument("--head-dropout", type=float, default=0.0)
+    parser.add_argument("--aux-statistics", type=float, default=0.0,
+                        help="weight of a second, label-free target on the ViT's pooled embedding: "
+                             "regress the crop statistics (0: off)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--record", action="store_true", help="append the table to benchmarks/RESULTS.md")
     args = parser.parse_args(argv)

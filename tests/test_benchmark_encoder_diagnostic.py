@@ -47,3 +47,54 @@ def test_diagnostic_holds_out_patients_and_reports_every_arm(tmp_path, capsys):
     subsets = bench.nested_subsets(train, [6, len(train)], 3)
     assert set(subsets[6]["case_id"]) <= set(subsets[len(train)]["case_id"])
     assert np.isin(subsets[6]["patient_id"].unique(), train["patient_id"].unique()).all()
+
+
+def _lesion_crop(seed: int) -> "torch.Tensor":
+    import torch
+
+    rng = np.random.default_rng(seed)
+    grid = np.stack(np.meshgrid(*[np.arange(n) for n in (20, 20, 20)], indexing="ij"))
+    radius = np.linalg.norm(grid - np.array([10.0, 9.0, 11.0])[:, None, None, None], axis=0)
+    mask = (radius < 5).astype(np.float32)
+    image = (0.3 + 0.6 * ((radius > 3) & (radius < 5)) + 0.1 * rng.standard_normal(radius.shape)).astype(np.float32)
+    return torch.as_tensor(np.stack([image, mask]))
+
+
+def test_the_statistics_targets_do_not_change_under_the_diagnostics_flips_and_turns():
+    """One statistics row per case serves every augmented view of it: the diagnostic augments by
+    flips and 90° turns only, and the crop statistics are the same for each."""
+    import torch
+
+    from rn_classifier.pretrain.probe import crop_statistics
+
+    crop = _lesion_crop(0)
+    views = [crop, crop.flip(1), crop.flip(2), crop.flip(3), crop.rot90(1, (1, 2)), crop.rot90(3, (1, 2))]
+    rows = crop_statistics(torch.stack(views))
+    np.testing.assert_allclose(rows, np.repeat(rows[:1], len(views), axis=0), rtol=1e-5, atol=1e-6)
+
+
+def test_the_statistics_target_adds_its_weighted_mse_to_the_class_loss():
+    import torch
+    from torch.nn import functional as F
+
+    from rn_classifier.finetune.config import OptimConfig
+    from rn_classifier.models import create_model
+    from rn_classifier.models.classifiers import ImageClassifier
+
+    bench = _load()
+    torch.manual_seed(0)
+    network = ImageClassifier(create_model("vit3d_tiny_p8", in_chans=2, img_size=[16, 16, 16]), pool="mask")
+    targets = {"a": np.arange(4, dtype=float), "b": -np.ones(4)}
+    module = bench.StatisticsTargetModule(network, targets, aux_weight=0.25, optim=OptimConfig(lr=1e-3),
+                                          epochs=1, steps_per_epoch=1)
+    x = torch.stack([_lesion_crop(1)[:, 2:18, 2:18, 2:18], _lesion_crop(2)[:, 2:18, 2:18, 2:18]])
+    batch = {"input": x, "label": torch.tensor([1, 0]), "case_id": ["b", "a"]}
+    loss = module.training_step(batch, 0)
+    _, pooled = network.embed(x)
+    expected = (F.binary_cross_entropy_with_logits(network(x), torch.tensor([1.0, 0.0]))
+                + 0.25 * F.mse_loss(network.statistics_head(pooled),
+                                    torch.tensor([[-1.0] * 4, [0.0, 1.0, 2.0, 3.0]])))
+    torch.testing.assert_close(loss, expected)
+    # the head is one of the network's parameters, so the optimiser trains it
+    optimizer = module.configure_optimizers()["optimizer"]
+    assert any(p is network.statistics_head.weight for g in optimizer.param_groups for p in g["params"])
