@@ -113,71 +113,120 @@ def statistics_table(cache: CropCache, rows: pd.DataFrame) -> np.ndarray:
     return crop_statistics(crops, rows["case_id"].to_numpy())
 
 
+def standardised_statistics(cache: CropCache, rows: pd.DataFrame) -> dict[str, np.ndarray]:
+    """Case id → its crop statistics, each column standardised over ``rows`` (no labels used)."""
+    table = statistics_table(cache, rows)
+    table = (table - table.mean(0)) / np.where(table.std(0) > 0, table.std(0), 1.0)
+    return dict(zip(rows["case_id"].astype(str), table))
+
+
 class StatisticsTargetModule(FinetuneModule):
-    """Fine-tuning with a second, label-free target: a linear head on the same pooled embedding
-    regresses the crop statistics of each case (standardised on the training lesions), weight
-    ``aux_weight`` against the BCE. Flips and 90° turns leave the statistics unchanged, so each
-    case's row serves every augmented view. The class head and prediction are unchanged."""
+    """Training with a label-free target: a linear head on the pooled embedding regresses the
+    crop statistics of each case (:func:`standardised_statistics`), weight ``aux_weight``,
+    beside the BCE of the label (weight ``label_weight``; 0 = pretraining on unlabelled lesions,
+    a hand-crafted regression target as in MaskFeat, Wei et al. 2022, which regresses HOG).
+    Flips and 90° turns leave the statistics unchanged, so each case's row serves every
+    augmented view. The class head and prediction are unchanged."""
 
     def __init__(self, network: ImageClassifier, targets: dict[str, np.ndarray], aux_weight: float,
-                 **kwargs):
+                 label_weight: float = 1.0, **kwargs):
         n_targets = len(next(iter(targets.values())))
         network.statistics_head = nn.Linear(network.encoder.embed_dim, n_targets)
         super().__init__(network, **kwargs)
         self.targets = {k: torch.as_tensor(v, dtype=torch.float32) for k, v in targets.items()}
-        self.aux_weight = aux_weight
+        self.aux_weight, self.label_weight = aux_weight, label_weight
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         _, pooled = self.network.embed(batch["input"])
-        logits = self.network.head(self.network.dropout(pooled)).squeeze(-1)
-        bce = F.binary_cross_entropy_with_logits(logits, batch["label"].float())
         target = torch.stack([self.targets[c] for c in batch["case_id"]])
         aux = F.mse_loss(self.network.statistics_head(pooled).float(), target)
-        self.log_dict({"train_bce": bce, "train_statistics_mse": aux}, on_step=False, on_epoch=True,
-                      batch_size=logits.shape[0])
-        return bce + self.aux_weight * aux
+        self.log("train_statistics_mse", aux, on_step=False, on_epoch=True, batch_size=len(target))
+        if self.label_weight == 0:
+            return self.aux_weight * aux
+        logits = self.network.head(self.network.dropout(pooled)).squeeze(-1)
+        bce = F.binary_cross_entropy_with_logits(logits, batch["label"].float())
+        self.log("train_bce", bce, on_step=False, on_epoch=True, batch_size=len(target))
+        return self.label_weight * bce + self.aux_weight * aux
 
 
-def encoder_scores(cache: CropCache, arch: str, train: pd.DataFrame, test: pd.DataFrame,
-                   steps: int, lr: float, batch_size: int, seed: int,
-                   drop_path: float = 0.0, head_dropout: float = 0.0, aux_weight: float = 0.0
-                   ) -> tuple[np.ndarray, np.ndarray, float]:
-    """Logits on ``test`` and on ``train`` (centre crops, no augmentation) of ``arch`` trained
-    from scratch for ``steps`` optimiser steps, and the seconds it took. The training logits say
-    whether a shortfall is underfitting (low on both) or overfitting (high on train only)."""
+def new_network(arch: str, drop_path: float = 0.0, head_dropout: float = 0.0) -> nn.Module:
+    if is_cnn(arch):
+        return CNNClassifier(arch, in_chans=2, head_dropout=head_dropout)
+    return ImageClassifier(create_model(arch, in_chans=2, img_size=list(CROP), drop_path_rate=drop_path),
+                           head_dropout=head_dropout, pool="mask")
+
+
+def fit(module: FinetuneModule, data: FinetuneDataModule, steps: int):
+    """``steps`` optimiser steps of ``module`` on ``data``'s training items; the trainer and the
+    seconds they took."""
     import lightning.pytorch as pl
 
-    pl.seed_everything(seed, workers=True, verbose=False)
-    network = (CNNClassifier(arch, in_chans=2, head_dropout=head_dropout) if is_cnn(arch) else
-               ImageClassifier(create_model(arch, in_chans=2, img_size=list(CROP), drop_path_rate=drop_path),
-                               head_dropout=head_dropout, pool="mask"))
-    per_epoch = steps_per_epoch(len(train), batch_size)
-    epochs = math.ceil(steps / per_epoch)
-    optim = OptimConfig(lr=lr, layer_decay=1.0, warmup_epochs=0.05 * epochs)
-    if aux_weight > 0:
-        if is_cnn(arch):
-            raise SystemExit(f"--aux-statistics needs a ViT arm (mask-pooled embedding), not {arch}")
-        table = statistics_table(cache, train)
-        table = (table - table.mean(0)) / np.where(table.std(0) > 0, table.std(0), 1.0)
-        module = StatisticsTargetModule(network, dict(zip(train["case_id"].astype(str), table)),
-                                        aux_weight, optim=optim, epochs=epochs, steps_per_epoch=per_epoch)
-    else:
-        module = FinetuneModule(network, optim, epochs=epochs, steps_per_epoch=per_epoch)
-    train_items = make_items(cache, train["case_id"].tolist(), train["label"].astype(int).tolist())
-    test_items = make_items(cache, test["case_id"].tolist(), test["label"].astype(int).tolist())
-    data = FinetuneDataModule(cache, train_items, test_items, CROP, AUGMENT, batch_size,
-                              predict_batch_size=32, seed=seed)
     # bf16 only where it is faster: on a CPU without AMX tiles (e.g. AMD EPYC) a bf16 matmul is
     # ~150x slower than fp32, and this step 16x slower (measured 2026-12-02).
-    precision = fastest_precision(on_gpu=False)
-    trainer = pl.Trainer(max_steps=steps, accelerator="cpu", precision=precision, logger=False,
-                         enable_checkpointing=False, enable_progress_bar=False,
+    trainer = pl.Trainer(max_steps=steps, accelerator="cpu", precision=fastest_precision(on_gpu=False),
+                         logger=False, enable_checkpointing=False, enable_progress_bar=False,
                          enable_model_summary=False, limit_val_batches=0, num_sanity_val_steps=0)
     start = time.perf_counter()
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", ".*(does not have many workers|limit_val_batches).*")
         trainer.fit(module, datamodule=data)
-        seconds = time.perf_counter() - start
+    return trainer, time.perf_counter() - start
+
+
+def _schedule(n_cases: int, steps: int, lr: float, batch_size: int) -> dict:
+    per_epoch = steps_per_epoch(n_cases, batch_size)
+    epochs = math.ceil(steps / per_epoch)
+    return {"optim": OptimConfig(lr=lr, layer_decay=1.0, warmup_epochs=0.05 * epochs),
+            "epochs": epochs, "steps_per_epoch": per_epoch}
+
+
+def statistics_pretrained_encoder(cache: CropCache, arch: str, lesions: pd.DataFrame, steps: int,
+                                  lr: float, batch_size: int, seed: int) -> tuple[dict, float]:
+    """The encoder's weights after ``steps`` of regressing the crop statistics of ``lesions``
+    (their labels are not read), and the seconds it took."""
+    import lightning.pytorch as pl
+
+    if is_cnn(arch):
+        raise SystemExit(f"--pretrain-statistics needs a ViT arm (mask-pooled embedding), not {arch}")
+    pl.seed_everything(seed, workers=True, verbose=False)
+    network = new_network(arch)
+    module = StatisticsTargetModule(network, standardised_statistics(cache, lesions), aux_weight=1.0,
+                                    label_weight=0.0, **_schedule(len(lesions), steps, lr, batch_size))
+    items = make_items(cache, lesions["case_id"].tolist())   # label -1: none is read
+    data = FinetuneDataModule(cache, items, items, CROP, AUGMENT, batch_size, predict_batch_size=32,
+                              balance="none", seed=seed)   # no labels to balance: shuffled
+    _, seconds = fit(module, data, steps)
+    return {k: v.detach().clone() for k, v in network.encoder.state_dict().items()}, seconds
+
+
+def encoder_scores(cache: CropCache, arch: str, train: pd.DataFrame, test: pd.DataFrame,
+                   steps: int, lr: float, batch_size: int, seed: int,
+                   drop_path: float = 0.0, head_dropout: float = 0.0, aux_weight: float = 0.0,
+                   encoder_state: dict | None = None) -> tuple[np.ndarray, np.ndarray, float]:
+    """Logits on ``test`` and on ``train`` (centre crops, no augmentation) of ``arch`` trained
+    for ``steps`` optimiser steps, from scratch or from ``encoder_state``, and the seconds it
+    took. The training logits say whether a shortfall is underfitting (low on both) or
+    overfitting (high on train only)."""
+    import lightning.pytorch as pl
+
+    pl.seed_everything(seed, workers=True, verbose=False)
+    network = new_network(arch, drop_path, head_dropout)
+    if encoder_state is not None:
+        network.encoder.load_state_dict(encoder_state)
+    schedule = _schedule(len(train), steps, lr, batch_size)
+    if aux_weight > 0:
+        if is_cnn(arch):
+            raise SystemExit(f"--aux-statistics needs a ViT arm (mask-pooled embedding), not {arch}")
+        module = StatisticsTargetModule(network, standardised_statistics(cache, train), aux_weight, **schedule)
+    else:
+        module = FinetuneModule(network, **schedule)
+    train_items = make_items(cache, train["case_id"].tolist(), train["label"].astype(int).tolist())
+    test_items = make_items(cache, test["case_id"].tolist(), test["label"].astype(int).tolist())
+    data = FinetuneDataModule(cache, train_items, test_items, CROP, AUGMENT, batch_size,
+                              predict_batch_size=32, seed=seed)
+    trainer, seconds = fit(module, data, steps)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", ".*does not have many workers.*")
         logits = [torch.cat(trainer.predict(module, dataloaders=data.eval_loader(cache, items))).float().numpy()
                   for items in (test_items, train_items)]
     return logits[0], logits[1], seconds
@@ -191,6 +240,15 @@ def run(args) -> dict:
     sizes = sorted({len(train) if s == "all" else min(int(s), len(train)) for s in args.sizes.split(",")})
     y_test = test["label"].astype(int).to_numpy()
     train_seed = args.seed if args.train_seed is None else args.train_seed
+    # Label-free pretraining on every training lesion (the held-out ones are never seen), once
+    # per arm; each training-set size then fine-tunes from it.
+    pretrained, pretrain_seconds = {}, {}
+    if args.pretrain_statistics > 0:
+        for arch in args.encoders.split(","):
+            pretrained[arch], pretrain_seconds[arch] = statistics_pretrained_encoder(
+                cache, arch, train, args.pretrain_statistics, args.lr, args.batch_size, train_seed)
+            print(f"{arch}: pretrained on the crop statistics of {len(train)} training lesions "
+                  f"(no labels), {pretrain_seconds[arch]:.0f} s", flush=True)
     rows = []
     for size, subset in nested_subsets(train, sizes, args.seed).items():
         stats = statistics_scores(cache, subset, test)
@@ -200,7 +258,7 @@ def run(args) -> dict:
             logits, train_logits, seconds = encoder_scores(cache, arch, subset, test, args.steps,
                                                            args.lr, args.batch_size, train_seed,
                                                            args.drop_path, args.head_dropout,
-                                                           args.aux_statistics)
+                                                           args.aux_statistics, pretrained.get(arch))
             paired = delong_paired(y_test, logits, stats)
             row[arch] = auc_delong(y_test, logits).auc
             row[f"{arch} train"] = auc_delong(subset["label"].astype(int).to_numpy(), train_logits).auc
@@ -215,7 +273,8 @@ def run(args) -> dict:
             "held_out_rn": int(y_test.sum()), "steps": args.steps, "lr": args.lr,
             "batch_size": args.batch_size, "shift": args.shift, "threads": args.threads,
             "train_seed": train_seed, "drop_path": args.drop_path, "head_dropout": args.head_dropout,
-            "aux_statistics": args.aux_statistics,
+            "aux_statistics": args.aux_statistics, "pretrain_statistics_steps": args.pretrain_statistics,
+            "pretrain_seconds": {k: round(v, 1) for k, v in pretrain_seconds.items()},
             "precision": fastest_precision(on_gpu=False),
             "machine": f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads",
             "table": rows}
@@ -243,6 +302,9 @@ def main(argv=None) -> dict:
     parser.add_argument("--aux-statistics", type=float, default=0.0,
                         help="weight of a second, label-free target on the ViT's pooled embedding: "
                              "regress the crop statistics (0: off)")
+    parser.add_argument("--pretrain-statistics", type=int, default=0, metavar="STEPS",
+                        help="first pretrain each ViT arm for STEPS steps to regress the crop "
+                             "statistics of all training lesions, labels unread (0: from scratch)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--record", action="store_true", help="append the table to benchmarks/RESULTS.md")
     args = parser.parse_args(argv)

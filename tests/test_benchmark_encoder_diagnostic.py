@@ -98,3 +98,31 @@ def test_the_statistics_target_adds_its_weighted_mse_to_the_class_loss():
     # the head is one of the network's parameters, so the optimiser trains it
     optimizer = module.configure_optimizers()["optimizer"]
     assert any(p is network.statistics_head.weight for g in optimizer.param_groups for p in g["params"])
+
+
+def test_statistics_pretraining_reads_no_label_and_fine_tuning_starts_from_it(tmp_path):
+    import torch
+
+    bench = _load()
+    cache, labelled = bench.internal_cohort(tmp_path, 3, "mini")
+    lesions = labelled.drop(columns="label").head(8)
+    state, _ = bench.statistics_pretrained_encoder(cache, "vit3d_tiny_conv_regions_p8", lesions, steps=3,
+                                                   lr=1e-3, batch_size=4, seed=5)
+    torch.manual_seed(5)
+    untrained = bench.new_network("vit3d_tiny_conv_regions_p8").encoder.state_dict()
+    assert state.keys() == untrained.keys()
+    assert any(not torch.equal(state[k], untrained[k]) for k in state)   # the steps moved it
+    # fine-tuning (0 steps: nothing moves) predicts with exactly the pretrained encoder
+    train, test = labelled.head(6), labelled.tail(4)
+    logits, _, _ = bench.encoder_scores(cache, "vit3d_tiny_conv_regions_p8", train, test, steps=0, lr=1e-3,
+                                        batch_size=4, seed=5, encoder_state=state)
+    import lightning.pytorch as pl
+
+    pl.seed_everything(5, verbose=False)   # the head as encoder_scores draws it, the encoder loaded
+    network = bench.new_network("vit3d_tiny_conv_regions_p8")
+    network.encoder.load_state_dict(state)
+    crops = torch.as_tensor(bench.centre_crops([np.asarray(cache[int(r)], np.float32) for r in test["row"]],
+                                               bench.CROP))
+    with torch.no_grad():
+        expected = network.eval()(crops).numpy()
+    np.testing.assert_allclose(logits, expected, rtol=1e-4, atol=1e-5)
