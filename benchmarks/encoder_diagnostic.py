@@ -60,19 +60,37 @@ CROP = (40, 40, 40)
 AUGMENT = AugmentConfig(affine_prob=0.0, intensity_prob=0.0)
 
 
-def internal_cohort(work: Path, seed: int, preset: str, shift: int = 0) -> tuple[CropCache, pd.DataFrame]:
+def internal_cohort(work: Path, seed: int, preset: str, shift: int = 0,
+                    pool_size: int = 0) -> tuple[CropCache, pd.DataFrame]:
     """The synthetic internal cohort's crop cache (made on first use) and its labelled index.
 
     ``shift`` > 0 caches crops ``2 * shift`` voxels larger, so training draws the model crop at a
-    random offset of up to ``shift`` voxels (the evaluation and the statistics read the centre)."""
+    random offset of up to ``shift`` voxels (the evaluation and the statistics read the centre).
+    ``pool_size`` > 0 makes the cohort with an unlabeled pool of that many sub-volumes (the
+    internal centre is the same for any pool size: every patient draws from its own stream)."""
     manifest = work / "cohort" / "manifests" / "internal.csv"
     if not manifest.is_file():
-        make_synthetic_cohort(work / "cohort", preset=preset, seed=seed, pool_size=0, workers=2)
+        make_synthetic_cohort(work / "cohort", preset=preset, seed=seed, pool_size=pool_size, workers=2)
+    pool_manifest = work / "cohort" / "manifests" / "unlabeled.csv"
+    made = len(pd.read_csv(pool_manifest)) if pool_manifest.is_file() else 0
+    if pool_size and made != pool_size:
+        raise SystemExit(f"{work / 'cohort'} holds a pool of {made} sub-volumes, not {pool_size}: "
+                         f"use another --work for another pool size")
     cfg = PreprocessConfig(spacing=[2.0, 2.0, 2.0], labelled_crop=[c + 2 * shift for c in CROP])
     folder = work / ("cache" if shift == 0 else f"cache_shift{shift}")
     preprocess(manifest, folder, cfg)
     cache = CropCache(folder)
     return cache, cache.index[cache.index["label"].notna()].reset_index(drop=True)
+
+
+def pool_lesions(work: Path) -> tuple[CropCache, pd.DataFrame]:
+    """The lesion sub-volumes of the cohort's unlabeled pool (no labels: a public collection
+    with segmentations), cut as two-channel crops of the model's size centred on each lesion."""
+    cfg = PreprocessConfig(spacing=[2.0, 2.0, 2.0], pool_crop=list(CROP))
+    preprocess(work / "cohort" / "manifests" / "unlabeled.csv", work / "cache_pool", cfg)
+    cache = CropCache(work / "cache_pool")
+    lesions = cache.index[(cache.index["kind"] == "lesion") & (cache.index["lesion_voxels"] > 0)]
+    return cache, lesions.reset_index(drop=True)
 
 
 def held_out_split(index: pd.DataFrame, min_test: int, seed: int) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -235,19 +253,25 @@ def encoder_scores(cache: CropCache, arch: str, train: pd.DataFrame, test: pd.Da
 def run(args) -> dict:
     torch.set_num_threads(args.threads)
     work = Path(args.work)
-    cache, index = internal_cohort(work, args.seed, args.preset, args.shift)
+    if args.pretrain_pool and not args.pretrain_statistics:
+        raise SystemExit("--pretrain-pool N sets what --pretrain-statistics STEPS pretrains on; give both")
+    cache, index = internal_cohort(work, args.seed, args.preset, args.shift, args.pretrain_pool)
     train, test = held_out_split(index, args.min_test, args.seed)
     sizes = sorted({len(train) if s == "all" else min(int(s), len(train)) for s in args.sizes.split(",")})
     y_test = test["label"].astype(int).to_numpy()
     train_seed = args.seed if args.train_seed is None else args.train_seed
-    # Label-free pretraining on every training lesion (the held-out ones are never seen), once
-    # per arm; each training-set size then fine-tunes from it.
+    # Label-free pretraining, once per arm, on every training lesion (the held-out ones are never
+    # seen) or on the pool's lesions; each training-set size then fine-tunes from it.
     pretrained, pretrain_seconds = {}, {}
     if args.pretrain_statistics > 0:
+        source_cache, source, what = cache, train, "training lesions"
+        if args.pretrain_pool:
+            source_cache, source = pool_lesions(work)
+            what = f"pool lesions (of {args.pretrain_pool} sub-volumes)"
         for arch in args.encoders.split(","):
             pretrained[arch], pretrain_seconds[arch] = statistics_pretrained_encoder(
-                cache, arch, train, args.pretrain_statistics, args.lr, args.batch_size, train_seed)
-            print(f"{arch}: pretrained on the crop statistics of {len(train)} training lesions "
+                source_cache, arch, source, args.pretrain_statistics, args.lr, args.batch_size, train_seed)
+            print(f"{arch}: pretrained on the crop statistics of {len(source)} {what} "
                   f"(no labels), {pretrain_seconds[arch]:.0f} s", flush=True)
     rows = []
     for size, subset in nested_subsets(train, sizes, args.seed).items():
@@ -274,6 +298,8 @@ def run(args) -> dict:
             "batch_size": args.batch_size, "shift": args.shift, "threads": args.threads,
             "train_seed": train_seed, "drop_path": args.drop_path, "head_dropout": args.head_dropout,
             "aux_statistics": args.aux_statistics, "pretrain_statistics_steps": args.pretrain_statistics,
+            "pretrain_on": (f"pool lesions of {args.pretrain_pool} sub-volumes" if args.pretrain_pool
+                            else "training lesions") if args.pretrain_statistics else None,
             "pretrain_seconds": {k: round(v, 1) for k, v in pretrain_seconds.items()},
             "precision": fastest_precision(on_gpu=False),
             "machine": f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads",
@@ -305,6 +331,9 @@ def main(argv=None) -> dict:
     parser.add_argument("--pretrain-statistics", type=int, default=0, metavar="STEPS",
                         help="first pretrain each ViT arm for STEPS steps to regress the crop "
                              "statistics of all training lesions, labels unread (0: from scratch)")
+    parser.add_argument("--pretrain-pool", type=int, default=0, metavar="N",
+                        help="make the cohort with an unlabeled pool of N sub-volumes and pretrain "
+                             "on its lesions instead of the training lesions (0: training lesions)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--record", action="store_true", help="append the table to benchmarks/RESULTS.md")
     args = parser.parse_args(argv)

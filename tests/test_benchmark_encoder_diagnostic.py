@@ -7,6 +7,8 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
+import pytest
 
 BENCHMARK = Path(__file__).resolve().parents[1] / "benchmarks" / "encoder_diagnostic.py"
 
@@ -126,3 +128,22 @@ def test_statistics_pretraining_reads_no_label_and_fine_tuning_starts_from_it(tm
     with torch.no_grad():
         expected = network.eval()(crops).numpy()
     np.testing.assert_allclose(logits, expected, rtol=1e-4, atol=1e-5)
+
+
+def test_pool_pretraining_reads_the_pools_lesion_sub_volumes_without_labels(tmp_path):
+    bench = _load()
+    bench.internal_cohort(tmp_path, 3, "mini", pool_size=12)
+    cache, lesions = bench.pool_lesions(tmp_path)
+    pool = pd.read_csv(tmp_path / "cohort" / "manifests" / "unlabeled.csv")
+    assert set(lesions["case_id"]) == set(pool.loc[pool["kind"] == "lesion", "case_id"])
+    assert 0 < len(lesions) < len(pool)   # the lesion-free sub-volumes are left out
+    assert lesions["label"].isna().all()  # a pool has no labels to read
+    for row in lesions["row"]:
+        crop = np.asarray(cache[int(row)], np.float32)
+        assert crop.shape == (2, *bench.CROP)
+        centre = tuple(s // 2 for s in bench.CROP)
+        # centred on the lesion: its mask channel is set within a few voxels of the centre
+        assert crop[1][tuple(slice(c - 4, c + 4) for c in centre)].any()
+    # the same work folder with another pool size is refused, not silently reused
+    with pytest.raises(SystemExit, match="pool of 12 sub-volumes, not 30"):
+        bench.internal_cohort(tmp_path, 3, "mini", pool_size=30)
