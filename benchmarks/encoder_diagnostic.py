@@ -117,13 +117,31 @@ def nested_subsets(train: pd.DataFrame, sizes: list[int], seed: int) -> dict[int
     return out
 
 
-def statistics_scores(cache: CropCache, train: pd.DataFrame, test: pd.DataFrame) -> np.ndarray:
+def logistic_scores(train_table: np.ndarray, train: pd.DataFrame, test_table: np.ndarray) -> np.ndarray:
+    """P(RN) on ``test_table`` of an L2 logistic model fitted on ``train_table``, its C chosen by
+    patient-grouped 5-fold CV on the training lesions."""
     folds = list(GroupKFold(5).split(train, groups=train["patient_id"]))
     model = make_pipeline(StandardScaler(), LogisticRegressionCV(
         Cs=np.logspace(-3, 2, 11), cv=folds, scoring="roc_auc", max_iter=5000,
         l1_ratios=(0.0,), use_legacy_attributes=False))
-    model.fit(statistics_table(cache, train), train["label"].astype(int))
-    return model.predict_proba(statistics_table(cache, test))[:, 1]
+    model.fit(train_table, train["label"].astype(int))
+    return model.predict_proba(test_table)[:, 1]
+
+
+def statistics_scores(cache: CropCache, train: pd.DataFrame, test: pd.DataFrame) -> np.ndarray:
+    return logistic_scores(statistics_table(cache, train), train, statistics_table(cache, test))
+
+
+@torch.no_grad()
+def frozen_embeddings(cache: CropCache, arch: str, encoder_state: dict, rows: pd.DataFrame) -> np.ndarray:
+    """The mask-pooled embedding ``(N, D)`` of ``rows``' centre crops under the frozen encoder
+    ``encoder_state`` (a linear probe's input: what pretraining put in the features)."""
+    network = new_network(arch)
+    network.encoder.load_state_dict(encoder_state)
+    network.eval()
+    crops = centre_crops([np.asarray(cache[int(r)], np.float32) for r in rows["row"]], CROP)
+    return np.concatenate([network.embed(torch.as_tensor(crops[i:i + 32]))[1].float().numpy()
+                           for i in range(0, len(crops), 32)])
 
 
 def statistics_table(cache: CropCache, rows: pd.DataFrame) -> np.ndarray:
@@ -279,6 +297,10 @@ def run(args) -> dict:
         row = {"train_lesions": len(subset), "train_patients": subset["patient_id"].nunique(),
                STATISTICS: auc_delong(y_test, stats).auc}
         for arch in args.encoders.split(","):
+            if arch in pretrained:   # the pretrained features, frozen, under the statistics' logistic
+                probe = logistic_scores(frozen_embeddings(cache, arch, pretrained[arch], subset), subset,
+                                        frozen_embeddings(cache, arch, pretrained[arch], test))
+                row[f"{arch} frozen + logistic"] = auc_delong(y_test, probe).auc
             logits, train_logits, seconds = encoder_scores(cache, arch, subset, test, args.steps,
                                                            args.lr, args.batch_size, train_seed,
                                                            args.drop_path, args.head_dropout,

@@ -144,6 +144,35 @@ def test_pool_pretraining_reads_the_pools_lesion_sub_volumes_without_labels(tmp_
         centre = tuple(s // 2 for s in bench.CROP)
         # centred on the lesion: its mask channel is set within a few voxels of the centre
         assert crop[1][tuple(slice(c - 4, c + 4) for c in centre)].any()
+    # end to end: pretrained on the pool, each size reports the frozen features' probe beside fine-tuning
+    result = bench.main(["--work", str(tmp_path), "--preset", "mini", "--seed", "3", "--sizes", "all",
+                         "--steps", "1", "--min-test", "5", "--encoders", "vit3d_tiny_conv_regions_p8",
+                         "--threads", "1", "--pretrain-statistics", "1", "--pretrain-pool", "12"])
+    assert result["pretrain_on"] == "pool lesions of 12 sub-volumes"
+    assert 0.0 <= result["table"][0]["vit3d_tiny_conv_regions_p8 frozen + logistic"] <= 1.0
     # the same work folder with another pool size is refused, not silently reused
     with pytest.raises(SystemExit, match="pool of 12 sub-volumes, not 30"):
         bench.internal_cohort(tmp_path, 3, "mini", pool_size=30)
+
+
+def test_frozen_embeddings_are_the_pretrained_encoders_mask_pooled_embedding(tmp_path):
+    import torch
+
+    bench = _load()
+    cache, labelled = bench.internal_cohort(tmp_path, 3, "mini")
+    rows = pd.concat([labelled] * 3, ignore_index=True)   # > one batch of 32
+    torch.manual_seed(0)
+    state = bench.new_network("vit3d_tiny_conv_regions_p8").encoder.state_dict()
+    embeddings = bench.frozen_embeddings(cache, "vit3d_tiny_conv_regions_p8", state, rows)
+    network = bench.new_network("vit3d_tiny_conv_regions_p8")
+    network.encoder.load_state_dict(state)
+    crops = torch.as_tensor(bench.centre_crops([np.asarray(cache[int(r)], np.float32) for r in rows["row"]],
+                                               bench.CROP))
+    with torch.no_grad():
+        expected = network.eval().embed(crops)[1].numpy()
+    assert embeddings.shape == (len(rows), network.encoder.embed_dim)
+    np.testing.assert_allclose(embeddings, expected, rtol=1e-4, atol=1e-5)
+    # a different encoder gives different features (the state is read, not a fresh network's)
+    other = bench.new_network("vit3d_tiny_conv_regions_p8").encoder.state_dict()
+    assert not np.allclose(bench.frozen_embeddings(cache, "vit3d_tiny_conv_regions_p8", other, rows.head(4)),
+                           embeddings[:4])
