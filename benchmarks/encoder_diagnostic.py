@@ -291,7 +291,7 @@ def run(args) -> dict:
                 source_cache, arch, source, args.pretrain_statistics, args.lr, args.batch_size, train_seed)
             print(f"{arch}: pretrained on the crop statistics of {len(source)} {what} "
                   f"(no labels), {pretrain_seconds[arch]:.0f} s", flush=True)
-    rows = []
+    rows, scores = [], {}   # scores: held-out logits per "size arm", for paired tests between runs
     for size, subset in nested_subsets(train, sizes, args.seed).items():
         stats = statistics_scores(cache, subset, test)
         row = {"train_lesions": len(subset), "train_patients": subset["patient_id"].nunique(),
@@ -306,6 +306,7 @@ def run(args) -> dict:
                                                            args.drop_path, args.head_dropout,
                                                            args.aux_statistics, pretrained.get(arch))
             paired = delong_paired(y_test, logits, stats)
+            scores[f"{len(subset)} {arch}"] = np.round(logits, 5).tolist()
             row[arch] = auc_delong(y_test, logits).auc
             row[f"{arch} train"] = auc_delong(subset["label"].astype(int).to_numpy(), train_logits).auc
             row[f"{arch} − statistics (DeLong p)"] = f"{paired.difference:+.3f} ({paired.p_value:.3g})"
@@ -325,7 +326,9 @@ def run(args) -> dict:
             "pretrain_seconds": {k: round(v, 1) for k, v in pretrain_seconds.items()},
             "precision": fastest_precision(on_gpu=False),
             "machine": f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads",
-            "table": rows}
+            "table": rows,
+            "held_out": {"case_id": test["case_id"].astype(str).tolist(), "label": y_test.tolist(),
+                         "scores": scores}}
 
 
 def main(argv=None) -> dict:
@@ -361,7 +364,7 @@ def main(argv=None) -> dict:
     args = parser.parse_args(argv)
     result = run(args)
     table = pd.DataFrame(result["table"]).to_string(index=False)
-    header = {k: v for k, v in result.items() if k != "table"}
+    header = {k: v for k, v in result.items() if k not in ("table", "held_out")}
     print(json.dumps(header, indent=1))
     print(table)
     (Path(args.work) / "diagnostic.json").write_text(json.dumps(result, indent=1, default=str))

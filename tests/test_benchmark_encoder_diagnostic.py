@@ -37,6 +37,14 @@ def test_diagnostic_holds_out_patients_and_reports_every_arm(tmp_path, capsys):
     saved = json.loads((tmp_path / "diagnostic.json").read_text())
     assert saved["held_out_lesions"] == result["held_out_lesions"] >= 5
     assert (saved["train_seed"], saved["drop_path"], saved["head_dropout"]) == (4, 0.1, 0.2)
+    # the held-out scores are kept, so two runs can be compared lesion by lesion (paired DeLong)
+    held_out = saved["held_out"]
+    assert len(held_out["case_id"]) == len(held_out["label"]) == saved["held_out_lesions"]
+    last = table[-1]["train_lesions"]
+    logits = np.asarray(held_out["scores"][f"{last} vit3d_tiny_conv_regions_p8"])
+    from rn_classifier.stats.delong import auc_delong
+    assert auc_delong(np.asarray(held_out["label"]), logits).auc == pytest.approx(
+        table[-1]["vit3d_tiny_conv_regions_p8"], abs=1e-3)
     # Held-out lesions belong to patients the training set never saw.
     from rn_classifier.data.cache import CropCache
     index = CropCache(tmp_path / "cache_shift2").index
