@@ -192,6 +192,19 @@ def new_network(arch: str, drop_path: float = 0.0, head_dropout: float = 0.0) ->
                            head_dropout=head_dropout, pool="mask")
 
 
+def new_network_seeded(arch: str, seed: int) -> nn.Module:
+    """The network of ``arch`` as every run with ``seed`` draws it before training."""
+    import lightning.pytorch as pl
+
+    pl.seed_everything(seed, workers=True, verbose=False)
+    return new_network(arch)
+
+
+def initial_encoder(arch: str, seed: int) -> dict:
+    """The random encoder statistics pretraining with ``seed`` starts from: its random twin."""
+    return new_network_seeded(arch, seed).encoder.state_dict()
+
+
 def fit(module: FinetuneModule, data: FinetuneDataModule, steps: int):
     """``steps`` optimiser steps of ``module`` on ``data``'s training items; the trainer and the
     seconds they took."""
@@ -220,12 +233,9 @@ def statistics_pretrained_encoder(cache: CropCache, arch: str, lesions: pd.DataF
                                   lr: float, batch_size: int, seed: int) -> tuple[dict, float]:
     """The encoder's weights after ``steps`` of regressing the crop statistics of ``lesions``
     (their labels are not read), and the seconds it took."""
-    import lightning.pytorch as pl
-
     if is_cnn(arch):
         raise SystemExit(f"--pretrain-statistics needs a ViT arm (mask-pooled embedding), not {arch}")
-    pl.seed_everything(seed, workers=True, verbose=False)
-    network = new_network(arch)
+    network = new_network_seeded(arch, seed)
     module = StatisticsTargetModule(network, standardised_statistics(cache, lesions), aux_weight=1.0,
                                     label_weight=0.0, **_schedule(len(lesions), steps, lr, batch_size))
     items = make_items(cache, lesions["case_id"].tolist())   # label -1: none is read
@@ -280,13 +290,14 @@ def run(args) -> dict:
     train_seed = args.seed if args.train_seed is None else args.train_seed
     # Label-free pretraining, once per arm, on every training lesion (the held-out ones are never
     # seen) or on the pool's lesions; each training-set size then fine-tunes from it.
-    pretrained, pretrain_seconds = {}, {}
+    pretrained, pretrain_seconds, random_twins = {}, {}, {}
     if args.pretrain_statistics > 0:
         source_cache, source, what = cache, train, "training lesions"
         if args.pretrain_pool:
             source_cache, source = pool_lesions(work)
             what = f"pool lesions (of {args.pretrain_pool} sub-volumes)"
         for arch in args.encoders.split(","):
+            random_twins[arch] = initial_encoder(arch, train_seed)
             pretrained[arch], pretrain_seconds[arch] = statistics_pretrained_encoder(
                 source_cache, arch, source, args.pretrain_statistics, args.lr, args.batch_size, train_seed)
             print(f"{arch}: pretrained on the crop statistics of {len(source)} {what} "
@@ -297,10 +308,18 @@ def run(args) -> dict:
         row = {"train_lesions": len(subset), "train_patients": subset["patient_id"].nunique(),
                STATISTICS: auc_delong(y_test, stats).auc}
         for arch in args.encoders.split(","):
-            if arch in pretrained:   # the pretrained features, frozen, under the statistics' logistic
-                probe = logistic_scores(frozen_embeddings(cache, arch, pretrained[arch], subset), subset,
-                                        frozen_embeddings(cache, arch, pretrained[arch], test))
-                row[f"{arch} frozen + logistic"] = auc_delong(y_test, probe).auc
+            if arch in pretrained:
+                # The features, frozen, under the statistics' logistic model: pretrained, and the
+                # random initial encoder they were pretrained from (its twin).
+                probes = {name: logistic_scores(frozen_embeddings(cache, arch, state, subset), subset,
+                                                frozen_embeddings(cache, arch, state, test))
+                          for name, state in (("frozen", pretrained[arch]),
+                                              ("random twin frozen", random_twins[arch]))}
+                for name, probe in probes.items():
+                    row[f"{arch} {name} + logistic"] = auc_delong(y_test, probe).auc
+                    scores[f"{len(subset)} {arch} {name} + logistic"] = np.round(probe, 5).tolist()
+                paired = delong_paired(y_test, probes["frozen"], stats)
+                row[f"{arch} frozen − statistics (DeLong p)"] = f"{paired.difference:+.3f} ({paired.p_value:.3g})"
             logits, train_logits, seconds = encoder_scores(cache, arch, subset, test, args.steps,
                                                            args.lr, args.batch_size, train_seed,
                                                            args.drop_path, args.head_dropout,

@@ -157,7 +157,14 @@ def test_pool_pretraining_reads_the_pools_lesion_sub_volumes_without_labels(tmp_
                          "--steps", "1", "--min-test", "5", "--encoders", "vit3d_tiny_conv_regions_p8",
                          "--threads", "1", "--pretrain-statistics", "1", "--pretrain-pool", "12"])
     assert result["pretrain_on"] == "pool lesions of 12 sub-volumes"
-    assert 0.0 <= result["table"][0]["vit3d_tiny_conv_regions_p8 frozen + logistic"] <= 1.0
+    for column in ("frozen + logistic", "random twin frozen + logistic"):
+        assert 0.0 <= result["table"][0][f"vit3d_tiny_conv_regions_p8 {column}"] <= 1.0
+    # the random twin is the very encoder pretraining started from (0 steps: nothing moved)
+    import torch
+    start, _ = bench.statistics_pretrained_encoder(cache, "vit3d_tiny_conv_regions_p8", lesions, steps=0,
+                                                   lr=1e-3, batch_size=4, seed=7)
+    twin = bench.initial_encoder("vit3d_tiny_conv_regions_p8", 7)
+    assert all(torch.equal(start[k], twin[k]) for k in twin)
     # the same work folder with another pool size is refused, not silently reused
     with pytest.raises(SystemExit, match="pool of 12 sub-volumes, not 30"):
         bench.internal_cohort(tmp_path, 3, "mini", pool_size=30)
