@@ -47,7 +47,7 @@ from rn_classifier.finetune.module import FinetuneModule, steps_per_epoch
 from rn_classifier.models.classifiers import ImageClassifier
 from rn_classifier.models import create_model
 from rn_classifier.models.cnn import CNNClassifier, is_cnn
-from rn_classifier.pretrain.probe import centre_crops, crop_statistics
+from rn_classifier.pretrain.probe import centre_crops, crop_statistics, embed
 from rn_classifier.pretrain.run import fastest_precision
 from rn_classifier.stats.delong import auc_delong, delong_paired
 from torch import nn
@@ -132,16 +132,13 @@ def statistics_scores(cache: CropCache, train: pd.DataFrame, test: pd.DataFrame)
     return logistic_scores(statistics_table(cache, train), train, statistics_table(cache, test))
 
 
-@torch.no_grad()
 def frozen_embeddings(cache: CropCache, arch: str, encoder_state: dict, rows: pd.DataFrame) -> np.ndarray:
     """The mask-pooled embedding ``(N, D)`` of ``rows``' centre crops under the frozen encoder
     ``encoder_state`` (a linear probe's input: what pretraining put in the features)."""
     network = new_network(arch)
     network.encoder.load_state_dict(encoder_state)
-    network.eval()
     crops = centre_crops([np.asarray(cache[int(r)], np.float32) for r in rows["row"]], CROP)
-    return np.concatenate([network.embed(torch.as_tensor(crops[i:i + 32]))[1].float().numpy()
-                           for i in range(0, len(crops), 32)])
+    return embed(network.encoder, crops, batch_size=32)["mask"]
 
 
 def statistics_table(cache: CropCache, rows: pd.DataFrame) -> np.ndarray:
@@ -192,12 +189,13 @@ def new_network(arch: str, drop_path: float = 0.0, head_dropout: float = 0.0) ->
                            head_dropout=head_dropout, pool="mask")
 
 
-def new_network_seeded(arch: str, seed: int) -> nn.Module:
-    """The network of ``arch`` as every run with ``seed`` draws it before training."""
+def new_network_seeded(arch: str, seed: int, **options) -> nn.Module:
+    """The network of ``arch`` (``options``: :func:`new_network`'s) as every run with ``seed``
+    draws it before training."""
     import lightning.pytorch as pl
 
     pl.seed_everything(seed, workers=True, verbose=False)
-    return new_network(arch)
+    return new_network(arch, **options)
 
 
 def initial_encoder(arch: str, seed: int) -> dict:
@@ -253,10 +251,7 @@ def encoder_scores(cache: CropCache, arch: str, train: pd.DataFrame, test: pd.Da
     for ``steps`` optimiser steps, from scratch or from ``encoder_state``, and the seconds it
     took. The training logits say whether a shortfall is underfitting (low on both) or
     overfitting (high on train only)."""
-    import lightning.pytorch as pl
-
-    pl.seed_everything(seed, workers=True, verbose=False)
-    network = new_network(arch, drop_path, head_dropout)
+    network = new_network_seeded(arch, seed, drop_path=drop_path, head_dropout=head_dropout)
     if encoder_state is not None:
         network.encoder.load_state_dict(encoder_state)
     schedule = _schedule(len(train), steps, lr, batch_size)
@@ -302,19 +297,22 @@ def run(args) -> dict:
                 source_cache, arch, source, args.pretrain_statistics, args.lr, args.batch_size, train_seed)
             print(f"{arch}: pretrained on the crop statistics of {len(source)} {what} "
                   f"(no labels), {pretrain_seconds[arch]:.0f} s", flush=True)
+    # The frozen features of every training and held-out lesion, once per encoder state: pretrained,
+    # and the random initial encoder it was pretrained from (its twin); each size takes its rows.
+    frozen = {(arch, name): (frozen_embeddings(cache, arch, state, train), frozen_embeddings(cache, arch, state, test))
+              for arch in pretrained
+              for name, state in (("frozen", pretrained[arch]), ("random twin frozen", random_twins[arch]))}
+    train_position = pd.Series(np.arange(len(train)), index=train["case_id"])
     rows, scores = [], {}   # scores: held-out logits per "size arm", for paired tests between runs
     for size, subset in nested_subsets(train, sizes, args.seed).items():
         stats = statistics_scores(cache, subset, test)
         row = {"train_lesions": len(subset), "train_patients": subset["patient_id"].nunique(),
                STATISTICS: auc_delong(y_test, stats).auc}
         for arch in args.encoders.split(","):
-            if arch in pretrained:
-                # The features, frozen, under the statistics' logistic model: pretrained, and the
-                # random initial encoder they were pretrained from (its twin).
-                probes = {name: logistic_scores(frozen_embeddings(cache, arch, state, subset), subset,
-                                                frozen_embeddings(cache, arch, state, test))
-                          for name, state in (("frozen", pretrained[arch]),
-                                              ("random twin frozen", random_twins[arch]))}
+            if arch in pretrained:   # the frozen features under the statistics' logistic model
+                in_subset = train_position[subset["case_id"]].to_numpy()
+                probes = {name: logistic_scores(frozen[arch, name][0][in_subset], subset, frozen[arch, name][1])
+                          for name in ("frozen", "random twin frozen")}
                 for name, probe in probes.items():
                     row[f"{arch} {name} + logistic"] = auc_delong(y_test, probe).auc
                     scores[f"{len(subset)} {arch} {name} + logistic"] = np.round(probe, 5).tolist()
