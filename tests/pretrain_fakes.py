@@ -47,6 +47,25 @@ def make_pool_cache(folder, n: int = 12, size: int = 24, spacing=(2.0, 2.0, 2.0)
     return write_cache(folder, ball_volumes(n, size, 1, seed), index, meta)
 
 
+def make_lesion_pool_cache(folder, n_lesion: int = 8, n_random: int = 4, size: int = 24,
+                           seed: int = 0, centre: str = "PUBLIC") -> Path:
+    """A two-channel pool of sub-volumes as ``preprocess`` writes one for a pool with
+    segmentations: ``n_lesion`` crops centred on a lesion (``kind == "lesion"``, mask in channel
+    1) and ``n_random`` random sub-volumes without a lesion (empty mask)."""
+    n = n_lesion + n_random
+    crops = ball_volumes(n, size, 2, seed)
+    crops[n_lesion:, 1] = 0.0
+    index = pd.DataFrame({"case_id": [f"sub{i:03d}" for i in range(n)],
+                          "patient_id": [f"scan{i // 2:03d}" for i in range(n)],
+                          "center": centre, "label": pd.NA, "synthetic": True,
+                          "kind": ["lesion"] * n_lesion + ["random"] * n_random,
+                          "lesion_voxels": [int(c[1].sum()) for c in crops],
+                          "origin_x": 0.0, "origin_y": 0.0, "origin_z": 0.0})
+    meta = {"spacing": [2.0, 2.0, 2.0], "channels": ["t1ce", "mask"], "normalisation": NORMALISATION,
+            "synthetic": True}
+    return write_cache(folder, crops, index, meta)
+
+
 def make_internal_cache(folder, split_path, n_train_patients: int = 8, n_test_patients: int = 3,
                         n_external: int = 3, size: int = 24, n_folds: int = 2, seed: int = 1):
     """A 2-channel internal cache holding TRAINING cases (two lesions for some patients), planted
@@ -92,6 +111,7 @@ def tiny_config(pool_cache, method: str = "dino", **data) -> PretrainConfig:
     cfg.dino.out_dim, cfg.dino.hidden_dim, cfg.dino.bottleneck_dim = 64, 32, 16
     cfg.dino.warmup_teacher_temp_epochs = 1
     cfg.mae.crop_size, cfg.mae.decoder_dim, cfg.mae.decoder_depth, cfg.mae.decoder_heads = 16, 48, 1, 2
+    cfg.statistics.crop_size = 16
     cfg.optim.warmup_epochs = 1
     cfg.trainer.epochs = 2
     cfg.trainer.checkpoint_every_n_steps = 2

@@ -62,7 +62,7 @@ def test_shipped_configs_are_found_by_name_or_path_from_any_folder(tmp_path, mon
     assert load_config(PreprocessConfig, "demo").spacing == [2.0, 2.0, 2.0]    # preprocess/demo, not study/demo
     assert load_pretrain_config("mae_demo.yaml").data.pool_cache == "demo_run/cache/unlabeled"
     with pytest.raises(ConfigError, match=r"shipped pretrain configs by name: \['dino_demo', 'dino_vitb', "
-                                          r"'mae_demo', 'mae_vitb'\]"):
+                                          r"'mae_demo', 'mae_vitb', 'statistics_demo'\]"):
         load_pretrain_config("dino_dmeo")
     (tmp_path / "own.yaml").write_text("spacing: [3.0, 3.0, 3.0]\n")
     assert load_config(PreprocessConfig, "own.yaml").spacing == [3.0, 3.0, 3.0]   # the user's file first

@@ -121,6 +121,6 @@ def test_a_method_registered_from_a_test_file_pretrains(invariance, tmp_path):
 def test_an_unknown_method_lists_the_known_ones(tmp_path):
     cfg = tiny_config(tmp_path / "pool", "dino")
     cfg.method = "ibot"
-    with pytest.raises(ConfigError, match=r"method must be one of \['dino', 'mae'\], got 'ibot'"):
+    with pytest.raises(ConfigError, match=r"method must be one of \['dino', 'mae', 'statistics'\], got 'ibot'"):
         check_config(cfg)
     assert "invariance" not in methods.METHODS              # the fixture's entry is gone again

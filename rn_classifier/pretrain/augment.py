@@ -10,6 +10,10 @@
   are replaced by the MR intensity changes above.
 * MAE (He et al. 2022): one random-resized crop with flips and rotations and a light intensity
   scale/shift; masking happens in the model.
+* Crop-statistics regression (``method: statistics``): the lesion-centred two-channel crop at
+  native scale, as fine-tuning reads it, with flips and 90° rotations only. Its targets are
+  intensity statistics of the lesion's regions, which these leave unchanged and which resizing,
+  blur, gamma or intensity jitter would change.
 
 Randomness: :meth:`__call__` takes a seed, and every random transform of every view draws from one
 ``numpy.random.RandomState`` built from it. The data module derives the seed from
@@ -156,6 +160,23 @@ class MAETransform(_SeededViews):
 
     def _views(self, volume: torch.Tensor) -> list[torch.Tensor]:
         return [self._view(self.pipeline, volume)]
+
+
+class LesionViewTransform(_SeededViews):
+    """``volume (2, X, Y, Z)`` (T1CE, lesion mask) → ``[view (2, S, S, S)]``: the centre crop of
+    side ``S = crop_size`` (no resizing), flipped and turned by 90° as one (image and mask alike)."""
+
+    def __init__(self, crop_size: int, aug: AugmentConfig):
+        self.size = (int(crop_size),) * 3
+        self.pipeline = Compose(_geometry(aug))
+        self.pipelines = [self.pipeline]
+
+    @property
+    def n_views(self) -> int:
+        return 1
+
+    def _views(self, volume: torch.Tensor) -> list[torch.Tensor]:
+        return [self._view(self.pipeline, torch.as_tensor(centre_crop(volume, self.size)))]
 
 
 class RawSubVolume:

@@ -1,4 +1,5 @@
-"""What DINO and MAE training share: optimiser, per-step schedules, seeding, non-finite guard.
+"""What the pretraining methods (DINO, MAE, statistics) share: optimiser, per-step schedules,
+seeding, non-finite guard.
 
 * AdamW with two parameter groups as DINO / MAE: weights are decayed; biases, norm parameters and
   the encoder's ``no_weight_decay()`` tensors (positional embedding, class token) are not. The
@@ -42,9 +43,10 @@ def step_seed(seed: int, step: int, rank: int) -> int:
     return int(np.random.SeedSequence([seed, step, rank]).generate_state(2, dtype=np.uint64)[0] >> 1)
 
 
-def build_backbone(cfg: PretrainConfig, img_size: int) -> torch.nn.Module:
-    """The encoder to pretrain: ``cfg.model.name`` for 1-channel (T1CE) ``img_size``³ crops, no head."""
-    model = create_model(cfg.model.name, img_size=img_size, in_chans=1, num_classes=0,
+def build_backbone(cfg: PretrainConfig, img_size: int, in_chans: int = 1) -> torch.nn.Module:
+    """The encoder to pretrain: ``cfg.model.name`` for ``img_size``³ crops of ``in_chans`` channels
+    (1: T1CE; 2: T1CE and lesion mask, as fine-tuning reads them), no head."""
+    model = create_model(cfg.model.name, img_size=img_size, in_chans=in_chans, num_classes=0,
                          drop_path_rate=cfg.model.drop_path_rate, pos_embed_type=cfg.model.pos_embed_type)
     if cfg.model.grad_checkpointing:
         model.set_grad_checkpointing(True)

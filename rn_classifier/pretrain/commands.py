@@ -41,7 +41,7 @@ def register_pretrain(app: typer.Typer) -> None:
                                                        "its last checkpoint")] = None,
         num_nodes: Annotated[int, typer.Option(help="nodes (SLURM / torchrun)")] = 1,
     ):
-        """Self-supervised pretraining (a registered method: DINO, MAE) of the 3D ViT on the preprocess cache;
+        """Self-supervised pretraining (a registered method: DINO, MAE, crop statistics) of the 3D ViT on the preprocess cache;
         writes RUN_DIR/encoder.safetensors + encoder.json."""
         from ..errors import InputError
         from .base_module import NonFiniteLossError

@@ -2,8 +2,9 @@
 
 The sections every self-supervised method shares (data, model, augmentation, optimiser,
 trainer, monitor). ``method`` names a registered method (:mod:`rn_classifier.pretrain.methods`:
-DINO, Caron et al. 2021; MAE, He et al. 2022), whose own section (``dino`` / ``mae``) and checks
-come with its registry entry; :func:`rn_classifier.pretrain.methods.pretrain_schema` is the
+DINO, Caron et al. 2021; MAE, He et al. 2022; statistics, the lesion's crop statistics as
+regression targets), whose own section (``dino`` / ``mae`` / ``statistics``) and checks come with
+its registry entry; :func:`rn_classifier.pretrain.methods.pretrain_schema` is the
 schema of a whole run. Crop sizes are in voxels of the cache (its spacing is checked against
 ``data.spacing``); crop scales are fractions of the cached sub-volume's side length.
 
@@ -101,6 +102,14 @@ class MaeConfig:
     decoder_depth: int = 2
     decoder_heads: int = 4
     norm_pix_loss: bool = True
+
+
+@dataclass
+class StatisticsConfig:
+    """Regress the lesion's crop statistics from its two-channel view (pretrain/methods/statistics.py)."""
+
+    crop_size: int = 32                       # voxels, each axis: the fine-tuning crop
+    pool: str = "mask"                        # cls | avg | mask: the embedding the regression head reads
 
 
 @dataclass

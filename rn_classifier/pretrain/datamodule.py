@@ -5,6 +5,9 @@ Which crops are used (:func:`select_subvolumes`):
 * every crop of the unlabeled pool cache (``data.pool_cache``);
 * with ``data.include_internal_train``, the crops of the internal cohort's TRAINING cases
   (``part == "train"`` in ``data.split``), their T1CE channel only and without their labels;
+* for a method that reads the lesion mask (``SSLMethod.reads_mask``: views ``(T1CE, mask)``), only
+  sub-volumes centred on a lesion: the pool's ``kind == "lesion"`` rows and every internal training
+  lesion, each with lesion voxels in its crop;
 * never a case of the internal test part or of a centre in ``data.exclude_centers`` (the external
   cohort): such rows are dropped from the internal cache *and* from the pool (should the pool
   contain them by mistake, a patient of the internal test must not be seen during pretraining).
@@ -35,6 +38,7 @@ from ..errors import InputError
 from .config import DataConfig
 
 T1CE = "t1ce"
+MASK = "mask"
 
 
 @dataclass
@@ -46,22 +50,38 @@ class SubVolumeSource:
     rows: np.ndarray        # cache row numbers
 
 
-def _open_cache(path: str, what: str, spacing) -> CropCache:
+def _open_cache(path: str, what: str, spacing, reads_mask: bool = False) -> CropCache:
     cache = CropCache(path)
     cache.check_spacing(spacing, what=f"the pretraining config (data.spacing) for {what} {path}")
     if not cache.channels or cache.channels[0] != T1CE:
         raise InputError(f"{path}: the first channel of the cache must be {T1CE!r} for pretraining, "
                          f"got channels {cache.channels}")
+    if reads_mask and list(cache.channels[:2]) != [T1CE, MASK]:
+        raise InputError(f"{path}: this method reads the lesion mask, so {what} must hold channels "
+                         f"{[T1CE, MASK]}, got {cache.channels}; preprocess a pool manifest with sub-volume "
+                         "centres and masks (`rn-classifier build-pool`, or the synthetic pool)")
     return cache
+
+
+def lesion_rows(index: pd.DataFrame) -> np.ndarray:
+    """Which rows of a cache index are crops centred on a lesion: a pool's ``kind == "lesion"``
+    sub-volumes (every row of a labelled cohort's cache), with lesion voxels inside the crop."""
+    ok = np.ones(len(index), bool)
+    if "kind" in index:
+        ok &= (index["kind"].astype(str) == "lesion").to_numpy()
+    if "lesion_voxels" in index:
+        ok &= (pd.to_numeric(index["lesion_voxels"], errors="coerce").fillna(0) > 0).to_numpy()
+    return ok
 
 
 def _read_split(cfg: DataConfig) -> pd.DataFrame | None:
     return load_split(cfg.split) if cfg.split else None
 
 
-def select_subvolumes(cfg: DataConfig) -> tuple[list[SubVolumeSource], pd.DataFrame]:
+def select_subvolumes(cfg: DataConfig, reads_mask: bool = False) -> tuple[list[SubVolumeSource], pd.DataFrame]:
     """The crops pretraining may see, and a table of them (``source, row, case_id, patient_id,
-    center``) for the run folder. Raises ``InputError`` when nothing is left."""
+    center``) for the run folder; ``reads_mask``: lesion-centred crops with a mask channel only.
+    Raises ``InputError`` when nothing is left."""
     split = _read_split(cfg)
     held_out_cases: set[str] = set()
     held_out_patients: set[str] = set()
@@ -76,15 +96,15 @@ def select_subvolumes(cfg: DataConfig) -> tuple[list[SubVolumeSource], pd.DataFr
         ok = ~index["center"].astype(str).isin(excluded_centers)
         ok &= ~index["case_id"].astype(str).isin(held_out_cases)
         ok &= ~index["patient_id"].astype(str).isin(held_out_patients)
-        return ok.to_numpy()
+        return ok.to_numpy() & (lesion_rows(index) if reads_mask else True)
 
     sources: list[SubVolumeSource] = []
-    pool = _open_cache(cfg.pool_cache, "the pool cache", cfg.spacing)
+    pool = _open_cache(cfg.pool_cache, "the pool cache", cfg.spacing, reads_mask)
     sources.append(SubVolumeSource("pool", pool, pool.index["row"].to_numpy()[allowed(pool.index)]))
     if cfg.include_internal_train:
         if not cfg.internal_cache or split is None:
             raise InputError("data.include_internal_train needs data.internal_cache and data.split")
-        internal = _open_cache(cfg.internal_cache, "the internal cache", cfg.spacing)
+        internal = _open_cache(cfg.internal_cache, "the internal cache", cfg.spacing, reads_mask)
         is_train = internal.index["case_id"].astype(str).isin(train_cases).to_numpy()
         sources.append(SubVolumeSource("internal_train", internal,
                                        internal.index["row"].to_numpy()[is_train & allowed(internal.index)]))
@@ -98,8 +118,9 @@ def select_subvolumes(cfg: DataConfig) -> tuple[list[SubVolumeSource], pd.DataFr
         raise InputError(
             f"no sub-volumes to pretrain on: the pool cache {cfg.pool_cache} holds {len(pool)} crop(s)"
             + (f" and the internal cache {cfg.internal_cache} is used" if cfg.include_internal_train else "")
-            + f", none left after excluding centres {sorted(excluded_centers)} and internal-test cases; "
-            "run `rn-classifier preprocess` on the unlabeled manifest first")
+            + f", none left after excluding centres {sorted(excluded_centers)} and internal-test cases"
+            + (" and keeping lesion-centred sub-volumes (kind 'lesion', lesion voxels in the crop)" if reads_mask else "")
+            + "; run `rn-classifier preprocess` on the unlabeled manifest first")
     return sources, table
 
 
@@ -131,14 +152,16 @@ def labelled_training_cases(cfg: DataConfig) -> LabelledCases:
 
 
 class SubVolumeDataset(Dataset):
-    """``dataset[(epoch, i)]`` → ``{"views": [view (1, S, S, S), ...], "sample": i}``.
+    """``dataset[(epoch, i)]`` → ``{"views": [view (C, S, S, S), ...], "sample": i}``.
 
-    ``transform(volume (1, X, Y, Z), seed) -> list of views`` (``augment.MultiCropTransform`` or
-    ``augment.MAETransform``); the seed is ``(seed, epoch, i)``.
+    ``transform(volume (C, X, Y, Z), seed) -> list of views`` (``augment.MultiCropTransform``,
+    ``augment.MAETransform`` or ``augment.LesionViewTransform``); the seed is ``(seed, epoch, i)``;
+    ``channels``: the cache channels read (1: T1CE; 2: T1CE and the lesion mask).
     """
 
-    def __init__(self, sources: list[SubVolumeSource], transform: Callable, seed: int = 0):
+    def __init__(self, sources: list[SubVolumeSource], transform: Callable, seed: int = 0, channels: int = 1):
         self.sources = sources
+        self.channels = int(channels)
         self.items = np.concatenate([np.stack([np.full(len(s.rows), k), s.rows], axis=1)
                                      for k, s in enumerate(sources)]).astype(np.int64)
         self.transform = transform
@@ -150,7 +173,7 @@ class SubVolumeDataset(Dataset):
     def __getitem__(self, key: tuple[int, int]) -> dict:
         epoch, i = key
         source, row = self.items[i]
-        volume = self.sources[source].cache[int(row)][:1]  # T1CE channel (the mask is not used)
+        volume = self.sources[source].cache[int(row)][:self.channels]
         return {"views": self.transform(volume, (self.seed, int(epoch), int(i))), "sample": int(i)}
 
 
@@ -199,11 +222,11 @@ class PretrainDataModule(pl.LightningDataModule):
     """Training batches of augmented views over the selected sub-volumes (no validation set:
     self-supervised pretraining is watched by the label-efficiency monitor instead)."""
 
-    def __init__(self, cfg: DataConfig, transform: Callable, seed: int = 0):
+    def __init__(self, cfg: DataConfig, transform: Callable, seed: int = 0, reads_mask: bool = False):
         super().__init__()
         self.cfg, self.transform, self.seed = cfg, transform, seed
-        self.sources, self.table = select_subvolumes(cfg)
-        self.dataset = SubVolumeDataset(self.sources, transform, seed)
+        self.sources, self.table = select_subvolumes(cfg, reads_mask)
+        self.dataset = SubVolumeDataset(self.sources, transform, seed, channels=2 if reads_mask else 1)
 
     def steps_per_epoch(self, world_size: int) -> int:
         """Optimizer steps per epoch on ``world_size`` devices (the same on every rank)."""

@@ -109,7 +109,7 @@ def embed(encoder: torch.nn.Module, x: torch.Tensor, batch_size: int = 16) -> di
 
 
 def crop_statistics(x: torch.Tensor, case_ids=None) -> np.ndarray:
-    """Intensity statistics ``(N, 30)`` of each crop: size and rim share of the mask; mean, SD and
+    """Intensity statistics ``(N, 25)`` of each crop: size and rim share of the mask; mean, SD and
     10/50/90th percentiles in the mask, its eroded core and two shells around it (2 and 2-5
     voxels: oedema); gradient magnitude in the mask and the inner shell; SD of the Laplacian in
     the mask (texture)."""

@@ -154,7 +154,7 @@ def prepare_inputs(cfg: PretrainConfig, accelerator: str) -> RunInputs:
         transform, device_views = RawSubVolume(pool.crop_size), method.device_views(section, cfg.augment)
     else:
         transform, device_views = method.loader_views(section, cfg.augment), None
-    datamodule = PretrainDataModule(cfg.data, transform, seed=cfg.trainer.seed)
+    datamodule = PretrainDataModule(cfg.data, transform, seed=cfg.trainer.seed, reads_mask=method.reads_mask)
     monitor = None
     if cfg.monitor.every_n_epochs > 0 and not cfg.data.internal_cache and is_rank_zero():
         rank_zero_info("label-efficiency monitor off: it needs data.internal_cache and data.split")

@@ -949,6 +949,37 @@ def cache_meta_not_json(root: Path) -> Case:
                                r"pool/meta\.json is not valid JSON")
 
 
+def statistics_pool_case(root: Path, make_pool: Callable[[Path], Path], expect: str) -> Case:
+    """``pretrain`` of ``method: statistics`` (statistics_demo.yaml) on the pool ``make_pool`` writes."""
+    root.mkdir(parents=True, exist_ok=True)
+    pool = make_pool(root / "pool")
+    out = root / "run"
+    return Case(["pretrain", "--config", str(REPO / "configs" / "pretrain" / "statistics_demo.yaml"), "--out",
+                 str(out), "--accelerator", "cpu", "--set", f"data.pool_cache={pool}", "--set",
+                 "model.name=vit3d_tiny_p8", "--set", "statistics.crop_size=16", "--set", "data.num_workers=0"],
+                expect, [out])
+
+
+@kind("pretrain")
+def statistics_pool_without_masks(root: Path) -> Case:
+    """Crop-statistics pretraining on a one-channel (T1CE only) pool: the targets need the lesion mask."""
+    from pretrain_fakes import make_pool_cache
+
+    return statistics_pool_case(root, lambda f: make_pool_cache(f, n=4),
+                                r"pool: this method reads the lesion mask, so the pool cache must hold channels "
+                                r"\['t1ce', 'mask'\], got \['t1ce'\]")
+
+
+@kind("pretrain")
+def statistics_pool_without_lesions(root: Path) -> Case:
+    """A two-channel pool of random sub-volumes only: nothing is centred on a lesion."""
+    from pretrain_fakes import make_lesion_pool_cache
+
+    return statistics_pool_case(root, lambda f: make_lesion_pool_cache(f, n_lesion=0, n_random=4),
+                                r"no sub-volumes to pretrain on: .* keeping lesion-centred sub-volumes \(kind "
+                                r"'lesion', lesion voxels in the crop\)")
+
+
 # -- checkpoints --------------------------------------------------------------------------------
 
 def resume_case(root: Path, checkpoint: dict, expect: str, damage=None) -> Case:

@@ -61,6 +61,10 @@ class SSLMethod:
     bf16_on_cpu: whether ``trainer.precision: auto`` trains it in bf16-mixed on a CPU with AMX
         (bf16 autocast measured faster than fp32 for its step by
         ``benchmarks/pretrain_throughput.py``); on a GPU auto is always bf16-mixed.
+    reads_mask: the views are two-channel ``(T1CE, lesion mask)``, as fine-tuning reads them, and
+        only sub-volumes centred on a lesion are used (a pool with segmentations, or the internal
+        training lesions); the encoder is built and exported with 2 input channels. False: the
+        T1CE channel of every sub-volume (DINO, MAE).
     """
 
     name: str
@@ -72,6 +76,7 @@ class SSLMethod:
     device_views: Callable[[Any, Any], Callable] | None = None
     schedules: Callable[[Any], dict] = field(default=lambda section: {})
     bf16_on_cpu: bool = False
+    reads_mask: bool = False
 
 
 METHODS: dict[str, SSLMethod] = {}
