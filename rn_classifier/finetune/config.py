@@ -29,6 +29,7 @@ MODEL_KINDS = ("vit", "clinical")
 FUSION_KINDS = ("none", "late", "intermediate")
 BALANCE_MODES = ("sampler", "loss", "none")
 CHECKPOINTS = ("best", "last")
+HEAD_INITS = ("random", "logistic")
 POOLS = ("cls", "avg", "mask")               # = models.classifiers.POOLS (kept here: no torch import)
 POS_EMBED_TYPES = ("learn", "sincos")        # = models.vit3d.POS_EMBED_TYPES (no torch import)
 MASK_ENCODINGS = ("binary", "regions")        # = models.mask_regions.MASK_ENCODINGS
@@ -111,7 +112,17 @@ class TrainConfig:
     predict_batch_size: int = 16
     num_workers: int = 0
     balance: str = "sampler"                  # sampler (class-balanced sampling) | loss (pos_weight) | none
-    early_stopping_patience: Optional[int] = 15  # epochs without a better validation AUC; null: off
+    # epochs at the start of each fold during which only the head trains, the encoder frozen
+    # (linear probing then fine-tuning, LP-FT: finetune.linear_probe). 0: off, the whole network
+    # fine-tunes from the start; = epochs: a pure linear probe. The lr schedule spans all epochs
+    linear_probe_epochs: int = 0
+    # how the head starts: random | logistic (an L2 logistic regression fitted on the frozen
+    # embeddings of the fold's training cases, C by patient-grouped inner CV: finetune.logistic_head,
+    # the LP of LP-FT as Kumar et al. fit it). With logistic, epochs may be 0: the probe is the model
+    head_init: str = "random"
+    # epochs without a better validation AUC; null: off. With a linear probe it counts only the
+    # epochs after it (the probe's plateau must not stop a fold before its encoder trains)
+    early_stopping_patience: Optional[int] = 15
     # which epoch's weights a fold keeps: best (highest validation AUC of the fold) | last.
     # `best` picks the epoch on the same cases whose out-of-fold AUC is then reported, which
     # flatters the oof AUC on a small fold; `last` keeps that AUC honest
@@ -194,8 +205,8 @@ RESULT_NEUTRAL = {"train": ("num_workers", "progress_bar")}
 
 def result_settings(cfg: FinetuneConfig) -> dict:
     """The config as a dict without the :data:`RESULT_NEUTRAL` settings, and without keys at the
-    default that older runs lack (``unseen_levels``, ``augment.acquisition``), so their resume
-    hash and stage key stay valid."""
+    default that older runs lack (``unseen_levels``, ``augment.acquisition``,
+    ``train.linear_probe_epochs``, ``train.head_init``), so their resume hash and stage key stay valid."""
     from ..config import to_dict
 
     d = without_default_acquisition(to_dict(cfg))
@@ -204,6 +215,10 @@ def result_settings(cfg: FinetuneConfig) -> dict:
             d[section].pop(key, None)
     if d.get("unseen_levels") == "impute":   # the default: keys of runs made before the key stay valid
         d.pop("unseen_levels")
+    if d["train"].get("linear_probe_epochs") == 0:   # the same for the linear probe when off
+        d["train"].pop("linear_probe_epochs")
+    if d["train"].get("head_init") == "random":
+        d["train"].pop("head_init")
     return d
 
 
@@ -218,6 +233,7 @@ def _check_choices(cfg: FinetuneConfig) -> None:
     if cfg.model.mask_encoding is not None:
         check_choice(cfg.model.mask_encoding, "model.mask_encoding", MASK_ENCODINGS, ConfigError)
     check_choice(cfg.train.checkpoint, "train.checkpoint", CHECKPOINTS, ConfigError)
+    check_choice(cfg.train.head_init, "train.head_init", HEAD_INITS, ConfigError)
 
 
 def _check_checkpoint_rule(cfg: FinetuneConfig) -> None:
@@ -289,9 +305,18 @@ def _check_training(cfg: FinetuneConfig) -> None:
     if cfg.train.devices != 1:
         raise ConfigError(f"train.devices must be 1, got {cfg.train.devices}: a fold trains on one "
                           "device; run folds in parallel instead (finetune/train.py --fold K)")
-    if cfg.train.epochs < 1 or cfg.train.batch_size < 1:
-        raise ConfigError(f"train.epochs and train.batch_size must be >= 1, got "
-                          f"{cfg.train.epochs} and {cfg.train.batch_size}")
+    if cfg.train.batch_size < 1:
+        raise ConfigError(f"train.batch_size must be >= 1, got {cfg.train.batch_size}")
+    if cfg.train.epochs < (0 if cfg.train.head_init == "logistic" else 1):
+        raise ConfigError(f"train.epochs must be >= 1 (or 0 with train.head_init=logistic: the fitted "
+                          f"head is the model), got {cfg.train.epochs} with train.head_init={cfg.train.head_init!r}")
+    if cfg.train.head_init == "logistic" and cfg.fusion.kind == "intermediate":
+        raise ConfigError("train.head_init=logistic fits the image classifier's linear head; intermediate "
+                          "fusion has a fusion head instead (set train.head_init=random)")
+    if not 0 <= cfg.train.linear_probe_epochs <= cfg.train.epochs:
+        raise ConfigError(f"train.linear_probe_epochs must be between 0 (off) and train.epochs "
+                          f"(a pure linear probe), got {cfg.train.linear_probe_epochs} with "
+                          f"train.epochs={cfg.train.epochs}")
     if not 0.0 < cfg.optim.layer_decay <= 1.0:
         raise ConfigError(f"optim.layer_decay must be in (0, 1], got {cfg.optim.layer_decay}")
 

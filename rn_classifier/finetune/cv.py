@@ -235,15 +235,19 @@ def _lightning_trainer(cfg: FinetuneConfig, folder: Path):
     from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 
     from ..checkpoints import WeightsOnlyCheckpointIO
+    from .linear_probe import EarlyStoppingAfterProbe, LinearProbe
 
     keep_best = cfg.train.checkpoint == "best"
     best = ModelCheckpoint(dirpath=folder / "lightning", filename="best",
                            monitor="val_auc" if keep_best else None, mode="max", save_top_k=1,
                            save_weights_only=True, enable_version_counter=False)
     callbacks = [best]
+    probe = cfg.train.linear_probe_epochs
+    if probe:   # linear probing, then fine-tuning; 0: the callbacks of full fine-tuning as they were
+        callbacks.append(LinearProbe(probe))
     if cfg.train.early_stopping_patience:
-        callbacks.append(EarlyStopping(monitor="val_auc", mode="max",
-                                       patience=cfg.train.early_stopping_patience))
+        stopping = dict(monitor="val_auc", mode="max", patience=cfg.train.early_stopping_patience)
+        callbacks.append(EarlyStoppingAfterProbe(probe, **stopping) if probe else EarlyStopping(**stopping))
     trainer = pl.Trainer(max_epochs=cfg.train.epochs, accelerator=cfg.train.accelerator,
                          devices=cfg.train.devices, precision=cfg.train.precision,
                          callbacks=callbacks, plugins=[WeightsOnlyCheckpointIO()],
@@ -263,10 +267,13 @@ def _keep_selected_epoch(cfg: FinetuneConfig, trainer, best, module) -> dict:
     checkpoint = load_checkpoint(best.best_model_path)
     module.load_state_dict(checkpoint["state_dict"])
     val_auc = trainer.callback_metrics.get("val_auc")
-    return {"checkpoint": cfg.train.checkpoint, "epochs_run": trainer.current_epoch,
+    info = {"checkpoint": cfg.train.checkpoint, "epochs_run": trainer.current_epoch,
             "kept_epoch": int(checkpoint.get("epoch", -1)),
             "best_val_auc": float(best.best_model_score) if cfg.train.checkpoint == "best" else None,
             "last_val_auc": float(val_auc) if val_auc is not None else None}
+    if cfg.train.linear_probe_epochs:   # a kept_epoch below it is a probe epoch (encoder unchanged)
+        info["linear_probe_epochs"] = cfg.train.linear_probe_epochs
+    return info
 
 
 def _predict_cohorts(trainer, module, dm, caches: dict, predict: dict, items) -> dict[str, np.ndarray]:
@@ -314,6 +321,7 @@ def image_trainer(cfg: FinetuneConfig, cases: pd.DataFrame, internal_cache, exte
     import lightning.pytorch as pl
 
     from .datamodule import FinetuneDataModule, make_items
+    from .logistic_head import fit_logistic_head
     from .module import FinetuneModule, steps_per_epoch
 
     caches = {"oof": internal_cache, "internal_test": internal_cache, "external": external_cache}
@@ -342,14 +350,30 @@ def image_trainer(cfg: FinetuneConfig, cases: pd.DataFrame, internal_cache, exte
                                 steps_per_epoch(len(train_ids), cfg.train.batch_size),
                                 pos_weight=n_neg / n_pos if cfg.train.balance == "loss" else None)
         trainer, best = _lightning_trainer(cfg, folder)
+        probe = cfg.train.linear_probe_epochs
         echo(f"fold {k}: training on {len(train_ids)} cases ({n_pos} RN / {n_neg} progression), "
-             f"validating on {len(predict['oof'])}")
-        trainer.fit(module, datamodule=dm)
-        info = _keep_selected_epoch(cfg, trainer, best, module)
+             f"validating on {len(predict['oof'])}"
+             + (f"; encoder frozen for the first {probe} of {cfg.train.epochs} epochs (linear probe)"
+                if probe else ""))
+        head = None
+        if cfg.train.head_init == "logistic":   # before any epoch: the LP of LP-FT, in closed form
+            head = fit_logistic_head(network, dm.eval_loader(internal_cache, items(internal_cache, train_ids)),
+                                     y_train, cases.loc[train_ids, "patient_id"].to_numpy())
+            echo(f"fold {k}: logistic head fitted on the frozen embeddings (C {head['C']:.3g})")
+        if cfg.train.epochs > 0:
+            trainer.fit(module, datamodule=dm)
+            info = _keep_selected_epoch(cfg, trainer, best, module)
+        else:   # the fitted head on the pretrained (or random) encoder is the fold's model
+            info = {"checkpoint": "none", "epochs_run": 0, "kept_epoch": -1, "best_val_auc": None,
+                    "last_val_auc": None}
+        if head is not None:
+            info["logistic_head"] = head
         logits = _predict_cohorts(trainer, module, dm, caches, predict, items)
         _save_fold_network(folder, network, cfg, internal_cache, clinical, k, info)
         shutil.rmtree(folder / "lightning", ignore_errors=True)
-        if cfg.train.checkpoint == "best":
+        if cfg.train.epochs == 0:
+            pass
+        elif cfg.train.checkpoint == "best":
             echo(f"fold {k}: best validation AUC {info['best_val_auc']:.3f} (epoch {info['kept_epoch']})")
         else:
             echo(f"fold {k}: last epoch kept, validation AUC {info['last_val_auc']:.3f}")

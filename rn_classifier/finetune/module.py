@@ -47,6 +47,11 @@ class FinetuneModule(pl.LightningModule):
                                                                 optim.warmup_epochs)
         self.register_buffer("pos_weight", torch.tensor(float(pos_weight)) if pos_weight else None,
                              persistent=False)
+        # Grouped now, while every parameter the network learns is still trainable: a linear
+        # probe (finetune.linear_probe) freezes the encoder before configure_optimizers runs, and
+        # timm leaves frozen parameters out of its groups. Grouped here, the encoder is in the
+        # optimizer and its lr schedule from step 0, and starts moving when the probe ends.
+        self._layer_groups = self._named_layer_groups()
         self._val_logits: list[torch.Tensor] = []
         self._val_labels: list[torch.Tensor] = []
 
@@ -86,12 +91,25 @@ class FinetuneModule(pl.LightningModule):
     def predict_step(self, batch: dict, batch_idx: int, dataloader_idx: int = 0) -> torch.Tensor:
         return self(batch).float()
 
-    def configure_optimizers(self):
+    def _named_layer_groups(self) -> list[dict]:
+        """timm's layer-decay groups of the network's trainable parameters, by parameter name
+        (names, not tensors: they are looked up again when the optimizer is made)."""
         groups = param_groups_layer_decay(self.network, weight_decay=self.optim.weight_decay,
                                           no_weight_decay_list=self.network.no_weight_decay(),
                                           layer_decay=self.optim.layer_decay)
-        for g in groups:  # each layer's peak lr; the schedule below scales all of them alike
-            g["lr"] = self.optim.lr * g["lr_scale"]
+        name_of = {p: n for n, p in self.network.named_parameters()}
+        return [{**g, "params": [name_of[p] for p in g["params"]]} for g in groups]
+
+    def configure_optimizers(self):
+        named = dict(self.network.named_parameters())
+        grouped = {n for g in self._layer_groups for n in g["params"]}
+        late = sorted(n for n, p in named.items() if p.requires_grad and n not in grouped)
+        if late:   # a programming error, not user input: they would silently never train
+            raise RuntimeError(f"parameters added to the network after FinetuneModule was made are "
+                               f"not in the optimizer: {late[:5]}; change the network before it")
+        # each layer's peak lr; the schedule below scales all of them alike
+        groups = [{**g, "params": [named[n] for n in g["params"]], "lr": self.optim.lr * g["lr_scale"]}
+                  for g in self._layer_groups]
         optimizer = torch.optim.AdamW(groups, lr=self.optim.lr)
         scheduler = CosineWarmupScheduler(optimizer, warmup_epochs=self.warmup_steps,
                                           max_epochs=self.total_steps, start_value=1.0,
