@@ -133,8 +133,10 @@ def test_statistics_pretraining_reads_no_label_and_fine_tuning_starts_from_it(tm
     network.encoder.load_state_dict(state)
     crops = torch.as_tensor(bench.centre_crops([np.asarray(cache[int(r)], np.float32) for r in test["row"]],
                                                bench.CROP))
-    with torch.no_grad():
-        expected = network.eval()(crops).numpy()
+    # in the precision the benchmark predicts in: bf16 autocast on a CPU with AMX tiles, else fp32
+    bf16 = bench.fastest_precision(on_gpu=False) == "bf16-mixed"
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+        expected = network.eval()(crops).float().numpy()
     np.testing.assert_allclose(logits, expected, rtol=1e-4, atol=1e-5)
 
 
