@@ -28,13 +28,13 @@ CONFIGS = Path(__file__).resolve().parents[1] / "configs" / "finetune"
 SIZE = 16
 
 
-def _cases(n=24, seed=0):
+def _cases(n=24, seed=0, signal=1.5):
     g = torch.Generator().manual_seed(seed)
     labels = torch.arange(n) % 2
     image = torch.randn(n, SIZE, SIZE, SIZE, generator=g)
     mask = torch.zeros(n, SIZE, SIZE, SIZE)
     mask[:, 5:11, 5:11, 5:11] = 1.0
-    image += mask * (1.5 * labels.float() - 0.75).view(-1, 1, 1, 1)
+    image += mask * (signal * (labels.float() - 0.5)).view(-1, 1, 1, 1)
     inputs = torch.stack([image, mask], dim=1)
     return [{"input": x, "label": y} for x, y in zip(inputs, labels)], labels.numpy()
 
@@ -133,3 +133,38 @@ def test_a_fold_with_zero_epochs_is_the_probe_on_the_unchanged_encoder(tmp_path)
     expected.reset_classifier(0)
     assert all(torch.equal(saved["encoder." + k], v) for k, v in expected.state_dict().items())
     assert torch.count_nonzero(saved["head.weight"]) == saved["head.weight"].numel()   # fitted, not the init
+
+
+@pytest.mark.parametrize("scoring", ["roc_auc", "neg_log_loss"])
+def test_the_head_keeps_the_C_with_the_best_mean_inner_fold_score(scoring):
+    from sklearn.model_selection import StratifiedGroupKFold, cross_val_score
+
+    from rn_classifier.finetune.logistic_head import CS
+
+    cases, labels = _cases(n=40, seed=3, signal=0.3)   # a weak signal: the Cs score differently
+    patients = np.arange(len(labels)) // 2
+    network = _network()
+    loader = DataLoader(cases, batch_size=6)
+    info = fit_logistic_head(network, loader, labels, patients, scoring=scoring)
+    # by hand: the same inner folds, each C's mean score, the best one (the first of equals)
+    features = StandardScaler().fit_transform(frozen_embeddings(network, loader))
+    folds = list(StratifiedGroupKFold(info["inner_folds"], shuffle=True, random_state=0)
+                 .split(features, labels, groups=patients.astype(str)))
+    means = [cross_val_score(LogisticRegression(C=c, class_weight="balanced", max_iter=5000), features,
+                             labels, cv=folds, scoring=scoring).mean() for c in CS]
+    chosen = int(np.argmin(np.abs(np.log(CS) - np.log(info["C"]))))
+    assert len(set(np.round(means, 3))) > 1          # the candidates differ: the choice means something
+    # the best, to within the solver's tolerance (the CV fits along a warm-started path)
+    assert means[chosen] >= max(means) - 2e-3, (info["C"], means)
+
+
+def test_head_scoring_is_a_checked_choice_and_kept_in_the_result_settings_only_when_changed(tmp_path):
+    with pytest.raises(ConfigError, match=r"train\.head_scoring must be one of"):
+        validate_config(_demo(tmp_path, "train.head_init=logistic", "train.head_scoring=accuracy"))
+    cfg = validate_config(_demo(tmp_path, "train.head_init=logistic", "train.head_scoring=neg_log_loss"))
+    assert result_settings(cfg)["train"]["head_scoring"] == "neg_log_loss"
+    cfg.train.head_scoring = "roc_auc"
+    assert "head_scoring" not in result_settings(cfg)["train"]
+    with pytest.raises(ValueError, match="scoring must be one of"):
+        fit_logistic_head(_network(), DataLoader(_cases()[0], batch_size=8), _cases()[1],
+                          np.arange(24), scoring="accuracy")

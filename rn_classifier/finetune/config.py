@@ -30,6 +30,7 @@ FUSION_KINDS = ("none", "late", "intermediate")
 BALANCE_MODES = ("sampler", "loss", "none")
 CHECKPOINTS = ("best", "last")
 HEAD_INITS = ("random", "logistic")
+HEAD_SCORINGS = ("roc_auc", "neg_log_loss")  # = finetune.logistic_head.SCORINGS (no sklearn import)
 POOLS = ("cls", "avg", "mask")               # = models.classifiers.POOLS (kept here: no torch import)
 POS_EMBED_TYPES = ("learn", "sincos")        # = models.vit3d.POS_EMBED_TYPES (no torch import)
 MASK_ENCODINGS = ("binary", "regions")        # = models.mask_regions.MASK_ENCODINGS
@@ -120,6 +121,9 @@ class TrainConfig:
     # embeddings of the fold's training cases, C by patient-grouped inner CV: finetune.logistic_head,
     # the LP of LP-FT as Kumar et al. fit it). With logistic, epochs may be 0: the probe is the model
     head_init: str = "random"
+    # what ranks the logistic head's C on the inner folds: roc_auc | neg_log_loss (log-loss also
+    # judges the logits' scale, which the fold ensemble and the frozen threshold depend on)
+    head_scoring: str = "roc_auc"
     # epochs without a better validation AUC; null: off. With a linear probe it counts only the
     # epochs after it (the probe's plateau must not stop a fold before its encoder trains)
     early_stopping_patience: Optional[int] = 15
@@ -206,7 +210,8 @@ RESULT_NEUTRAL = {"train": ("num_workers", "progress_bar")}
 def result_settings(cfg: FinetuneConfig) -> dict:
     """The config as a dict without the :data:`RESULT_NEUTRAL` settings, and without keys at the
     default that older runs lack (``unseen_levels``, ``augment.acquisition``,
-    ``train.linear_probe_epochs``, ``train.head_init``), so their resume hash and stage key stay valid."""
+    ``train.linear_probe_epochs``, ``train.head_init``, ``train.head_scoring``), so their resume
+    hash and stage key stay valid."""
     from ..config import to_dict
 
     d = without_default_acquisition(to_dict(cfg))
@@ -219,6 +224,8 @@ def result_settings(cfg: FinetuneConfig) -> dict:
         d["train"].pop("linear_probe_epochs")
     if d["train"].get("head_init") == "random":
         d["train"].pop("head_init")
+    if d["train"].get("head_scoring") == "roc_auc":
+        d["train"].pop("head_scoring")
     return d
 
 
@@ -234,6 +241,7 @@ def _check_choices(cfg: FinetuneConfig) -> None:
         check_choice(cfg.model.mask_encoding, "model.mask_encoding", MASK_ENCODINGS, ConfigError)
     check_choice(cfg.train.checkpoint, "train.checkpoint", CHECKPOINTS, ConfigError)
     check_choice(cfg.train.head_init, "train.head_init", HEAD_INITS, ConfigError)
+    check_choice(cfg.train.head_scoring, "train.head_scoring", HEAD_SCORINGS, ConfigError)
 
 
 def _check_checkpoint_rule(cfg: FinetuneConfig) -> None:

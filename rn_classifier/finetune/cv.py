@@ -358,7 +358,8 @@ def image_trainer(cfg: FinetuneConfig, cases: pd.DataFrame, internal_cache, exte
         head = None
         if cfg.train.head_init == "logistic":   # before any epoch: the LP of LP-FT, in closed form
             head = fit_logistic_head(network, dm.eval_loader(internal_cache, items(internal_cache, train_ids)),
-                                     y_train, cases.loc[train_ids, "patient_id"].to_numpy())
+                                     y_train, cases.loc[train_ids, "patient_id"].to_numpy(),
+                                     scoring=cfg.train.head_scoring)
             echo(f"fold {k}: logistic head fitted on the frozen embeddings (C {head['C']:.3g})")
         if cfg.train.epochs > 0:
             trainer.fit(module, datamodule=dm)

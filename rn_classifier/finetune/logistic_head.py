@@ -8,7 +8,7 @@ training cases (``probe-encoder``) where 12 epochs of AdamW on the same frozen h
 out of fold (benchmarks/RESULTS.md, 2026-12-04). The fit here is the probe's model: features
 standardised, class-balanced, C chosen by patient-grouped, class-stratified CV on the fold's
 training cases only
-(AUC), then the scaler folded into the head so the network computes the same logit:
+(``train.head_scoring``: AUC, or the log-loss, which also judges the logit's scale), then the scaler folded into the head so the network computes the same logit:
 
     logit = coef · (z - mean) / sd + intercept  =  (coef / sd) · z + (intercept - coef · mean / sd)
 
@@ -30,6 +30,7 @@ from ..errors import InputError
 
 CS = np.logspace(-3, 2, 11)   # the probe's L2 strengths (inverse), chosen by inner CV
 MAX_INNER_FOLDS = 5
+SCORINGS = ("roc_auc", "neg_log_loss")   # = finetune.config.HEAD_SCORINGS (kept here: the sklearn names)
 
 
 @torch.no_grad()
@@ -45,9 +46,16 @@ def frozen_embeddings(network: torch.nn.Module, loader) -> np.ndarray:
 
 
 def fit_logistic_head(network: torch.nn.Module, loader, labels: np.ndarray, patients: np.ndarray,
-                      max_iter: int = 5000) -> dict:
+                      scoring: str = "roc_auc", max_iter: int = 5000) -> dict:
     """Set ``network.head`` (a ``Linear(D, 1)``) to the logistic regression of ``labels`` on the
-    embeddings of ``loader``'s cases, in place; returns ``{"C": chosen C, "inner_folds": k}``."""
+    embeddings of ``loader``'s cases, in place; returns ``{"C": chosen C, "inner_folds": k}``.
+
+    ``scoring`` ranks the candidate C on the inner folds. ``roc_auc`` reads the order of the logits
+    only, so among Cs of equal AUC it may keep one whose logits are tens of units wide; the fold
+    models of one CV then differ in scale and the widest dominates their ensemble.
+    ``neg_log_loss`` (a proper scoring rule) also penalises over-confident logits."""
+    if scoring not in SCORINGS:
+        raise ValueError(f"scoring must be one of {SCORINGS}, got {scoring!r}")
     head = getattr(network, "head", None)
     if not isinstance(head, torch.nn.Linear) or head.out_features != 1:
         raise InputError("train.head_init=logistic needs the image classifier's linear head "
@@ -63,7 +71,7 @@ def fit_logistic_head(network: torch.nn.Module, loader, labels: np.ndarray, pati
     n_folds = max(2, min(MAX_INNER_FOLDS, n_groups, int(np.bincount(labels).min())))
     splitter = StratifiedGroupKFold(n_folds, shuffle=True, random_state=0)
     folds = list(splitter.split(features, labels, groups=patients))
-    model = LogisticRegressionCV(Cs=CS, cv=folds, scoring="roc_auc", class_weight="balanced",
+    model = LogisticRegressionCV(Cs=CS, cv=folds, scoring=scoring, class_weight="balanced",
                                  max_iter=max_iter, l1_ratios=(0.0,), use_legacy_attributes=False)
     model.fit(scaler.transform(features), labels)
     coef = model.coef_[0] / scaler.scale_
