@@ -149,8 +149,7 @@ def statistics_table(cache: CropCache, rows: pd.DataFrame) -> np.ndarray:
 def standardised_statistics(cache: CropCache, rows: pd.DataFrame) -> dict[str, np.ndarray]:
     """Case id → its crop statistics, each column standardised over ``rows`` (no labels used)."""
     table = statistics_table(cache, rows)
-    table = (table - table.mean(0)) / np.where(table.std(0) > 0, table.std(0), 1.0)
-    return dict(zip(rows["case_id"].astype(str), table))
+    return dict(zip(rows["case_id"].astype(str), StandardScaler().fit_transform(table)))
 
 
 class StatisticsTargetModule(FinetuneModule):

@@ -372,12 +372,10 @@ def image_trainer(cfg: FinetuneConfig, cases: pd.DataFrame, internal_cache, exte
         logits = _predict_cohorts(trainer, module, dm, caches, predict, items)
         _save_fold_network(folder, network, cfg, internal_cache, clinical, k, info)
         shutil.rmtree(folder / "lightning", ignore_errors=True)
-        if cfg.train.epochs == 0:
-            pass
-        elif cfg.train.checkpoint == "best":
-            echo(f"fold {k}: best validation AUC {info['best_val_auc']:.3f} (epoch {info['kept_epoch']})")
-        else:
-            echo(f"fold {k}: last epoch kept, validation AUC {info['last_val_auc']:.3f}")
+        if cfg.train.epochs > 0:   # with 0 epochs no epoch was validated or kept
+            echo(f"fold {k}: best validation AUC {info['best_val_auc']:.3f} (epoch {info['kept_epoch']})"
+                 if cfg.train.checkpoint == "best" else
+                 f"fold {k}: last epoch kept, validation AUC {info['last_val_auc']:.3f}")
         return FoldResult(fold_rows(k, predict, logits), ["model.safetensors", "model.json", *clinical_files],
                           info)
 

@@ -24,6 +24,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 import torch.nn.functional as F
+from sklearn.preprocessing import StandardScaler
 from torch import nn
 
 from ..data.crop import centre_crop
@@ -32,12 +33,6 @@ from .base_module import PretrainModule, build_backbone, compile_blocks
 from .config import PretrainConfig
 from .probe import crop_statistics
 from .schedules import Schedules
-
-
-def standardised(table: np.ndarray) -> np.ndarray:
-    """Columns of ``table`` at mean 0 and SD 1 over its rows (a constant column becomes 0)."""
-    sd = table.std(axis=0)
-    return (table - table.mean(axis=0)) / np.where(sd > 0, sd, 1.0)
 
 
 def statistics_targets(dataset, crop_size: int) -> np.ndarray:
@@ -53,7 +48,8 @@ def statistics_targets(dataset, crop_size: int) -> np.ndarray:
         crops.append(np.asarray(centre_crop(np.asarray(cache[int(row)][:2], np.float32), size)))
         names.append(case_ids[int(source)][int(row)])
     table = crop_statistics(torch.as_tensor(np.stack(crops)), np.asarray(names))
-    return standardised(table).astype(np.float32)
+    # each column at mean 0, SD 1 over the run's sub-volumes; a constant column becomes 0
+    return StandardScaler().fit_transform(table).astype(np.float32)
 
 
 def n_statistics() -> int:
